@@ -1,0 +1,36 @@
+# rpmcow developer entry points.  `make setup` once on a fresh machine,
+# then `make demo` (the main job on a built-in default) or `make test`.
+PYTHON  ?= /usr/bin/python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup deps venv build test demo fuzz bench clean
+
+setup: deps venv build
+
+deps:
+	sh packaging/install-build-deps.sh
+
+# rpm's and dnf's Python bindings exist only for the system Python
+venv:
+	test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+
+build:
+	$(VPY) setup.py -q build_ext --inplace
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(VPY) -m rpmcow.demo
+
+fuzz: setup
+	$(MAKE) -C tests/fuzz run
+
+bench: setup
+	$(VPY) bench/transcode_bench.py
+
+clean:
+	rm -rf build dist *.egg-info rpmcow/_core*.so rpmcow/_core.c .pytest_cache

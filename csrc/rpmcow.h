@@ -1,0 +1,150 @@
+/*
+ * rpmcow C core: the hot path of the transcoder.
+ *
+ * Data path, one file per stage:
+ *   input.c    bytes in: buffered reads from an fd, input and payload digests
+ *   header.c   framing of lead, signature header and main header (sizes only)
+ *   payload.c  decompression of the payload (zstd, xz, lzma, gzip, bzip2, none)
+ *   cpio.c     cpio archive entries (newc and rpm's stripped form)
+ *   layout.c   extents layout: dedupe, page alignment, file digests, writes
+ *   digest.c   digest contexts (OpenSSL EVP)
+ *
+ * Every function that can fail returns RC_OK (0) or a negative RC_E_* code
+ * and leaves a one-line message in the rc_error it was given.
+ * Everything read from the input is untrusted and bounds-checked.
+ */
+#ifndef RPMCOW_H
+#define RPMCOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors --------------------------------------------------------- */
+#define RC_OK            0
+#define RC_E_IO         -1   /* read or write failed (errno in message) */
+#define RC_E_FORMAT     -2   /* input is not a valid package */
+#define RC_E_TRUNCATED  -3   /* input ended early */
+#define RC_E_DIGEST     -4   /* content does not match its header digest */
+#define RC_E_NOMEM      -5   /* allocation failed or a limit was exceeded */
+#define RC_E_TRAILING   -6   /* data after the end of the package */
+#define RC_E_INTERNAL   -7   /* invalid arguments from the caller */
+
+typedef struct rc_error {
+    int code;
+    char msg[512];
+} rc_error;
+
+/* ---- digests (digest.c) --------------------------------------------- */
+#define RC_MAX_DIGEST 64
+#define RC_MAX_ALGOS  8
+
+typedef struct rc_digest rc_digest;
+/* name: OpenSSL digest name ("MD5", "SHA1", "SHA224", "SHA256", ...) */
+rc_digest *rc_digest_new(const char *name, rc_error *err);
+void rc_digest_update(rc_digest *d, const void *p, size_t n);
+/* writes the digest to out (RC_MAX_DIGEST bytes); returns its length */
+int rc_digest_final(rc_digest *d, uint8_t *out);
+int rc_digest_size(const rc_digest *d);
+int rc_digest_reset(rc_digest *d);
+void rc_digest_free(rc_digest *d);
+
+/* ---- input (input.c) ------------------------------------------------ */
+typedef struct rc_input rc_input;
+
+/* Reads from fd (not owned). algos: names of the input-stream digests
+ * recorded in the C section. */
+rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *err);
+void rc_input_free(rc_input *in);
+/* Copy exactly n bytes; RC_E_TRUNCATED if the input ends first. */
+int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_error *err);
+/* Zero-copy access to buffered bytes: *n == 0 means end of input. */
+int rc_input_peek(rc_input *in, const uint8_t **p, size_t *n, rc_error *err);
+void rc_input_consume(rc_input *in, size_t n);
+/* Start hashing everything consumed from now on with algorithm `name`
+ * (the compressed payload digest). */
+int rc_input_begin_payload_digest(rc_input *in, const char *name, rc_error *err);
+/* Copy every byte consumed from now on to fd (e.g. a verifier's pipe). */
+void rc_input_set_tee(rc_input *in, int fd);
+/* Read to the end: RC_E_TRAILING if any byte is left. */
+int rc_input_expect_eof(rc_input *in, const char *after, rc_error *err);
+uint64_t rc_input_total(const rc_input *in);
+/* Copy the rest of the input to fd unchanged (deny-listed packages). */
+int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
+/* Finalise the digests; out must hold nalgos * RC_MAX_DIGEST bytes,
+ * lens nalgos ints.  payload_out/payload_len may be NULL. */
+int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
+                    uint8_t *payload_out, int *payload_len, rc_error *err);
+
+/* ---- lead and headers (header.c) ------------------------------------ */
+#define RC_LEAD_SIZE 96
+#define RC_SIGHDR_MAX  (64u << 20)     /* signature header limit */
+#define RC_HDR_MAX     (256u << 20)    /* main header limit (rpm's own) */
+
+typedef struct rc_prologue {
+    uint8_t *data;          /* lead + signature header (+pad) + main header */
+    size_t len;
+    size_t sig_off, sig_len; /* sig_len excludes the padding */
+    size_t hdr_off, hdr_len;
+} rc_prologue;
+
+/* Read and frame the lead and both headers; data is malloc'd. */
+int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err);
+void rc_prologue_free(rc_prologue *pro);
+
+/* ---- payload decompression (payload.c) ------------------------------ */
+enum rc_compressor {
+    RC_COMP_NONE = 0, RC_COMP_GZIP, RC_COMP_BZIP2, RC_COMP_XZ,
+    RC_COMP_LZMA, RC_COMP_ZSTD
+};
+typedef struct rc_decoder rc_decoder;
+rc_decoder *rc_decoder_new(int compressor, rc_input *in, rc_error *err);
+void rc_decoder_free(rc_decoder *d);
+/* Produce up to cap bytes; returns the count, 0 at the end of the payload
+ * (all streams ended and the input exhausted), or a negative RC_E_*. */
+long rc_decoder_read(rc_decoder *d, uint8_t *out, size_t cap, rc_error *err);
+
+/* ---- the file table handed in by the caller ------------------------- */
+/* What the header says about each file, prepared by Python from librpm. */
+#define RC_FT_REG        1   /* regular file (not %ghost) */
+#define RC_FT_KEYED      2   /* has a header digest: gets a table entry */
+#define RC_FT_NOCONTENT  4   /* hardlink member whose content travels with another */
+
+typedef struct rc_filetab {
+    uint32_t count;
+    uint32_t keysize;            /* digest length (0 if no digests) */
+    const char *digest_name;     /* OpenSSL name of the file digest algo */
+    const uint8_t *digests;      /* count * keysize */
+    const uint64_t *sizes;       /* header file sizes */
+    const uint64_t *stripped_sizes; /* content size in a stripped archive */
+    const uint8_t *flags;        /* RC_FT_* */
+    const int32_t *groups;       /* distinct-digest group of each file, -1 */
+    uint32_t ngroups;
+    /* archive names (no leading "./" or "/"), sorted bytewise */
+    const char *const *names;
+    const uint32_t *name_fx;     /* file index of names[i] */
+} rc_filetab;
+
+/* ---- extents layout (layout.c) -------------------------------------- */
+typedef struct rc_layout_result {
+    uint64_t out_pos;            /* output offset after the last blob */
+    uint64_t blobs;              /* distinct contents written */
+    uint64_t blob_bytes;         /* their content bytes */
+    uint64_t dup_files;          /* files sharing an earlier blob */
+    uint64_t payload_bytes;      /* decompressed payload size */
+    uint64_t entries;            /* archive entries */
+} rc_layout_result;
+
+/* Stream the payload from `in`, writing page-aligned deduplicated blobs to
+ * out_fd (whose current offset is out_pos).  group_offsets (ngroups) receives
+ * each group's blob offset (UINT64_MAX if never seen). */
+int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
+                      int out_fd, uint64_t out_pos, uint32_t page_size,
+                      uint64_t *group_offsets, rc_layout_result *res,
+                      rc_error *err);
+
+/* ---- internal helpers ----------------------------------------------- */
+int rc_fail(rc_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int rc_write_all(int fd, const void *p, size_t n, rc_error *err);
+
+#endif

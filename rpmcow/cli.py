@@ -1,0 +1,146 @@
+"""Command line: ``rpmcow SUBCOMMAND ...`` and the ``rpm2extents`` entry point.
+
+Errors are reported once, as ``rpmcow: <message>`` on stderr, with the exit
+code of their kind (rpmcow.errors); nothing here prints a traceback for an
+error a user can cause.
+"""
+import argparse
+import json
+import os
+import sys
+
+from . import __version__, errors, transcode
+from .digests import ALGOS, by_name
+
+PROG = "rpmcow"
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+    return str(n)
+
+
+def _page_size(text):
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if v < 512 or v > 65536 or v & (v - 1):
+        raise argparse.ArgumentTypeError("page size must be a power of two from 512 to 65536")
+    return v
+
+
+def cmd_transcode(args):
+    if args.output is None:
+        if args.input != "-":
+            raise errors.UsageError("name the output with -o FILE (or -o - for stdout)")
+        args.output = "-"
+    if args.output != "-" and os.path.isdir(args.output):
+        raise errors.UsageError("output %s is a directory" % args.output)
+    algos = args.digest or list(transcode.DEFAULT_ALGOS)
+    for a in algos:
+        by_name(a)
+    r = transcode.transcode_path(args.input, args.output, algos=algos,
+                                 page_size=args.page_size)
+    if not args.quiet:
+        if r.passthrough:
+            print("%s: deny-listed (%s), copied unchanged" % (r.nevra, r.denied_by),
+                  file=sys.stderr)
+        else:
+            print("%s: %d files, %d distinct contents (%s), %d shared; %s -> %s"
+                  % (r.nevra, r.files, r.blobs, _size(r.blob_bytes), r.dup_files,
+                     _size(r.input_len), _size(r.output_len)), file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(args):
+    from . import inspect as inspect_mod
+    report = inspect_mod.inspect_path(args.file, with_table=args.table or args.json)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(inspect_mod.format_report(report, with_table=args.table))
+    return 0 if report["transcoded"] else 1
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Copy-on-write package installs for RPM: transcode "
+        "packages to extents files and inspect them.")
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("transcode", help="turn an .rpm into an extents file",
+                       description="Turn an .rpm into an extents file: lead, signature and "
+                       "header kept byte for byte, payload replaced by each distinct file "
+                       "content, page-aligned, then the S/T/C sections and the footer. "
+                       "Every file is checked against its header digest on the way.")
+    t.add_argument("input", help="package file, or - for standard input")
+    t.add_argument("-o", "--output", help="extents file to write, or - for standard output "
+                   "(written under a temporary name and renamed when complete)")
+    t.add_argument("--digest", action="append", metavar="ALGO",
+                   help="digest of the input recorded in the C section (repeatable; default "
+                   "SHA256; one of %s)" % " ".join(a.name for a in ALGOS))
+    t.add_argument("--page-size", type=_page_size, default=None,
+                   help="blob alignment in bytes (default: this machine's page size)")
+    t.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    t.set_defaults(func=cmd_transcode)
+
+    i = sub.add_parser("inspect", help="show what an extents file contains",
+                       description="Say whether FILE is an extents file and show its "
+                       "footer, verification record, table and input digests. Works on "
+                       "files made by upstream rpm2extents too. Exit 1 if FILE is not "
+                       "an extents file.")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--table", action="store_true", help="list every table entry")
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def _run(func, args, prog):
+    try:
+        return func(args)
+    except errors.RpmcowError as exc:
+        print("%s: %s" % (prog, exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("%s: interrupted" % prog, file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        print("%s: output closed early" % prog, file=sys.stderr)
+        return 1
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args, PROG)
+
+
+def rpm2extents_main(argv=None):
+    """``rpm2extents [--root R] [--dbpath D] DIGESTALGO...``: package on stdin,
+    extents file on stdout; exit 1 with nothing on stdout on any error."""
+    p = argparse.ArgumentParser(
+        prog="rpm2extents", description="Transcode the package on standard input into an "
+        "extents file on standard output, recording the input's digests in the named "
+        "algorithms (as rpm spells them: %s)." % " ".join(a.name for a in ALGOS))
+    p.add_argument("--root", help="root whose configuration and keyring apply")
+    p.add_argument("--dbpath", help="rpm database path inside the root")
+    p.add_argument("algos", nargs="*", metavar="DIGESTALGO")
+    args = p.parse_args(argv)
+
+    def run(a):
+        if not a.algos:
+            raise errors.RpmcowError("no digest algorithm given (for example: SHA256)")
+        for name in a.algos:
+            by_name(name)
+        transcode.transcode_path("-", "-", algos=a.algos)
+        return 0
+
+    rc = _run(run, args, "rpm2extents")
+    return 1 if rc else 0

@@ -1,0 +1,43 @@
+"""Digest algorithms by the names and numbers rpm uses for them."""
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Algo:
+    rpm_id: int       # PGPHASHALGO_* (RPMTAG_FILEDIGESTALGO, PAYLOADDIGESTALGO)
+    name: str         # as rpm spells it (rpm2extents arguments, the C section)
+    size: int         # digest length in bytes
+
+    @property
+    def openssl(self):
+        return self.name
+
+
+ALGOS = [
+    Algo(1, "MD5", 16),
+    Algo(2, "SHA1", 20),
+    Algo(8, "SHA256", 32),
+    Algo(9, "SHA384", 48),
+    Algo(10, "SHA512", 64),
+    Algo(11, "SHA224", 28),
+]
+BY_ID = {a.rpm_id: a for a in ALGOS}
+BY_NAME = {a.name: a for a in ALGOS}
+
+# rpm's default file digest algorithm when the header names none (MD5)
+DEFAULT_FILE_ALGO = BY_ID[1]
+
+
+def by_name(name):
+    """The algorithm called `name` (case-insensitive), or UsageError."""
+    algo = BY_NAME.get(name.upper())
+    if algo is None:
+        raise UsageError("unknown digest algorithm %r (known: %s)"
+                         % (name, " ".join(a.name for a in ALGOS)))
+    return algo
+
+
+def by_id(rpm_id):
+    return BY_ID.get(rpm_id)

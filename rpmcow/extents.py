@@ -1,0 +1,175 @@
+"""The extents file format ("KWTSH100"): its trailing sections and footer.
+
+Layout (all integers little-endian; see docs/format.md):
+
+    lead | signature header (+pad) | main header | pad | blobs...
+    | S: int32 rc, uint64 len, text
+    | T: uint32 count, uint32 keysize, count x (digest, uint64 offset)
+    | C: int64 input_len, uint32 n, n x (uint32 name_len, uint32 digest_len, name, digest)
+    | zero padding | footer: int64 S_offset, int64 T_offset, int64 C_offset, uint64 magic
+
+This module writes the sections after the blobs and reads them back (both
+our files and upstream's, V1 and V2), bounds-checking everything it reads.
+"""
+import os
+import struct
+from dataclasses import dataclass, field
+
+from .errors import BadExtentsError, NotTranscodedError
+
+MAGIC = b"KWTSH100"
+MAGIC_INT = struct.unpack("<Q", MAGIC)[0]      # 3472329499408095051
+FOOTER_V2 = struct.Struct("<qqqQ")
+FOOTER_V1 = struct.Struct("<qqQ")
+S_HEAD = struct.Struct("<iQ")
+T_HEAD = struct.Struct("<II")
+C_HEAD = struct.Struct("<qI")
+C_ALGO = struct.Struct("<II")
+OFFSET = struct.Struct("<Q")
+
+VALID_KEYSIZES = (16, 20, 28, 32, 48, 64)
+MAX_C_ALGOS = 16
+MAX_S_TEXT = 1 << 20
+
+RC_OK = 0
+RC_FAIL = 2
+
+
+@dataclass
+class Sections:
+    """What follows the blobs."""
+    s_rc: int
+    s_text: bytes
+    keysize: int
+    table: list                  # [(digest bytes, offset)], sorted by digest
+    input_len: int
+    input_digests: list          # [(name str, digest bytes)]
+    version: int = 2
+    s_offset: int = 0
+    t_offset: int = 0
+    c_offset: int = 0
+    size: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def lookup(self, digest):
+        """Offset of the blob whose content has file digest `digest`."""
+        lo, hi = 0, len(self.table)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.table[mid][0] < digest:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self.table) and self.table[lo][0] == digest:
+            return self.table[lo][1]
+        return None
+
+
+def encode_sections(s_offset, sections, page_size):
+    """Bytes of S, T, C, padding and footer for a file whose S starts at
+    s_offset.  Padding follows upstream: S_end + 24 rounded up to a page."""
+    text = sections.s_text
+    s = S_HEAD.pack(sections.s_rc, len(text)) + text
+    entries = sorted(sections.table)
+    t = T_HEAD.pack(len(entries), sections.keysize) + b"".join(
+        d + OFFSET.pack(off) for d, off in entries)
+    c = C_HEAD.pack(sections.input_len, len(sections.input_digests)) + b"".join(
+        C_ALGO.pack(len(name), len(dig)) + name.encode() + dig
+        for name, dig in sections.input_digests)
+    t_offset = s_offset + len(s)
+    c_offset = t_offset + len(t)
+    pad = -(t_offset + 24) % page_size
+    footer = FOOTER_V2.pack(s_offset, t_offset, c_offset, MAGIC_INT)
+    return s + t + c + bytes(pad) + footer
+
+
+def is_transcoded(fd):
+    """True if the file ends with the KWTSH100 magic (upstream's test)."""
+    size = os.fstat(fd).st_size
+    return size >= FOOTER_V1.size and os.pread(fd, 8, size - 8) == MAGIC
+
+
+def _read(fd, offset, length, what):
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise BadExtentsError("extents file is truncated in the %s" % what)
+    return data
+
+
+def _parse_s(fd, s_offset, t_offset):
+    if t_offset - s_offset < S_HEAD.size:
+        raise BadExtentsError("S section is too short")
+    rc, length = S_HEAD.unpack(_read(fd, s_offset, S_HEAD.size, "S section"))
+    if length != t_offset - s_offset - S_HEAD.size or length > MAX_S_TEXT:
+        raise BadExtentsError("S section length %d does not fit its place" % length)
+    return rc, _read(fd, s_offset + S_HEAD.size, length, "S section")
+
+
+def _parse_t(fd, t_offset, c_offset, blob_end):
+    if c_offset - t_offset < T_HEAD.size:
+        raise BadExtentsError("T section is too short")
+    count, keysize = T_HEAD.unpack(_read(fd, t_offset, T_HEAD.size, "T section"))
+    if keysize not in VALID_KEYSIZES:
+        raise BadExtentsError("T section key size %d is not a digest size" % keysize)
+    entry = keysize + OFFSET.size
+    if count * entry != c_offset - t_offset - T_HEAD.size:
+        raise BadExtentsError("T section count %d does not fit its place" % count)
+    raw = _read(fd, t_offset + T_HEAD.size, count * entry, "T section")
+    table = []
+    prev = None
+    for i in range(count):
+        d = raw[i * entry:i * entry + keysize]
+        off, = OFFSET.unpack_from(raw, i * entry + keysize)
+        if off > blob_end:
+            raise BadExtentsError("T entry %d points past the blobs" % i)
+        if prev is not None and d <= prev:
+            raise BadExtentsError("T section is not sorted and unique")
+        prev = d
+        table.append((d, off))
+    return keysize, table
+
+
+def _parse_c(fd, c_offset, end):
+    if end - c_offset < C_HEAD.size:
+        raise BadExtentsError("C section is too short")
+    raw = _read(fd, c_offset, min(end - c_offset, 64 * 1024), "C section")
+    input_len, n = C_HEAD.unpack_from(raw, 0)
+    if n > MAX_C_ALGOS or input_len < 0:
+        raise BadExtentsError("C section is corrupt")
+    pos = C_HEAD.size
+    out = []
+    for _ in range(n):
+        if pos + C_ALGO.size > len(raw):
+            raise BadExtentsError("C section is truncated")
+        nlen, dlen = C_ALGO.unpack_from(raw, pos)
+        pos += C_ALGO.size
+        if nlen > 64 or dlen > 64 or pos + nlen + dlen > len(raw):
+            raise BadExtentsError("C section is corrupt")
+        name = raw[pos:pos + nlen].decode("ascii", "replace")
+        out.append((name, raw[pos + nlen:pos + nlen + dlen]))
+        pos += nlen + dlen
+    return input_len, out
+
+
+def read_sections(fd):
+    """Parse and check the sections of an extents file (V2, or V1)."""
+    size = os.fstat(fd).st_size
+    if not is_transcoded(fd):
+        raise NotTranscodedError("not an extents file (no KWTSH100 footer)")
+    if size >= FOOTER_V2.size:
+        s_off, t_off, c_off, _ = FOOTER_V2.unpack(_read(fd, size - 32, 32, "footer"))
+        if 0 < s_off < t_off < c_off <= size - FOOTER_V2.size:
+            try:
+                rc, text = _parse_s(fd, s_off, t_off)
+                keysize, table = _parse_t(fd, t_off, c_off, s_off)
+                input_len, dig = _parse_c(fd, c_off, size - FOOTER_V2.size)
+                return Sections(rc, text, keysize, table, input_len, dig, 2,
+                                s_off, t_off, c_off, size)
+            except BadExtentsError:
+                pass   # may be a V1 file whose last 32 bytes merely look like V2
+    t_off, c_off, _ = FOOTER_V1.unpack(_read(fd, size - 24, 24, "footer"))
+    if not 0 < t_off < c_off <= size - FOOTER_V1.size:
+        raise BadExtentsError("footer offsets are inconsistent")
+    keysize, table = _parse_t(fd, t_off, c_off, t_off)
+    input_len, dig = _parse_c(fd, c_off, size - FOOTER_V1.size)
+    return Sections(None, b"", keysize, table, input_len, dig, 1, 0, t_off, c_off, size)

@@ -1,0 +1,86 @@
+"""``rpmcow inspect``: what an extents file (ours or upstream's) contains."""
+import os
+
+from . import extents, native, package
+from .errors import NotTranscodedError, RpmcowError
+
+
+def _alignment(offsets):
+    """Largest power of two (up to 64 KiB) dividing every blob offset."""
+    align = 65536
+    for off in offsets:
+        while align > 1 and off % align:
+            align //= 2
+    return align
+
+
+def _nevra(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        pro = native.Input(fd, []).read_prologue()
+        return package.load_header(pro.data)["nevra"], len(pro.data)
+    except RpmcowError:
+        return None, None
+
+
+def inspect_path(path, with_table=False):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
+    try:
+        report = {"path": path, "size": os.fstat(fd).st_size}
+        nevra, headers_end = _nevra(fd)
+        report["package"] = nevra
+        try:
+            s = extents.read_sections(fd)
+        except NotTranscodedError:
+            report["transcoded"] = False
+            return report
+        report["transcoded"] = True
+        report["format_version"] = s.version
+        report["headers_end"] = headers_end
+        report["offsets"] = {"S": s.s_offset, "T": s.t_offset, "C": s.c_offset}
+        if s.version >= 2:
+            report["verification"] = {
+                "rc": s.s_rc, "ok": s.s_rc == 0,
+                "lines": [l.strip() for l in s.s_text.decode("utf-8", "replace").splitlines()],
+            }
+        offsets = [off for _, off in s.table]
+        report["table"] = {"count": len(s.table), "keysize": s.keysize,
+                           "alignment": _alignment(offsets) if offsets else None}
+        if with_table:
+            report["table"]["entries"] = [{"digest": d.hex(), "offset": off}
+                                          for d, off in s.table]
+        report["input"] = {"length": s.input_len,
+                           "digests": {name: d.hex() for name, d in s.input_digests}}
+        return report
+    finally:
+        os.close(fd)
+
+
+def format_report(r, with_table=False):
+    lines = ["%s: %s" % (r["path"], "extents file" if r["transcoded"] else
+                         "not an extents file")]
+    if r.get("package"):
+        lines.append("  package:      %s" % r["package"])
+    lines.append("  size:         %d bytes" % r["size"])
+    if not r["transcoded"]:
+        return "\n".join(lines) + "\n"
+    lines.append("  format:       V%d footer; S at %s, T at %d, C at %d"
+                 % (r["format_version"], r["offsets"]["S"] or "-", r["offsets"]["T"],
+                    r["offsets"]["C"]))
+    v = r.get("verification")
+    if v is not None:
+        lines.append("  verification: rc %d (%s), as recorded at transcode time"
+                     % (v["rc"], "OK" if v["ok"] else "NOT OK"))
+        lines.extend("    " + l for l in v["lines"])
+    t = r["table"]
+    lines.append("  table:        %d distinct contents, %d-byte digests, aligned to %s"
+                 % (t["count"], t["keysize"], t["alignment"] or "-"))
+    if with_table:
+        lines.extend("    %s  %d" % (e["digest"], e["offset"]) for e in t["entries"])
+    i = r["input"]
+    lines.append("  input:        %d bytes" % i["length"])
+    lines.extend("    %-7s %s" % (k, v) for k, v in sorted(i["digests"].items()))
+    return "\n".join(lines) + "\n"

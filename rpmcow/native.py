@@ -1,0 +1,139 @@
+"""Python face of the C core (``rpmcow._core``).
+
+No cffi object and no C error code leaves this module: failures become
+``rpmcow.errors`` exceptions carrying the core's one-line message.
+"""
+from . import errors
+
+try:
+    from ._core import ffi, lib
+except ImportError as exc:  # pragma: no cover - a broken install
+    raise errors.InternalError(
+        "the rpmcow C extension is not built (%s): run 'make setup'" % exc) from exc
+
+_ERRORS = {
+    lib.RC_E_IO: errors.OutputError,
+    lib.RC_E_FORMAT: errors.BadPackageError,
+    lib.RC_E_TRUNCATED: errors.BadPackageError,
+    lib.RC_E_TRAILING: errors.BadPackageError,
+    lib.RC_E_DIGEST: errors.DigestMismatchError,
+    lib.RC_E_NOMEM: errors.BadPackageError,
+    lib.RC_E_INTERNAL: errors.InternalError,
+}
+
+COMPRESSORS = {
+    "none": lib.RC_COMP_NONE,
+    "gzip": lib.RC_COMP_GZIP,
+    "bzip2": lib.RC_COMP_BZIP2,
+    "xz": lib.RC_COMP_XZ,
+    "lzma": lib.RC_COMP_LZMA,
+    "zstd": lib.RC_COMP_ZSTD,
+}
+
+
+def _raise(err):
+    msg = ffi.string(err.msg).decode("utf-8", "replace")
+    raise _ERRORS.get(err.code, errors.InternalError)(msg)
+
+
+def _check(rc, err):
+    if rc != lib.RC_OK:
+        _raise(err)
+
+
+class Prologue:
+    """Lead, signature header and main header bytes, as read."""
+
+    def __init__(self, data, sig_off, sig_len, hdr_off, hdr_len):
+        self.data = data
+        self.sig_off, self.sig_len = sig_off, sig_len
+        self.hdr_off, self.hdr_len = hdr_off, hdr_len
+
+    @property
+    def lead(self):
+        return self.data[:lib.RC_LEAD_SIZE]
+
+    @property
+    def main_header(self):
+        return self.data[self.hdr_off:self.hdr_off + self.hdr_len]
+
+
+class LayoutResult:
+    def __init__(self, res, group_offsets):
+        self.out_pos = res.out_pos
+        self.blobs = res.blobs
+        self.blob_bytes = res.blob_bytes
+        self.dup_files = res.dup_files
+        self.payload_bytes = res.payload_bytes
+        self.entries = res.entries
+        self.group_offsets = group_offsets
+
+
+class Input:
+    """A package being read from an fd; every byte read feeds the input
+    digests named in `algos` (the C section)."""
+
+    NO_OFFSET = 2 ** 64 - 1
+
+    def __init__(self, fd, algos):
+        self._err = ffi.new("rc_error *")
+        names = [ffi.new("char[]", a.encode()) for a in algos]
+        self._algos = list(algos)
+        self._names = ffi.new("const char *[]", names or [ffi.NULL])
+        self._keep = names
+        self._in = lib.rc_input_new(fd, self._names, len(names), self._err)
+        if self._in == ffi.NULL:
+            _raise(self._err)
+        self._in = ffi.gc(self._in, lib.rc_input_free)
+
+    def read_prologue(self):
+        pro = ffi.new("rc_prologue *")
+        _check(lib.rc_read_prologue(self._in, pro, self._err), self._err)
+        try:
+            data = bytes(ffi.buffer(pro.data, pro.len))
+            return Prologue(data, pro.sig_off, pro.sig_len, pro.hdr_off, pro.hdr_len)
+        finally:
+            lib.rc_prologue_free(pro)
+
+    def begin_payload_digest(self, algo_name):
+        _check(lib.rc_input_begin_payload_digest(self._in, algo_name.encode(), self._err),
+               self._err)
+
+    def set_tee(self, fd):
+        lib.rc_input_set_tee(self._in, fd)
+
+    def copy_to(self, fd):
+        _check(lib.rc_input_copy_to(self._in, fd, self._err), self._err)
+
+    def expect_eof(self, after):
+        _check(lib.rc_input_expect_eof(self._in, after.encode(), self._err), self._err)
+
+    @property
+    def total(self):
+        return lib.rc_input_total(self._in)
+
+    def finish(self):
+        """(input digests as [(name, bytes)], payload digest bytes or None)."""
+        n = len(self._algos)
+        out = ffi.new("uint8_t[]", max(n, 1) * lib.RC_MAX_DIGEST)
+        lens = ffi.new("int[]", max(n, 1))
+        pout = ffi.new("uint8_t[]", lib.RC_MAX_DIGEST)
+        plen = ffi.new("int *")
+        _check(lib.rc_input_finish(self._in, out, lens, pout, plen, self._err), self._err)
+        buf = ffi.buffer(out)
+        digests = [(name, bytes(buf[i * lib.RC_MAX_DIGEST:i * lib.RC_MAX_DIGEST + lens[i]]))
+                   for i, name in enumerate(self._algos)]
+        payload = bytes(ffi.buffer(pout, plen[0])) if plen[0] else None
+        return digests, payload
+
+    def layout_payload(self, compressor, table, out_fd, out_pos, page_size):
+        """Run the C layout over the payload; `table` is a package.FileTable."""
+        ft = ffi.new("rc_filetab *")
+        keep = table.to_c(ffi, ft)
+        offsets = ffi.new("uint64_t[]", max(table.ngroups, 1))
+        res = ffi.new("rc_layout_result *")
+        rc = lib.rc_layout_payload(self._in, COMPRESSORS[compressor], ft, out_fd, out_pos,
+                                   page_size, offsets, res, self._err)
+        del keep
+        _check(rc, self._err)
+        return LayoutResult(res, [offsets[i] for i in range(table.ngroups)])
