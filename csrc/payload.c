@@ -21,6 +21,8 @@ struct rc_decoder {
     int started;       /* a stream has begun and not yet ended */
     int ended;         /* at least one stream ended and no new one started */
     int done;
+    int streams;       /* streams completed */
+    uint64_t made;     /* bytes produced by the current stream */
     ZSTD_DCtx *zstd;
     lzma_stream xz;
     int xz_init;
@@ -45,7 +47,7 @@ static int stream_init(rc_decoder *d, rc_error *err)
         lzma_stream init = LZMA_STREAM_INIT;
         d->xz = init;
         lzma_ret r = d->kind == RC_COMP_XZ
-            ? lzma_stream_decoder(&d->xz, DECODER_MEMLIMIT, LZMA_CONCATENATED)
+            ? lzma_stream_decoder(&d->xz, DECODER_MEMLIMIT, 0)
             : lzma_alone_decoder(&d->xz, DECODER_MEMLIMIT);
         if (r != LZMA_OK)
             return rc_fail(err, RC_E_NOMEM, "cannot start the %s decoder", NAMES[d->kind]);
@@ -242,7 +244,7 @@ long rc_decoder_read(rc_decoder *d, uint8_t *out, size_t cap, rc_error *err)
         if (eof && !d->started)
             return rc_fail(err, RC_E_TRUNCATED, "truncated package: no payload");
         if (d->ended && !eof) {
-            /* another stream follows the one that ended */
+            /* more input after a complete stream: another stream, or junk */
             if (d->kind == RC_COMP_LZMA)
                 return rc_fail(err, RC_E_TRAILING, "trailing data after the lzma payload");
             if (d->kind != RC_COMP_ZSTD && (rc = stream_init(d, err)) != RC_OK)
@@ -251,19 +253,32 @@ long rc_decoder_read(rc_decoder *d, uint8_t *out, size_t cap, rc_error *err)
         }
         size_t used = 0, made = 0;
         int end = 0;
-        rc = step(d, p, n, eof, out, cap, &used, &made, &end, err);
-        if (rc)
-            return rc;
+        rc_error serr = {0, ""};
+        rc = step(d, p, n, eof, out, cap, &used, &made, &end, &serr);
+        if (rc) {
+            /* a "stream" after a complete one that fails before producing
+             * anything is not a stream: say what it is */
+            if (d->streams > 0 && d->made == 0)
+                return rc_fail(err, RC_E_TRAILING, "trailing data after the %s payload",
+                               NAMES[d->kind]);
+            return rc_fail(err, rc, "%s", serr.msg);
+        }
         rc_input_consume(d->in, used);
+        d->made += made;
         if (used)
             d->started = 1;
         if (end) {
             d->ended = 1;
             d->started = 0;
+            d->streams++;
+            d->made = 0;
         }
         if (made)
             return (long)made;
         if (used == 0 && !end) {
+            if (eof && d->streams > 0 && d->made == 0)
+                return rc_fail(err, RC_E_TRAILING, "trailing data after the %s payload",
+                               NAMES[d->kind]);
             if (eof)
                 return rc_fail(err, RC_E_TRUNCATED, "truncated %s payload", NAMES[d->kind]);
             if (++stalls > 4)

@@ -109,7 +109,7 @@ def _parse_t(fd, t_offset, c_offset, blob_end):
     if c_offset - t_offset < T_HEAD.size:
         raise BadExtentsError("T section is too short")
     count, keysize = T_HEAD.unpack(_read(fd, t_offset, T_HEAD.size, "T section"))
-    if keysize not in VALID_KEYSIZES:
+    if keysize not in VALID_KEYSIZES and not (keysize == 0 and count == 0):
         raise BadExtentsError("T section key size %d is not a digest size" % keysize)
     entry = keysize + OFFSET.size
     if count * entry != c_offset - t_offset - T_HEAD.size:

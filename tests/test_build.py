@@ -1,0 +1,42 @@
+"""Build hardening: warnings are errors, no executable stack, RELRO."""
+import glob
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rpmcow import _build, native
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _program_headers(path):
+    return subprocess.run(["readelf", "-lW", path], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_extension_has_no_executable_stack():
+    so = native.lib.__file__ if hasattr(native.lib, "__file__") else None
+    so = so or glob.glob(str(ROOT / "rpmcow" / "_core*.so"))[0]
+    stack = [l for l in _program_headers(so).splitlines() if "GNU_STACK" in l]
+    assert len(stack) == 1, "no GNU_STACK header: the stack defaults to executable"
+    assert "RWE" not in stack[0] and stack[0].split()[-2] == "RW"
+    assert "GNU_RELRO" in _program_headers(so)
+
+
+def test_build_flags_make_warnings_errors():
+    assert "-Werror" in _build.CFLAGS and "-Wall" in _build.CFLAGS
+    assert "-Wl,-z,noexecstack" in _build.LDFLAGS
+
+
+@pytest.mark.parametrize("source", _build.SOURCES)
+def test_each_source_compiles_without_warnings(source):
+    inc = subprocess.run(["/usr/bin/python3", "-c",
+                          "import sysconfig; print(sysconfig.get_paths()['include'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    cmd = ["gcc", "-fsyntax-only", "-I", str(ROOT / "csrc"), "-I", inc,
+           *[f for f in _build.CFLAGS if f != "-O2"], "-O2",
+           str(ROOT / "csrc" / source)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
