@@ -11,20 +11,24 @@
 #define NEWC_HDR 110
 #define STRIPPED_HDR 14
 
-int rc_ps_init(rc_pstream *ps, rc_decoder *dec, size_t cap, rc_error *err)
+int rc_ps_init(rc_pstream *ps, rc_decoder *dec, uint8_t *buf, size_t cap,
+               rc_ps_next_buffer next_buffer, void *arg, rc_error *err)
 {
     memset(ps, 0, sizeof(*ps));
     ps->dec = dec;
     ps->cap = cap;
-    ps->buf = malloc(cap);
-    if (ps->buf == NULL)
+    ps->next_buffer = next_buffer;
+    ps->arg = arg;
+    ps->buf = buf;
+    if (buf == NULL && (ps->buf = malloc(cap)) == NULL)
         return rc_fail(err, RC_E_NOMEM, "out of memory");
     return RC_OK;
 }
 
 void rc_ps_free(rc_pstream *ps)
 {
-    free(ps->buf);
+    if (ps->next_buffer == NULL)
+        free(ps->buf);
     ps->buf = NULL;
 }
 
@@ -33,6 +37,11 @@ static int ps_fill(rc_pstream *ps, rc_error *err)
 {
     if (ps->pos < ps->len || ps->eof)
         return RC_OK;
+    if (ps->next_buffer) {
+        int rc = ps->next_buffer(ps, ps->arg, err);
+        if (rc)
+            return rc;
+    }
     ps->pos = ps->len = 0;
     long r = rc_decoder_read(ps->dec, ps->buf, ps->cap, err);
     if (r < 0)

@@ -6,15 +6,24 @@
 
 #define RC_CPIO_NAME_MAX 4096
 
-typedef struct rc_pstream {
+typedef struct rc_pstream rc_pstream;
+/* Called when the current buffer is fully consumed: release it and point
+ * ps->buf at a buffer of ps->cap bytes that may be overwritten. */
+typedef int (*rc_ps_next_buffer)(rc_pstream *ps, void *arg, rc_error *err);
+
+struct rc_pstream {
     rc_decoder *dec;
     uint8_t *buf;
     size_t cap, pos, len;
     uint64_t offset;     /* decompressed bytes consumed */
     int eof;
-} rc_pstream;
+    rc_ps_next_buffer next_buffer;   /* NULL: reuse one owned buffer */
+    void *arg;
+};
 
-int rc_ps_init(rc_pstream *ps, rc_decoder *dec, size_t cap, rc_error *err);
+/* buf == NULL: allocate one owned buffer of cap bytes */
+int rc_ps_init(rc_pstream *ps, rc_decoder *dec, uint8_t *buf, size_t cap,
+               rc_ps_next_buffer next_buffer, void *arg, rc_error *err);
 void rc_ps_free(rc_pstream *ps);
 /* up to max buffered bytes; *n == 0 at the end of the payload */
 int rc_ps_chunk(rc_pstream *ps, const uint8_t **p, size_t *n, uint64_t max, rc_error *err);

@@ -1,26 +1,43 @@
-/* Bytes in: buffered reads from the package fd.  Every consumed byte goes
- * through the input digests (the C section); from the start of the payload
- * on, also through the payload digest and optionally a tee fd. */
+/* Bytes in: reads from the package fd into a ring of fixed blocks.
+ *
+ * Every consumed byte goes through the input digests (the C section); from
+ * the start of the payload on, also through the payload digest and the
+ * optional tee fd.  In immediate mode that happens as bytes are consumed.
+ * In deferred mode (while the layout's sink thread runs) each block is
+ * handed to a callback once consumed, and the sink hashes it and releases
+ * it: the reading thread only decompresses. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "rpmcow.h"
 
-#define INPUT_BUFSIZE (256u << 10)
+#define IN_BLOCK (256u << 10)
+#define IN_NBLOCKS 8
 
 struct rc_input {
     int fd;
     int eof;
     int tee_fd;
-    uint8_t *buf;
-    size_t pos, len;
+    int tee_failed;
+    uint8_t *blocks[IN_NBLOCKS];
+    int busy[IN_NBLOCKS];           /* held by the sink (deferred mode) */
+    int cur;
+    size_t pos, len;                /* within the current block */
+    size_t hashed;                  /* bytes of the current block hashed */
     uint64_t total;                 /* bytes consumed */
+    uint64_t block_start;           /* absolute offset of block byte 0 */
+    uint64_t payload_start;         /* UINT64_MAX: no payload digest */
     int nalgos;
     rc_digest *md[RC_MAX_ALGOS];
     rc_digest *payload_md;
-    int tee_failed;
+    /* deferred mode */
+    rc_input_handoff handoff;
+    void *handoff_arg;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
 };
 
 rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *err)
@@ -30,13 +47,22 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
         return NULL;
     }
     rc_input *in = calloc(1, sizeof(*in));
-    if (in == NULL || (in->buf = malloc(INPUT_BUFSIZE)) == NULL) {
-        free(in);
+    if (in == NULL) {
         rc_fail(err, RC_E_NOMEM, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&in->lock, NULL);
+    pthread_cond_init(&in->freed, NULL);
     in->fd = fd;
     in->tee_fd = -1;
+    in->payload_start = UINT64_MAX;
+    for (int i = 0; i < IN_NBLOCKS; i++) {
+        if ((in->blocks[i] = malloc(IN_BLOCK)) == NULL) {
+            rc_input_free(in);
+            rc_fail(err, RC_E_NOMEM, "out of memory");
+            return NULL;
+        }
+    }
     for (int i = 0; i < nalgos; i++) {
         in->md[i] = rc_digest_new(algos[i], err);
         if (in->md[i] == NULL) {
@@ -55,21 +81,82 @@ void rc_input_free(rc_input *in)
     for (int i = 0; i < in->nalgos; i++)
         rc_digest_free(in->md[i]);
     rc_digest_free(in->payload_md);
-    free(in->buf);
+    for (int i = 0; i < IN_NBLOCKS; i++)
+        free(in->blocks[i]);
+    pthread_mutex_destroy(&in->lock);
+    pthread_cond_destroy(&in->freed);
     free(in);
 }
 
+/* Hash bytes [from, to) of block `idx`, whose byte 0 is at absolute offset
+ * `base`, into every digest, and copy them to the tee. */
+static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t from, size_t to)
+{
+    if (to <= from)
+        return;
+    for (int i = 0; i < in->nalgos; i++)
+        rc_digest_update(in->md[i], p + from, to - from);
+    if (in->payload_md) {
+        uint64_t a = base + from, b = base + to;
+        if (b > in->payload_start) {
+            size_t skip = a >= in->payload_start ? 0 : (size_t)(in->payload_start - a);
+            rc_digest_update(in->payload_md, p + from + skip, to - from - skip);
+        }
+    }
+    if (in->tee_fd >= 0 && !in->tee_failed) {
+        /* the tee's reader may stop early (it saw enough): not our error */
+        if (rc_write_all(in->tee_fd, p + from, to - from, NULL) != RC_OK)
+            in->tee_failed = 1;
+    }
+}
+
+void rc_input_hash_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to)
+{
+    hash_range(in, in->blocks[idx], base, from, to);
+    pthread_mutex_lock(&in->lock);
+    in->busy[idx] = 0;
+    pthread_cond_signal(&in->freed);
+    pthread_mutex_unlock(&in->lock);
+}
+
+/* Give the consumed, not yet hashed part of the current block away. */
+static void hand_off(rc_input *in)
+{
+    if (in->pos > in->hashed) {
+        pthread_mutex_lock(&in->lock);
+        in->busy[in->cur] = 1;
+        pthread_mutex_unlock(&in->lock);
+        in->handoff(in->handoff_arg, in->cur, in->block_start, in->hashed, in->pos);
+    }
+    in->hashed = in->pos;
+}
+
+/* called only when the current block is fully consumed */
 static int fill(rc_input *in, rc_error *err)
 {
-    if (in->pos > 0 && in->pos == in->len)
-        in->pos = in->len = 0;
-    while (!in->eof && in->len < INPUT_BUFSIZE) {
-        if (in->pos > 0) {
-            memmove(in->buf, in->buf + in->pos, in->len - in->pos);
-            in->len -= in->pos;
-            in->pos = 0;
+    if (in->eof)
+        return RC_OK;
+    if (in->handoff) {
+        hand_off(in);
+        pthread_mutex_lock(&in->lock);
+        int next = -1;
+        for (;;) {
+            for (int k = 1; k <= IN_NBLOCKS && next < 0; k++) {
+                int i = (in->cur + k) % IN_NBLOCKS;
+                if (!in->busy[i])
+                    next = i;
+            }
+            if (next >= 0)
+                break;
+            pthread_cond_wait(&in->freed, &in->lock);
         }
-        ssize_t r = read(in->fd, in->buf + in->len, INPUT_BUFSIZE - in->len);
+        pthread_mutex_unlock(&in->lock);
+        in->cur = next;
+    }
+    in->block_start += in->len;
+    in->pos = in->len = in->hashed = 0;
+    for (;;) {
+        ssize_t r = read(in->fd, in->blocks[in->cur], IN_BLOCK);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -77,23 +164,16 @@ static int fill(rc_input *in, rc_error *err)
         }
         if (r == 0)
             in->eof = 1;
-        in->len += (size_t)r;
-        return RC_OK;   /* one read per fill keeps pipes streaming */
+        in->len = (size_t)r;
+        return RC_OK;
     }
-    return RC_OK;
 }
 
 void rc_input_consume(rc_input *in, size_t n)
 {
-    const uint8_t *p = in->buf + in->pos;
-    for (int i = 0; i < in->nalgos; i++)
-        rc_digest_update(in->md[i], p, n);
-    if (in->payload_md)
-        rc_digest_update(in->payload_md, p, n);
-    if (in->tee_fd >= 0 && !in->tee_failed) {
-        /* the reader of the tee may stop early (it saw enough): not our error */
-        if (rc_write_all(in->tee_fd, p, n, NULL) != RC_OK)
-            in->tee_failed = 1;
+    if (!in->handoff) {
+        hash_range(in, in->blocks[in->cur], in->block_start, in->pos, in->pos + n);
+        in->hashed = in->pos + n;
     }
     in->pos += n;
     in->total += n;
@@ -106,7 +186,7 @@ int rc_input_peek(rc_input *in, const uint8_t **p, size_t *n, rc_error *err)
         if (rc)
             return rc;
     }
-    *p = in->buf + in->pos;
+    *p = in->blocks[in->cur] + in->pos;
     *n = in->len - in->pos;
     return RC_OK;
 }
@@ -132,10 +212,34 @@ int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_err
     return RC_OK;
 }
 
+void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg)
+{
+    in->handoff = handoff;
+    in->handoff_arg = arg;
+}
+
+void rc_input_undefer(rc_input *in)
+{
+    if (in->handoff)
+        hand_off(in);
+    in->handoff = NULL;
+    in->handoff_arg = NULL;
+}
+
+void rc_input_wait_idle(rc_input *in)
+{
+    pthread_mutex_lock(&in->lock);
+    for (int i = 0; i < IN_NBLOCKS; i++)
+        while (in->busy[i])
+            pthread_cond_wait(&in->freed, &in->lock);
+    pthread_mutex_unlock(&in->lock);
+}
+
 int rc_input_begin_payload_digest(rc_input *in, const char *name, rc_error *err)
 {
     rc_digest_free(in->payload_md);
     in->payload_md = rc_digest_new(name, err);
+    in->payload_start = in->total;
     return in->payload_md ? RC_OK : err->code;
 }
 
@@ -164,6 +268,22 @@ int rc_input_expect_eof(rc_input *in, const char *after, rc_error *err)
     return RC_OK;
 }
 
+int rc_input_copy_to(rc_input *in, int fd, rc_error *err)
+{
+    for (;;) {
+        const uint8_t *p;
+        size_t n;
+        int rc = rc_input_peek(in, &p, &n, err);
+        if (rc)
+            return rc;
+        if (n == 0)
+            return RC_OK;
+        if ((rc = rc_write_all(fd, p, n, err)) != RC_OK)
+            return rc;
+        rc_input_consume(in, n);
+    }
+}
+
 uint64_t rc_input_total(const rc_input *in)
 {
     return in->total;
@@ -180,20 +300,4 @@ int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
     if (in->payload_md && payload_out && payload_len)
         *payload_len = rc_digest_final(in->payload_md, payload_out);
     return RC_OK;
-}
-
-int rc_input_copy_to(rc_input *in, int fd, rc_error *err)
-{
-    for (;;) {
-        const uint8_t *p;
-        size_t n;
-        int rc = rc_input_peek(in, &p, &n, err);
-        if (rc)
-            return rc;
-        if (n == 0)
-            return RC_OK;
-        if ((rc = rc_write_all(fd, p, n, err)) != RC_OK)
-            return rc;
-        rc_input_consume(in, n);
-    }
 }

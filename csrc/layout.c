@@ -1,27 +1,67 @@
 /* The extents layout: walk the cpio archive and write each distinct file
  * content once, page-aligned, after checking it against its header digest.
  * Later files with the same digest share the first one's blob (dedupe);
- * empty files get the aligned offset where the next blob would start. */
+ * empty files get the aligned offset where the next blob would start.
+ *
+ * Two threads share the work.  The reader (the caller's thread) only
+ * decompresses and parses cpio, and decides where everything goes; it
+ * sends an ordered stream of operations to the sink thread, which hashes
+ * (file digests, input and payload digests) and writes.  Buffers come from
+ * fixed pools and are returned by the sink, so memory stays constant. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cpio.h"
 
-#define PAYLOAD_BUFSIZE (1u << 20)
+#define OUT_BUFSIZE (1u << 20)
+#define OUT_NBUFS 4
+#define RING 4096
+#define BATCH 256
+#define SINK_FAILED (-100)
 
 static const uint8_t ZEROS[65536];
 
+enum op_kind { OP_BEGIN, OP_DATA, OP_END, OP_PAD, OP_INBLOCK, OP_RELEASE, OP_STOP };
+
+struct op {
+    uint8_t kind;
+    uint8_t write;
+    int32_t idx;
+    uint32_t fx;
+    const uint8_t *p;
+    size_t n;
+    uint64_t base;
+    size_t from;
+};
+
 struct layout {
+    /* shared, read-only */
     const rc_filetab *ft;
+    rc_input *in;
     int out_fd;
-    uint64_t out_pos;
     uint32_t page_size;
+    /* ring between the threads */
+    pthread_mutex_t lock;
+    pthread_cond_t can_put, can_get, buf_free;
+    struct op ring[RING];
+    size_t head, tail;
+    int failed;                   /* set by the sink, under lock */
+    rc_error sink_err;
+    uint8_t *bufs[OUT_NBUFS];
+    int buf_busy[OUT_NBUFS];
+    /* reader only */
+    struct op batch[BATCH];
+    size_t nbatch;
+    int cur_buf;
+    uint64_t out_pos;
     rc_pstream ps;
-    rc_digest *fmd;
     uint8_t *seen;
     uint64_t *group_offsets;
     rc_layout_result *res;
+    /* sink only */
+    rc_digest *fmd;
 };
 
 static const char *file_name(const rc_filetab *ft, uint32_t fx)
@@ -30,6 +70,162 @@ static const char *file_name(const rc_filetab *ft, uint32_t fx)
         if (ft->name_fx[i] == fx)
             return ft->names[i];
     return "?";
+}
+
+/* ---- the sink thread -------------------------------------------------- */
+
+static void sink_fail(struct layout *L, int code, const char *msg)
+{
+    pthread_mutex_lock(&L->lock);
+    if (!L->failed) {
+        L->failed = 1;
+        rc_fail(&L->sink_err, code, "%s", msg);
+    }
+    pthread_mutex_unlock(&L->lock);
+}
+
+static void sink_do(struct layout *L, const struct op *o, int *failed)
+{
+    rc_error err = {0, ""};
+    switch (o->kind) {
+    case OP_BEGIN:
+        rc_digest_reset(L->fmd);
+        break;
+    case OP_DATA:
+        if (*failed)
+            break;
+        rc_digest_update(L->fmd, o->p, o->n);
+        if (o->write && rc_write_all(L->out_fd, o->p, o->n, &err) != RC_OK) {
+            sink_fail(L, err.code, err.msg);
+            *failed = 1;
+        }
+        break;
+    case OP_END: {
+        if (*failed)
+            break;
+        uint8_t got[RC_MAX_DIGEST];
+        int len = rc_digest_final(L->fmd, got);
+        const rc_filetab *ft = L->ft;
+        if ((uint32_t)len != ft->keysize ||
+            memcmp(got, ft->digests + (size_t)o->fx * ft->keysize, ft->keysize) != 0) {
+            rc_fail(&err, RC_E_DIGEST, "file /%s: content does not match its header digest",
+                    file_name(ft, o->fx));
+            sink_fail(L, err.code, err.msg);
+            *failed = 1;
+        }
+        break;
+    }
+    case OP_PAD: {
+        size_t left = o->n;
+        while (!*failed && left > 0) {
+            size_t k = left > sizeof(ZEROS) ? sizeof(ZEROS) : left;
+            if (rc_write_all(L->out_fd, ZEROS, k, &err) != RC_OK) {
+                sink_fail(L, err.code, err.msg);
+                *failed = 1;
+            }
+            left -= k;
+        }
+        break;
+    }
+    case OP_INBLOCK:
+        /* always: it releases the block to the reader */
+        rc_input_hash_block(L->in, o->idx, o->base, o->from, o->n);
+        break;
+    case OP_RELEASE:
+        pthread_mutex_lock(&L->lock);
+        L->buf_busy[o->idx] = 0;
+        pthread_cond_signal(&L->buf_free);
+        pthread_mutex_unlock(&L->lock);
+        break;
+    }
+}
+
+static void *sink_main(void *arg)
+{
+    struct layout *L = arg;
+    struct op local[BATCH];
+    int failed = 0;
+    for (;;) {
+        pthread_mutex_lock(&L->lock);
+        while (L->head == L->tail)
+            pthread_cond_wait(&L->can_get, &L->lock);
+        size_t n = 0;
+        while (L->tail != L->head && n < BATCH)
+            local[n++] = L->ring[L->tail++ % RING];
+        pthread_cond_signal(&L->can_put);
+        pthread_mutex_unlock(&L->lock);
+        for (size_t i = 0; i < n; i++) {
+            if (local[i].kind == OP_STOP)
+                return NULL;
+            sink_do(L, &local[i], &failed);
+        }
+    }
+}
+
+/* ---- the reader side -------------------------------------------------- */
+
+static int flush(struct layout *L)
+{
+    size_t i = 0;
+    pthread_mutex_lock(&L->lock);
+    while (i < L->nbatch) {
+        while (L->head - L->tail == RING)
+            pthread_cond_wait(&L->can_put, &L->lock);
+        while (i < L->nbatch && L->head - L->tail < RING)
+            L->ring[L->head++ % RING] = L->batch[i++];
+        pthread_cond_signal(&L->can_get);
+    }
+    int failed = L->failed;
+    pthread_mutex_unlock(&L->lock);
+    L->nbatch = 0;
+    return failed ? SINK_FAILED : RC_OK;
+}
+
+static int put(struct layout *L, struct op o)
+{
+    L->batch[L->nbatch++] = o;
+    return L->nbatch == BATCH ? flush(L) : RC_OK;
+}
+
+static void input_handoff(void *arg, int idx, uint64_t base, size_t from, size_t to)
+{
+    struct layout *L = arg;
+    struct op o = {.kind = OP_INBLOCK, .idx = idx, .base = base, .from = from, .n = to};
+    put(L, o);
+    flush(L);   /* the reader may wait for this block next */
+}
+
+static int next_buffer(rc_pstream *ps, void *arg, rc_error *err)
+{
+    struct layout *L = arg;
+    if (L->cur_buf >= 0) {
+        struct op o = {.kind = OP_RELEASE, .idx = L->cur_buf};
+        put(L, o);
+    }
+    int rc = flush(L);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&L->lock);
+    int next = -1;
+    for (;;) {
+        for (int k = 1; k <= OUT_NBUFS && next < 0; k++) {
+            int i = (L->cur_buf + k + OUT_NBUFS) % OUT_NBUFS;
+            if (!L->buf_busy[i])
+                next = i;
+        }
+        if (next >= 0 || L->failed)
+            break;
+        pthread_cond_wait(&L->buf_free, &L->lock);
+    }
+    if (next >= 0)
+        L->buf_busy[next] = 1;
+    pthread_mutex_unlock(&L->lock);
+    if (next < 0)
+        return SINK_FAILED;
+    L->cur_buf = next;
+    ps->buf = L->bufs[next];
+    (void)err;
+    return RC_OK;
 }
 
 static int check_filetab(const rc_filetab *ft, rc_error *err)
@@ -49,56 +245,45 @@ static int check_filetab(const rc_filetab *ft, rc_error *err)
     return RC_OK;
 }
 
-static int pad_to_page(struct layout *L, rc_error *err)
+static int pad_to_page(struct layout *L)
 {
     uint64_t rem = L->out_pos % L->page_size;
     if (rem == 0)
         return RC_OK;
-    uint64_t pad = L->page_size - rem;
-    while (pad > 0) {
-        size_t k = pad > sizeof(ZEROS) ? sizeof(ZEROS) : (size_t)pad;
-        int rc = rc_write_all(L->out_fd, ZEROS, k, err);
-        if (rc)
-            return rc;
-        pad -= k;
-        L->out_pos += k;
-    }
-    return RC_OK;
+    struct op o = {.kind = OP_PAD, .n = L->page_size - rem};
+    L->out_pos += o.n;
+    return put(L, o);
 }
 
-/* Hash (and if `write`, copy out) `size` bytes of content of file fx. */
+/* Send `size` bytes of content of file fx to the sink: hashed, and copied
+ * out if `write`. */
 static int take_content(struct layout *L, uint32_t fx, uint64_t size, int write, rc_error *err)
 {
-    const rc_filetab *ft = L->ft;
-    rc_digest_reset(L->fmd);
+    struct op o = {.kind = OP_BEGIN, .fx = fx};
+    int rc = put(L, o);
     uint64_t left = size;
-    while (left > 0) {
+    while (rc == RC_OK && left > 0) {
         const uint8_t *p;
         size_t n;
-        int rc = rc_ps_chunk(&L->ps, &p, &n, left, err);
-        if (rc)
-            return rc;
+        if ((rc = rc_ps_chunk(&L->ps, &p, &n, left, err)) != RC_OK)
+            break;
         if (n == 0)
             return rc_fail(err, RC_E_TRUNCATED,
-                           "truncated payload: archive ends inside the content of %s",
-                           file_name(ft, fx));
-        rc_digest_update(L->fmd, p, n);
-        if (write && (rc = rc_write_all(L->out_fd, p, n, err)) != RC_OK)
-            return rc;
+                           "truncated payload: archive ends inside the content of /%s",
+                           file_name(L->ft, fx));
+        struct op d = {.kind = OP_DATA, .fx = fx, .p = p, .n = n, .write = (uint8_t)write};
         rc_ps_consume(&L->ps, n);
         left -= n;
+        rc = put(L, d);
     }
-    uint8_t got[RC_MAX_DIGEST];
-    int len = rc_digest_final(L->fmd, got);
-    if ((uint32_t)len != ft->keysize ||
-        memcmp(got, ft->digests + (size_t)fx * ft->keysize, ft->keysize) != 0)
-        return rc_fail(err, RC_E_DIGEST, "file /%s: content does not match its header digest",
-                       file_name(ft, fx));
+    if (rc)
+        return rc;
+    o.kind = OP_END;
     if (write) {
         L->out_pos += size;
         L->res->blob_bytes += size;
     }
-    return RC_OK;
+    return put(L, o);
 }
 
 static int take_entry(struct layout *L, const rc_cpio_entry *e, rc_error *err)
@@ -138,7 +323,7 @@ static int take_entry(struct layout *L, const rc_cpio_entry *e, rc_error *err)
     int32_t g = ft->groups[fx];
     int write = (L->group_offsets[g] == UINT64_MAX);
     if (write) {
-        int rc = pad_to_page(L, err);
+        int rc = pad_to_page(L);
         if (rc)
             return rc;
         L->group_offsets[g] = L->out_pos;
@@ -167,75 +352,113 @@ static int drain(struct layout *L, rc_error *err)
     }
 }
 
+static int walk(struct layout *L, rc_error *err)
+{
+    rc_cpio_entry *e = malloc(sizeof(*e));
+    if (e == NULL)
+        return rc_fail(err, RC_E_NOMEM, "out of memory");
+    int rc;
+    for (;;) {
+        rc = rc_cpio_next(&L->ps, e, err);
+        if (rc || e->trailer)
+            break;
+        L->res->entries++;
+        if ((rc = take_entry(L, e, err)) != RC_OK)
+            break;
+    }
+    free(e);
+    if (rc == RC_OK)
+        rc = drain(L, err);
+    if (rc == RC_OK) {
+        for (uint32_t i = 0; i < L->ft->count; i++) {
+            if ((L->ft->flags[i] & RC_FT_REG) && !L->seen[i])
+                return rc_fail(err, RC_E_FORMAT, "payload lacks /%s, which the header lists",
+                               file_name(L->ft, i));
+        }
+    }
+    return rc;
+}
+
 int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
                       int out_fd, uint64_t out_pos, uint32_t page_size,
                       uint64_t *group_offsets, rc_layout_result *res,
                       rc_error *err)
 {
-    struct layout L;
-    memset(&L, 0, sizeof(L));
     memset(res, 0, sizeof(*res));
     if (page_size < 512 || page_size > sizeof(ZEROS) || (page_size & (page_size - 1)))
         return rc_fail(err, RC_E_INTERNAL, "bad page size %u", page_size);
     int rc = check_filetab(ft, err);
     if (rc)
         return rc;
-    L.ft = ft;
-    L.out_fd = out_fd;
-    L.out_pos = out_pos;
-    L.page_size = page_size;
-    L.group_offsets = group_offsets;
-    L.res = res;
+
+    struct layout *L = calloc(1, sizeof(*L));
+    if (L == NULL)
+        return rc_fail(err, RC_E_NOMEM, "out of memory");
+    L->ft = ft;
+    L->in = in;
+    L->out_fd = out_fd;
+    L->out_pos = out_pos;
+    L->page_size = page_size;
+    L->group_offsets = group_offsets;
+    L->res = res;
+    L->cur_buf = -1;
     for (uint32_t g = 0; g < ft->ngroups; g++)
         group_offsets[g] = UINT64_MAX;
+    pthread_mutex_init(&L->lock, NULL);
+    pthread_cond_init(&L->can_put, NULL);
+    pthread_cond_init(&L->can_get, NULL);
+    pthread_cond_init(&L->buf_free, NULL);
 
-    rc_decoder *dec = rc_decoder_new(compressor, in, err);
-    if (dec == NULL)
-        return err->code;
-    L.seen = calloc(ft->count ? ft->count : 1, 1);
-    if (L.seen == NULL) {
-        rc = rc_fail(err, RC_E_NOMEM, "out of memory");
+    rc_decoder *dec = NULL;
+    int allocated = (L->seen = calloc(ft->count ? ft->count : 1, 1)) != NULL;
+    for (int i = 0; i < OUT_NBUFS; i++)
+        allocated &= (L->bufs[i] = malloc(OUT_BUFSIZE)) != NULL;
+    if (!allocated) {
+        rc_fail(err, RC_E_NOMEM, "out of memory");
         goto out;
     }
-    if (ft->keysize && (L.fmd = rc_digest_new(ft->digest_name, err)) == NULL) {
+    if (ft->keysize && (L->fmd = rc_digest_new(ft->digest_name, err)) == NULL) {
         rc = err->code;
         goto out;
     }
-    if ((rc = rc_ps_init(&L.ps, dec, PAYLOAD_BUFSIZE, err)) != RC_OK)
-        goto out;
-
-    rc_cpio_entry *e = malloc(sizeof(*e));
-    if (e == NULL) {
-        rc = rc_fail(err, RC_E_NOMEM, "out of memory");
+    pthread_t th;
+    if (pthread_create(&th, NULL, sink_main, L) != 0) {
+        rc = rc_fail(err, RC_E_NOMEM, "cannot start the writer thread");
         goto out;
     }
-    for (;;) {
-        rc = rc_cpio_next(&L.ps, e, err);
-        if (rc || e->trailer)
-            break;
-        res->entries++;
-        rc = take_entry(&L, e, err);
-        if (rc)
-            break;
+    rc_input_defer(in, input_handoff, L);
+    dec = rc_decoder_new(compressor, in, err);
+    if (dec == NULL) {
+        rc = err->code;
+    } else if ((rc = rc_ps_init(&L->ps, dec, NULL, OUT_BUFSIZE, next_buffer, L, err)) == RC_OK
+               && (rc = next_buffer(&L->ps, L, err)) == RC_OK) {
+        rc = walk(L, err);
     }
-    free(e);
-    if (rc == RC_OK)
-        rc = drain(&L, err);
-    if (rc == RC_OK) {
-        for (uint32_t i = 0; i < ft->count; i++) {
-            if ((ft->flags[i] & RC_FT_REG) && !L.seen[i]) {
-                rc = rc_fail(err, RC_E_FORMAT, "payload lacks /%s, which the header lists",
-                             file_name(ft, i));
-                break;
-            }
-        }
+    /* hand the last input block to the sink, stop it and wait for it */
+    rc_input_undefer(in);
+    struct op stop = {.kind = OP_STOP};
+    put(L, stop);
+    flush(L);
+    pthread_join(th, NULL);
+    if (L->failed) {
+        *err = L->sink_err;     /* the sink is behind: its error came first */
+        rc = err->code;
+    } else if (rc == SINK_FAILED) {
+        rc = rc_fail(err, RC_E_INTERNAL, "writer stopped without an error");
     }
-    res->out_pos = L.out_pos;
-    res->payload_bytes = L.ps.offset;
+    res->out_pos = L->out_pos;
+    res->payload_bytes = L->ps.offset;
 out:
-    rc_ps_free(&L.ps);
-    rc_digest_free(L.fmd);
-    free(L.seen);
+    rc_ps_free(&L->ps);
     rc_decoder_free(dec);
+    rc_digest_free(L->fmd);
+    for (int i = 0; i < OUT_NBUFS; i++)
+        free(L->bufs[i]);
+    free(L->seen);
+    pthread_mutex_destroy(&L->lock);
+    pthread_cond_destroy(&L->can_put);
+    pthread_cond_destroy(&L->can_get);
+    pthread_cond_destroy(&L->buf_free);
+    free(L);
     return rc;
 }

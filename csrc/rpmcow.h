@@ -65,6 +65,16 @@ void rc_input_consume(rc_input *in, size_t n);
 int rc_input_begin_payload_digest(rc_input *in, const char *name, rc_error *err);
 /* Copy every byte consumed from now on to fd (e.g. a verifier's pipe). */
 void rc_input_set_tee(rc_input *in, int fd);
+/* Deferred hashing: while set, each consumed block is handed to `handoff`
+ * instead of being hashed; whoever receives it must call
+ * rc_input_hash_block() (from any one thread) to hash and release it. */
+typedef void (*rc_input_handoff)(void *arg, int idx, uint64_t base, size_t from, size_t to);
+void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg);
+/* hand off the rest of the current block and return to immediate mode */
+void rc_input_undefer(rc_input *in);
+void rc_input_hash_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to);
+/* wait until every handed-off block was hashed */
+void rc_input_wait_idle(rc_input *in);
 /* Read to the end: RC_E_TRAILING if any byte is left. */
 int rc_input_expect_eof(rc_input *in, const char *after, rc_error *err);
 uint64_t rc_input_total(const rc_input *in);

@@ -85,9 +85,9 @@ SOURCES = ["util.c", "digest.c", "input.c", "header.c", "payload.c", "cpio.c", "
 # warnings are errors; hardening flags; no executable stack
 CFLAGS = [
     "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
-    "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-D_GNU_SOURCE", "-fno-strict-aliasing",
+    "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", "-D_GNU_SOURCE", "-fno-strict-aliasing", "-pthread",
 ]
-LDFLAGS = ["-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now"]
+LDFLAGS = ["-pthread", "-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now"]
 LIBRARIES = ["zstd", "lzma", "z", "bz2", "crypto"]
 
 ffibuilder = FFI()
