@@ -183,6 +183,14 @@ def _file_table(h):
     return table
 
 
+def nevra(h):
+    """name-[epoch:]version-release.arch, with arch "src" for source packages
+    (their header's arch is the build host's)."""
+    if h[rpm.RPMTAG_SOURCEPACKAGE]:
+        return "%s-%s.src" % (h[rpm.RPMTAG_NAME], h["evr"])
+    return h["nevra"]
+
+
 def parse(prologue):
     """Package facts from a native.Prologue."""
     h = load_header(prologue.data)
@@ -199,7 +207,7 @@ def parse(prologue):
     return Package(
         header=h,
         name=h[rpm.RPMTAG_NAME],
-        nevra=h["nevra"],
+        nevra=nevra(h),
         compressor=compressor,
         files=_file_table(h),
         payload_digest_algo=palgo,
