@@ -25,6 +25,10 @@ class DigestMismatchError(BadPackageError):
     """A file's content, or the payload, does not match the header's digest."""
 
 
+class VerificationError(RpmcowError):
+    """A package, or a stored verdict, fails verification or policy."""
+
+
 class OutputError(RpmcowError):
     """The output could not be written."""
 

@@ -1,0 +1,58 @@
+"""rpm configuration of a target root, read in one place.
+
+rpm reads its macro files from the host even with ``--root``; the policy
+that should apply to packages installed *into* a root is the root's own.
+So for a root other than "/" that has an rpm configuration, its macro files
+are evaluated; otherwise the host's.
+"""
+import os
+import subprocess
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+LEVELS = ("none", "digest", "signature", "all")
+
+# rpm's default macro path, relative to a root (rpmrc.c: macrofiles)
+_MACROFILES = [
+    "usr/lib/rpm/macros", "usr/lib/rpm/macros.d/macros.*", "usr/lib/rpm/platform/%{_target}/macros",
+    "usr/lib/rpm/fileattrs/*.attr", "usr/lib/rpm/redhat/macros", "etc/rpm/macros.*",
+    "etc/rpm/macros", "etc/rpm/%{_target}/macros",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where packages go: a root and the rpm database inside it."""
+    root: str = "/"
+    dbpath: str = None          # inside root; None: rpm's configured %_dbpath
+
+    def rpm_args(self):
+        args = ["--root", self.root]
+        if self.dbpath:
+            args += ["--dbpath", self.dbpath]
+        return args
+
+
+def _root_macro_args(root):
+    if root in ("/", "") or not os.path.exists(os.path.join(root, "usr/lib/rpm/macros")):
+        return []
+    return ["--macros", ":".join(os.path.join(root, m) for m in _MACROFILES)]
+
+
+def eval_macro(target, expr):
+    """Expand an rpm macro expression with the target root's configuration."""
+    cmd = ["rpm", *_root_macro_args(target.root), "--eval", expr]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise UsageError("cannot read rpm configuration: %s" % exc) from None
+    return out.strip()
+
+
+def verify_level(target, override=None):
+    """The effective %_pkgverify_level: the override, else the root's."""
+    level = override or eval_macro(target, "%{?_pkgverify_level}") or "digest"
+    if level not in LEVELS:
+        raise UsageError("unknown verification level %r (one of: %s)" % (level, ", ".join(LEVELS)))
+    return level
