@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from . import __version__, errors, transcode
+from . import __version__, errors, rpmconfig, transcode
 from .digests import ALGOS, by_name
 
 PROG = "rpmcow"
@@ -44,7 +44,8 @@ def cmd_transcode(args):
     for a in algos:
         by_name(a)
     r = transcode.transcode_path(args.input, args.output, algos=algos,
-                                 page_size=args.page_size)
+                                 page_size=args.page_size, target=_target(args),
+                                 level=args.verify_level)
     if not args.quiet:
         if r.passthrough:
             print("%s: deny-listed (%s), copied unchanged" % (r.nevra, r.denied_by),
@@ -54,6 +55,22 @@ def cmd_transcode(args):
                   % (r.nevra, r.files, r.blobs, _size(r.blob_bytes), r.dup_files,
                      _size(r.input_len), _size(r.output_len)), file=sys.stderr)
     return 0
+
+
+def _target(args):
+    return rpmconfig.Target(root=args.root or "/", dbpath=args.dbpath)
+
+
+def _root_options(p):
+    p.add_argument("--root", metavar="DIR",
+                   help="root whose keyring and %%_pkgverify_level apply (default /)")
+    p.add_argument("--dbpath", metavar="DIR", help="rpm database inside the root")
+
+
+def cmd_checksig(args):
+    from . import checksig
+    return checksig.checksig(args.files, _target(args), verbose=args.verbose,
+                             files=args.files_digests)
 
 
 def cmd_inspect(args):
@@ -88,8 +105,26 @@ def build_parser():
                    "SHA256; one of %s)" % " ".join(a.name for a in ALGOS))
     t.add_argument("--page-size", type=_page_size, default=None,
                    help="blob alignment in bytes (default: this machine's page size)")
+    t.add_argument("--verify-level", choices=rpmconfig.LEVELS,
+                   help="verification the package must pass to be written (default: the "
+                   "root's %%_pkgverify_level)")
+    _root_options(t)
     t.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     t.set_defaults(func=cmd_transcode)
+
+    c = sub.add_parser("checksig", help="check signatures and digests, like rpmkeys -K",
+                       description="Check packages and extents files like rpmkeys -K. For an "
+                       "extents file the header signature and digests are checked now, "
+                       "against the current keyring, and the payload verdict stored at "
+                       "transcode time counts only if it belongs to this header and was "
+                       "made with this root's key. Exit status: the number of files that "
+                       "failed.")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("-v", "--verbose", action="store_true", help="one line per checked item")
+    c.add_argument("--files", dest="files_digests", action="store_true",
+                   help="also hash every file in an extents file against the header")
+    _root_options(c)
+    c.set_defaults(func=cmd_checksig)
 
     i = sub.add_parser("inspect", help="show what an extents file contains",
                        description="Say whether FILE is an extents file and show its "
@@ -139,7 +174,8 @@ def rpm2extents_main(argv=None):
             raise errors.RpmcowError("no digest algorithm given (for example: SHA256)")
         for name in a.algos:
             by_name(name)
-        transcode.transcode_path("-", "-", algos=a.algos)
+        transcode.transcode_path("-", "-", algos=a.algos, enforce=False,
+                                 target=rpmconfig.Target(root=a.root or "/", dbpath=a.dbpath))
         return 0
 
     rc = _run(run, args, "rpm2extents")

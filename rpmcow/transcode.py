@@ -58,6 +58,10 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
 
     inp = native.Input(in_fd, algo_names)
     pro = inp.read_prologue()
+    # verify the headers before anything else reads them, and before a
+    # single payload byte is decompressed
+    _judge(verify.header_items(target, pro.data), level, enforce,
+           _lead_name(pro), header_only=True)
     pkg = package.parse(pro)
     result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
                     files=pkg.files.count)
@@ -69,9 +73,6 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
         result.passthrough, result.denied_by = True, hit
         result.input_len = result.output_len = inp.total
         return result
-
-    # verify the header before a single payload byte is decompressed
-    _judge(verify.header_items(target, pro.data), level, enforce, pkg.nevra, header_only=True)
 
     check = verify.Check(target)
     try:
@@ -104,6 +105,11 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     result.verdict = verdict
     result.input_digests = tuple(input_digests)
     return result
+
+
+def _lead_name(pro):
+    """The package name from the lead, for messages about an unverified header."""
+    return pro.lead[10:76].split(b"\0", 1)[0].decode("ascii", "replace") or "package"
 
 
 def _judge(items, level, enforce, nevra, header_only=False):

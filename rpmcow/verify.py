@@ -267,7 +267,7 @@ def check_record(s_text, prologue, key):
 
 
 RECORD_PROBLEMS = {
-    "missing": "NOTFOUND (no rpmcow record: made by another tool)",
+    "missing": "NOTTRUSTED (no rpmcow record, made by another tool: check with --files)",
     "foreign": "BAD (the record belongs to another package)",
     "altered": "BAD (the record was altered)",
     "unkeyed": "NOTTRUSTED (no key to check the record with)",

@@ -1,0 +1,159 @@
+"""``rpmcow checksig``: ``rpmkeys -K``/``-Kv`` for plain packages and extents files.
+
+Plain packages go to rpmkeys itself.  For an extents file the header items
+are checked again, now, against the current keyring (cheap: the header is
+all it reads); the payload items come from the stored verdict, and count only
+if its record is valid: bound to this header and MACed with this root's key.
+A legacy header+payload signature that said NOKEY at transcode time is
+judged by the header signature of the same key: the payload it covers was
+verified then (its digest is in the signed header).  With ``files=True``
+every blob is hashed against the header's file digests as well, which is
+also how an extents file without a valid record can still be trusted.
+
+``evaluate`` is shared with the installer, which enforces the policy.
+"""
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from . import extents, native, package, verify
+from .errors import RpmcowError, VerificationError
+from .verify import Item
+
+_KEYID = re.compile(r"key ID ([0-9a-f]+)")
+
+
+@dataclass
+class Evaluation:
+    nevra: str
+    items: list
+    record: str           # check_record status
+
+
+def _refresh_legacy(it, fresh):
+    if not (it.is_signature and it.result in ("NOKEY", "NOTTRUSTED")):
+        return it
+    m = _KEYID.search(it.label)
+    same = [f for f in fresh if f.is_signature and m and m.group(0) in f.label]
+    if not same:
+        return it
+    return Item(it.label, same[0].result, same[0].detail)
+
+
+def _file_digests_item(fd, pkg, sections):
+    """Hash every blob the header's regular files point at."""
+    ft = pkg.files
+    algo = ft.algo.name.lower()
+    bad = []
+    for digest, size, flags in zip(ft.digests, ft.sizes, ft.flags):
+        if not flags & ft.KEYED:
+            continue
+        off = sections.lookup(digest)
+        h = hashlib.new(algo)
+        left = size
+        pos = off if off is not None else -1
+        while off is not None and left > 0:
+            chunk = os.pread(fd, min(left, 1 << 20), pos)
+            if not chunk:
+                break
+            h.update(chunk)
+            pos += len(chunk)
+            left -= len(chunk)
+        if off is None or left or h.digest() != digest:
+            bad.append(digest.hex())
+    if bad:
+        return Item("File digests", "BAD", "%d of the files do not match, first %s"
+                    % (len(bad), bad[0][:16]))
+    return Item("File digests", "OK")
+
+
+def evaluate(fd, target, files=False):
+    """Items for an extents file open at fd, judged now."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    pro = native.Input(fd, []).read_prologue()
+    pkg = package.parse(pro)
+    sections = extents.read_sections(fd)
+    fresh = verify.header_items(target, pro.data)
+    status, stored = verify.check_record(sections.s_text, pro.data,
+                                         verify.record_key(target, create=False))
+    items = list(fresh)
+    trusted = status == "valid"
+    for it in stored:
+        if it.header_only:
+            continue
+        if trusted:
+            items.append(_refresh_legacy(it, fresh))
+        elif not files:
+            items.append(it)
+    if not trusted and not files:
+        label, _, rest = verify.RECORD_PROBLEMS[status].partition(" ")
+        items.append(Item("rpmcow record", label, rest.strip("()")))
+    if files:
+        items.append(_file_digests_item(fd, pkg, sections))
+    return Evaluation(pkg.nevra, items, status)
+
+
+def require_for_install(fd, target, level):
+    """Raise VerificationError unless the extents file satisfies `level`.
+    A file without a valid record is judged by hashing its blobs."""
+    ev = evaluate(fd, target)
+    if ev.record != "valid":
+        ev = evaluate(fd, target, files=True)
+    failure = verify.policy_failure(ev.items, level)
+    if failure:
+        raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))
+    return ev
+
+
+def summary(items):
+    """rpmkeys -K's one-line form: 'digests signatures OK' and so on."""
+    found = [i for i in items if i.result != "NOTFOUND"]
+    digests = [i for i in found if not i.is_signature]
+    sigs = [i for i in found if i.is_signature]
+    words = []
+    for name, group in (("digests", digests), ("signatures", sigs)):
+        if group or name == "digests":
+            words.append(name.upper() if any(i.result != "OK" for i in group) else name)
+    ok = all(i.result == "OK" for i in found)
+    return " ".join(words) + (" OK" if ok else " NOT OK")
+
+
+def checksig(paths, target, verbose=False, files=False, out=None, err=None):
+    """Check each path; returns the number that failed (rpmkeys' exit code)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    failed = 0
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            print("rpmcow: cannot open %s: %s" % (path, exc.strerror), file=err)
+            failed += 1
+            continue
+        try:
+            if not extents.is_transcoded(fd):
+                out.flush()
+                r = subprocess.run(["rpmkeys", "-Kv" if verbose else "-K",
+                                    *target.rpm_args(), path], stdout=subprocess.PIPE)
+                out.write(r.stdout.decode("utf-8", "replace"))
+                failed += r.returncode != 0
+                continue
+            ev = evaluate(fd, target, files=files)
+        except RpmcowError as exc:
+            print("rpmcow: %s: %s" % (path, exc), file=err)
+            failed += 1
+            continue
+        finally:
+            os.close(fd)
+        ok = all(i.result in ("OK", "NOTFOUND") for i in ev.items)
+        if verbose:
+            out.write("%s:\n" % path + "".join(i.line + "\n" for i in ev.items))
+        else:
+            out.write("%s: %s\n" % (path, summary(ev.items)))
+        failed += not ok
+    return min(failed, 255)
+
+

@@ -1,0 +1,308 @@
+"""Verification at transcode time, policy, and checksig that is never stale.
+
+Real signatures from the corpus (openSUSE, rpm.org test keys, v3), and
+packages signed here with gpg + rpmsign (OK, NOKEY, tampered payload,
+tampered header, unsigned, DSA/SHA1).
+"""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rpmcow import checksig, extents, rpmconfig, transcode, verify
+from rpmcow.errors import RpmcowError, VerificationError
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
+TESTDATA = CORPUS / "rpm-testdata"
+RPMORG_KEY = TESTDATA / "rpm.org-rsa-2048-test.pub"
+
+
+def _import(target, *keys):
+    for k in keys:
+        subprocess.run(["rpmkeys", *target.rpm_args(), "--import", str(k)],
+                       capture_output=True)
+
+
+@pytest.fixture
+def empty_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    return rpmconfig.Target(root=str(root), dbpath="/var/lib/rpm")
+
+
+@pytest.fixture(scope="session")
+def keyed_root(tmp_path_factory):
+    """A root with every key of corpus/keys and the rpm.org test key."""
+    root = tmp_path_factory.mktemp("keyed")
+    t = rpmconfig.Target(root=str(root), dbpath="/var/lib/rpm")
+    _import(t, *sorted((CORPUS / "keys").iterdir()), RPMORG_KEY)
+    return t
+
+
+def _rpmkeys(target, path, verbose=True):
+    r = subprocess.run(["rpmkeys", "-Kv" if verbose else "-K", *target.rpm_args(), str(path)],
+                       capture_output=True, text=True)
+    return r.returncode, r.stdout
+
+
+def _transcode(src, dst, target, level="none"):
+    return transcode.transcode_path(str(src), str(dst), target=target, level=level)
+
+
+def _checksig(target, path, verbose=False, files=False):
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    rc = checksig.checksig([str(path)], target, verbose=verbose, files=files, out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _corpus_packages():
+    return sorted(p for d in ("real", "rpm-testdata") for p in (CORPUS / d).glob("*.rpm*"))
+
+
+# ---- whole corpus: our verdict is rpmkeys' verdict -------------------------
+
+@pytest.mark.parametrize("pkg", _corpus_packages(), ids=lambda p: p.name)
+def test_verdict_and_checksig_equal_rpmkeys_on_original(pkg, keyed_root, tmp_path):
+    rc, text = _rpmkeys(keyed_root, pkg)
+    expected = verify.parse_items(text)
+    out = tmp_path / "x.rpme"
+    try:
+        r = _transcode(pkg, out, keyed_root)
+    except RpmcowError:
+        assert any(i.result == "BAD" for i in expected) or "corrupted" in pkg.name
+        return
+    assert r.verdict.items == expected
+    assert r.verdict.rc == (0 if rc == 0 else 2)
+    crc, summary, _ = _checksig(keyed_root, out)
+    _, rpm_summary = _rpmkeys(keyed_root, pkg, verbose=False)
+    assert summary.split(": ", 1)[1] == rpm_summary.split(": ", 1)[1]
+    assert (crc == 0) == (rc == 0)
+
+
+# ---- real signatures ---------------------------------------------------------
+
+OPENSUSE_SIGNED = ["mc-4.8.21-2.1.x86_64.rpm", "tmpwatch-2.11-6.6.x86_64.rpm",
+                   "dnf-automatic-4.2.6-1.3.noarch.rpm", "tasque-0.1.12-12.7.x86_64.rpm"]
+
+
+@pytest.mark.parametrize("name", OPENSUSE_SIGNED)
+def test_opensuse_signatures_ok_with_keys_nokey_without(name, keyed_root, empty_root, tmp_path):
+    src = CORPUS / "real" / name
+    r = _transcode(src, tmp_path / "a", keyed_root, level="signature")
+    assert r.verdict.rc == 0
+    assert any(i.is_signature and i.result == "OK" for i in r.verdict.items)
+    with pytest.raises(VerificationError, match="NOKEY"):
+        _transcode(src, tmp_path / "b", empty_root, level="signature")
+    assert not (tmp_path / "b").exists()
+    r = _transcode(src, tmp_path / "c", empty_root, level="digest")
+    assert r.verdict.rc == 2
+    assert any(i.result == "NOKEY" for i in r.verdict.items)
+
+
+@pytest.mark.parametrize("name", ["hello-2.0-1.x86_64-signed.rpm",
+                                  "hello-2.0-1.x86_64-v3-signed.rpm",
+                                  "hlinktest-1.0-1.noarch-v3sig.rpm"])
+def test_rpm_test_keys_v3_and_v4(name, empty_root, tmp_path):
+    _import(empty_root, RPMORG_KEY)
+    r = _transcode(TESTDATA / name, tmp_path / "a", empty_root, level="all")
+    sigs = [i for i in r.verdict.items if i.is_signature]
+    assert sigs and all(i.result == "OK" for i in sigs)
+    if "v3-signed" in name:
+        assert any(i.label.startswith("Header V3") for i in sigs)
+
+
+def test_corrupted_package_is_bad_and_not_transcoded(empty_root, tmp_path):
+    out = tmp_path / "out.rpme"
+    with pytest.raises(RpmcowError):
+        _transcode(TESTDATA / "hello-2.0-1.x86_64-corrupted.rpm", out, empty_root, "digest")
+    assert list(tmp_path.glob("out*")) == [] and list(tmp_path.glob(".out*")) == []
+
+
+# ---- packages signed here ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def signer(tmp_path_factory):
+    """gpg keys (RSA and DSA) and a function signing a package with one."""
+    home = tmp_path_factory.mktemp("gnupg")
+    os.chmod(home, 0o700)
+    env = dict(os.environ, GNUPGHOME=str(home))
+    keys = {}
+    for kind, algo in (("rsa", "rsa2048"), ("dsa", "dsa1024")):
+        uid = "rpmcow %s test <%s@rpmcow.invalid>" % (kind, kind)
+        subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+                        "--quick-gen-key", uid, algo, "sign", "never"],
+                       env=env, check=True, capture_output=True)
+        pub = home / ("%s.pub" % kind)
+        pub.write_bytes(subprocess.run(["gpg", "--armor", "--export", uid], env=env,
+                                       check=True, capture_output=True).stdout)
+        keys[kind] = (uid, pub)
+
+    def sign(src, dst, kind="rsa", digest="sha256"):
+        shutil.copy(src, dst)
+        os.chmod(dst, 0o644)
+        uid = keys[kind][0]
+        subprocess.run(["rpmsign", "--addsign", "--define", "_gpg_name %s" % uid,
+                        "--define", "__gpg /usr/bin/gpg", "--define", "_gpg_path %s" % home,
+                        "--define", "_gpg_digest_algo %s" % digest, str(dst)],
+                       env=env, check=True, capture_output=True)
+        return dst
+
+    sign.keys = keys
+    return sign
+
+
+def _headers_end(data):
+    sil, sdl = struct.unpack(">II", data[104:112])
+    sig = 16 + 16 * sil + sdl
+    hoff = 96 + sig + (-sig) % 8
+    il, dl = struct.unpack(">II", data[hoff + 8:hoff + 16])
+    return hoff, hoff + 16 + 16 * il + dl
+
+
+UNSIGNED = TESTDATA / "hello-2.0-1.x86_64.rpm"
+
+
+def test_signed_here_ok_then_nokey_then_key_import_flips_checksig(signer, empty_root, tmp_path):
+    pkg = signer(UNSIGNED, tmp_path / "s.rpm")
+    out = tmp_path / "s.rpme"
+    r = _transcode(pkg, out, empty_root, level="digest")       # NOKEY: allowed at digest
+    assert r.verdict.rc == 2
+    rc, summary, _ = _checksig(empty_root, out)
+    assert rc == 1 and "SIGNATURES NOT OK" in summary
+    with pytest.raises(VerificationError, match="NOKEY"):
+        _transcode(pkg, tmp_path / "t.rpme", empty_root, level="signature")
+    _import(empty_root, signer.keys["rsa"][1])
+    rc, text, _ = _checksig(empty_root, out, verbose=True)      # no re-transcoding
+    assert rc == 0, text
+    assert "NOKEY" not in text and "Signature, key ID" in text
+    r = _transcode(pkg, tmp_path / "u.rpme", empty_root, level="all")
+    assert r.verdict.rc == 0
+
+
+def test_dsa_sha1_signature(signer, empty_root, tmp_path):
+    pkg = signer(UNSIGNED, tmp_path / "d.rpm", kind="dsa", digest="sha1")
+    _import(empty_root, signer.keys["dsa"][1])
+    r = _transcode(pkg, tmp_path / "d.rpme", empty_root, level="signature")
+    assert any("DSA/SHA1" in i.label and i.result == "OK" for i in r.verdict.items)
+
+
+def test_tampered_payload_after_signing_is_rejected(signer, empty_root, tmp_path):
+    pkg = signer(UNSIGNED, tmp_path / "s.rpm")
+    data = bytearray(pkg.read_bytes())
+    _, end = _headers_end(data)
+    data[end + (len(data) - end) // 2] ^= 0x40
+    bad = tmp_path / "bad.rpm"
+    bad.write_bytes(bytes(data))
+    _import(empty_root, signer.keys["rsa"][1])
+    with pytest.raises(RpmcowError):
+        _transcode(bad, tmp_path / "bad.rpme", empty_root, level="digest")
+    assert not (tmp_path / "bad.rpme").exists()
+    # rpm2extents' stream mode stores verdicts, but BAD is still an error
+    r = subprocess.run([sys.executable, "-c", "import sys; from rpmcow.cli import "
+                        "rpm2extents_main as m; sys.exit(m())", "--root", empty_root.root,
+                        "--dbpath", empty_root.dbpath, "SHA256"],
+                       input=bytes(data), capture_output=True)
+    assert r.returncode == 1
+
+
+def test_tampered_header_is_rejected_before_the_payload_is_read(signer, empty_root, tmp_path):
+    pkg = signer(UNSIGNED, tmp_path / "s.rpm")
+    data = bytearray(pkg.read_bytes())
+    hoff, end = _headers_end(data)
+    i = data.index(b"hello", hoff + 16)          # a string in the main header's data
+    data[i] ^= 0x20
+    # the payload is replaced by garbage: had it been decompressed, the error
+    # would be about the payload, not the header
+    bad = tmp_path / "bad.rpm"
+    bad.write_bytes(bytes(data[:end]) + os.urandom(4096))
+    _import(empty_root, signer.keys["rsa"][1])
+    with pytest.raises(VerificationError, match="Header.*BAD"):
+        _transcode(bad, tmp_path / "bad.rpme", empty_root, level="digest")
+
+
+def test_unsigned_package_fails_signature_policy(empty_root, tmp_path):
+    with pytest.raises(VerificationError, match="not signed"):
+        _transcode(UNSIGNED, tmp_path / "u.rpme", empty_root, level="signature")
+    r = _transcode(UNSIGNED, tmp_path / "u.rpme", empty_root, level="digest")
+    assert r.verdict.rc == 0
+
+
+def test_level_comes_from_the_roots_configuration(empty_root, tmp_path):
+    macros = Path(empty_root.root) / "etc" / "rpm"
+    macros.mkdir(parents=True)
+    shutil.copytree("/usr/lib/rpm", Path(empty_root.root) / "usr" / "lib" / "rpm",
+                    symlinks=True)
+    (macros / "macros.verify").write_text("%_pkgverify_level signature\n")
+    assert rpmconfig.verify_level(empty_root) == "signature"
+    with pytest.raises(VerificationError, match="level signature"):
+        _transcode(UNSIGNED, tmp_path / "u.rpme", empty_root, level=None)
+    assert rpmconfig.verify_level(empty_root, "none") == "none"
+
+
+# ---- the record: forged and moved S sections ----------------------------------
+
+def _replace_s(path, text):
+    """Rewrite the S section of an extents file with `text` (same layout)."""
+    with open(path, "rb") as f:
+        s = extents.read_sections(f.fileno())
+    data = path.read_bytes()
+    head = data[:s.s_offset]
+    s.s_text = text
+    path.write_bytes(head + extents.encode_sections(s.s_offset, s, 4096))
+
+
+def test_forged_s_section_is_reported(empty_root, tmp_path):
+    out = tmp_path / "a.rpme"
+    _transcode(TESTDATA / "hello-2.0-1.x86_64-signed.rpm", out, empty_root, level="digest")
+    with open(out, "rb") as f:
+        text = extents.read_sections(f.fileno()).s_text
+    _replace_s(out, text.replace(b"NOKEY", b"OK"))
+    rc, verbose, _ = _checksig(empty_root, out, verbose=True)
+    assert rc == 1
+    assert "rpmcow record: BAD (the record was altered)" in verbose
+    with open(out, "rb") as f:
+        with pytest.raises(VerificationError, match="File digests|record|NOKEY"):
+            checksig.require_for_install(f.fileno(), empty_root, "signature")
+
+
+def test_s_section_moved_from_another_package_is_reported(empty_root, tmp_path):
+    a, b = tmp_path / "a.rpme", tmp_path / "b.rpme"
+    _transcode(UNSIGNED, a, empty_root, level="digest")
+    _transcode(TESTDATA / "hello-2.0-1.i686.rpm", b, empty_root, level="digest")
+    with open(b, "rb") as f:
+        other = extents.read_sections(f.fileno()).s_text
+    _replace_s(a, other)
+    rc, verbose, _ = _checksig(empty_root, a, verbose=True)
+    assert rc == 1
+    assert "the record belongs to another package" in verbose
+
+
+def test_upstream_file_is_trusted_only_through_its_file_digests(empty_root):
+    gold = CORPUS / "upstream-extents" / "hello-2.0-1.x86_64-signed.KEYOK.v419.rpme"
+    _import(empty_root, RPMORG_KEY)
+    rc, text, _ = _checksig(empty_root, gold, verbose=True)
+    assert rc == 1 and "made by another tool" in text
+    rc, text, _ = _checksig(empty_root, gold, verbose=True, files=True)
+    assert rc == 0 and "File digests: OK" in text
+    with open(gold, "rb") as f:
+        ev = checksig.require_for_install(f.fileno(), empty_root, "signature")
+    assert ev.items[-1].label == "File digests"
+
+
+def test_policy_levels():
+    items = verify.parse_items(
+        "    Header V4 RSA/SHA256 Signature, key ID 1: NOKEY\n"
+        "    Header SHA256 digest: OK\n    Payload SHA256 digest: OK\n")
+    assert verify.policy_failure(items, "none") is None
+    assert verify.policy_failure(items, "digest") is None
+    assert "NOKEY" in verify.policy_failure(items, "signature")
+    assert "NOKEY" in verify.policy_failure(items, "all")
+    bad = items + [verify.Item("MD5 digest", "BAD")]
+    assert verify.policy_failure(bad, "digest") == "MD5 digest: BAD"
+    assert verify.policy_failure(items[1:2], "digest") == "no payload digest verified"
