@@ -35,11 +35,15 @@ from conftest import list_real_packages, list_testdata_packages
 from pkgbuild import (COMPRESSORS, DIGEST_ALGOS, device, directory, empty,
                       fifo, generated, ghost, hardlink, regular, symlink)
 from rpmcow import extents, transcode
-from rpmcow.errors import RpmcowError
+from rpmcow.errors import RpmcowError, VerificationError
 
 PAGE = os.sysconf("SC_PAGESIZE")
-# packages of the corpus that must not transcode, and why
-BROKEN = {"hello-2.0-1.x86_64-corrupted.rpm": "payload is corrupt (rpm's own test case)"}
+# packages of the corpus that must not transcode at all, and why
+BROKEN = {"rpm-testdata/hello-2.0-1.x86_64-corrupted.rpm": "payload is corrupt (rpm's test case)"}
+# packages rpm itself refuses at the default %_pkgverify_level (digest), so the
+# transcoder must too -- their contents still round-trip with level "none"
+REFUSED = {"real/hello-2.0-1.x86_64-signed.rpm":
+           "malformed header signature: rpmkeys -K says BAD, rpm -i refuses it"}
 # sizes around page and buffer boundaries
 EDGE_SIZES = (0, 1, 2, 511, 4095, 4096, 4097, 8191, 8192, 8193, 65535, 65536, 65537)
 
@@ -118,8 +122,8 @@ def extracted_path(dest, name):
     return os.path.join(os.fsencode(str(dest)), os.fsencode(name).lstrip(b"/"))
 
 
-def transcode_and_read(pkg, out, page_size=None):
-    transcode.transcode_path(str(pkg), str(out), page_size=page_size)
+def transcode_and_read(pkg, out, page_size=None, **kw):
+    transcode.transcode_path(str(pkg), str(out), page_size=page_size, **kw)
     fd = os.open(out, os.O_RDONLY)
     try:
         return extents.read_sections(fd)
@@ -234,7 +238,7 @@ def check_archive_order(s, keyed, order):
     assert offsets == sorted(offsets), "blobs are not in archive order"
 
 
-def check_roundtrip(pkg, tmp, expected=None, page_size=None):
+def check_roundtrip(pkg, tmp, expected=None, page_size=None, **transcode_kw):
     """Transcode `pkg` in directory `tmp` and compare with rpm's extraction
     (rpm2cpio | cpio; librpm's archive reader where rpm2cpio refuses).
 
@@ -242,12 +246,13 @@ def check_roundtrip(pkg, tmp, expected=None, page_size=None):
     packages we built ourselves), checked as well.
     page_size: passed to the transcoder (default: this machine's page size,
     4096 on x86_64 -- the offsets must then be multiples of 4096).
+    transcode_kw: more transcode_path() arguments (e.g. level="none").
     Returns (sections, header).
     """
     tmp = Path(tmp)
     out = tmp / "out.rpme"
     h = read_header(pkg)
-    s = transcode_and_read(pkg, out, page_size)
+    s = transcode_and_read(pkg, out, page_size, **transcode_kw)
     if page_size is None:
         assert all(off % 4096 == 0 for _, off in s.table)
     keyed = check_layout(pkg, out, s, h, page_size or PAGE)
@@ -293,29 +298,50 @@ def expected_contents(files):
 
 # ---------------------------------------------------------------- the corpus
 
+def _corpus_id(path):
+    return "%s/%s" % (path.parent.name, path.name)
+
+
 CORPUS = [p for p in list_real_packages() + list_testdata_packages()
-          if p.name not in BROKEN]
+          if _corpus_id(p) not in BROKEN]
 
 
-@pytest.mark.parametrize("pkg", CORPUS, ids=lambda p: "%s/%s" % (p.parent.name, p.name))
+@pytest.mark.parametrize("pkg", CORPUS, ids=_corpus_id)
 def test_corpus_roundtrip(pkg, tmp_path):
-    check_roundtrip(pkg, tmp_path)
+    if _corpus_id(pkg) in REFUSED:
+        with pytest.raises(VerificationError):
+            transcode.transcode_path(str(pkg), str(tmp_path / "refused.rpme"))
+        assert list(tmp_path.iterdir()) == [], "a refused transcode left files behind"
+        check_roundtrip(pkg, tmp_path, level="none")
+    else:
+        check_roundtrip(pkg, tmp_path)
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_corpus_broken_package_does_not_transcode(name, corpus_dir, tmp_path):
-    pkg = corpus_dir / "rpm-testdata" / name
+    pkg = corpus_dir / name
     if not pkg.exists():
         pytest.skip("%s not in the corpus" % name)
-    with pytest.raises(RpmcowError):
-        transcode.transcode_path(str(pkg), str(tmp_path / "out.rpme"))
-    assert not (tmp_path / "out.rpme").exists()
-    assert list(tmp_path.iterdir()) == [], "a failed transcode left files behind"
+    for level in (None, "none"):
+        with pytest.raises(RpmcowError):
+            transcode.transcode_path(str(pkg), str(tmp_path / "out.rpme"), level=level)
+        assert list(tmp_path.iterdir()) == [], "a failed transcode left files behind"
 
 
 def test_corpus_is_there(corpus_dir, real_packages, testdata_packages):
     assert len(real_packages) > 100 and len(testdata_packages) > 10
-    assert {p.name for p in real_packages + testdata_packages} >= set(BROKEN)
+    ids = {_corpus_id(p) for p in real_packages + testdata_packages}
+    assert ids >= set(BROKEN) | set(REFUSED)
+
+
+def test_v3_package_with_legacy_md5_transcodes_at_digest_level(corpus_dir, tmp_path):
+    """rpm 4.18 installs a v3 package whose only digest is the legacy
+    header+payload MD5 at %_pkgverify_level digest (rpmkeys -K: "MD5 digest:
+    OK", exit 0; rpm -i succeeds), so the transcoder must take it too."""
+    pkg = corpus_dir / "rpm-testdata" / "hello-1.0-1.x86_64.rpm-v3"
+    r = subprocess.run(["rpmkeys", "-Kv", str(pkg)], capture_output=True, text=True)
+    assert r.returncode == 0 and "MD5 digest: OK" in r.stdout, r.stdout
+    check_roundtrip(pkg, tmp_path, level="digest")
 
 
 # ---------------------------------------------------------------- hand-picked edge cases
