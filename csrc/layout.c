@@ -307,6 +307,8 @@ static int take_entry(struct layout *L, const rc_cpio_entry *e, rc_error *err)
 
     uint8_t flags = ft->flags[fx];
     uint64_t size = e->stripped ? ft->stripped_sizes[fx] : e->size;
+    if (flags & RC_FT_GHOST)     /* rpm < 4.11 sometimes put ghosts in the payload */
+        return rc_ps_skip(&L->ps, size, "file content", err);
     int is_reg = e->stripped ? (flags & RC_FT_REG) : S_ISREG(e->mode);
     if (is_reg && !(flags & RC_FT_REG))
         return rc_fail(err, RC_E_FORMAT, "archive entry /%s is a regular file, the header "

@@ -118,6 +118,7 @@ long rc_decoder_read(rc_decoder *d, uint8_t *out, size_t cap, rc_error *err);
 #define RC_FT_REG        1   /* regular file (not %ghost) */
 #define RC_FT_KEYED      2   /* has a header digest: gets a table entry */
 #define RC_FT_NOCONTENT  4   /* hardlink member whose content travels with another */
+#define RC_FT_GHOST      8   /* %ghost: rpm skips it if an old payload has it */
 
 typedef struct rc_filetab {
     uint32_t count;
@@ -151,6 +152,33 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
                       int out_fd, uint64_t out_pos, uint32_t page_size,
                       uint64_t *group_offsets, rc_layout_result *res,
                       rc_error *err);
+
+/* ---- payload feeding (feed.c) -------------------------------------- */
+#define RC_FEED_NONE 0      /* no content: directory, device, hardlink member */
+#define RC_FEED_REG  1      /* content from the extents file at blob */
+#define RC_FEED_LINK 2      /* content: the symlink target in link */
+
+typedef struct rc_feed_file {
+    uint8_t kind;
+    uint64_t size;
+    uint64_t blob;
+    const char *link;
+} rc_feed_file;
+
+typedef struct rc_feed {
+    int extents_fd;
+    int compressor;           /* RC_COMP_*: the container to write */
+    uint32_t blk;             /* whole blocks of files >= blk go as zeros; 0: all real */
+    const uint8_t *prologue;  /* lead + signature header + header, as is */
+    size_t prologue_len;
+    uint32_t nfiles;
+    const rc_feed_file *files;   /* by file index */
+    uint32_t count;
+    const uint32_t *order;       /* archive order (file indices) */
+} rc_feed;
+
+/* Write the whole payload stream for rpm to out_fd (a pipe). */
+int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err);
 
 /* ---- internal helpers ----------------------------------------------- */
 int rc_fail(rc_error *err, int code, const char *fmt, ...)

@@ -59,6 +59,7 @@ LAYOUT = """
 #define RC_FT_REG ...
 #define RC_FT_KEYED ...
 #define RC_FT_NOCONTENT ...
+#define RC_FT_GHOST ...
 typedef struct rc_filetab {
     uint32_t count;
     uint32_t keysize;
@@ -80,7 +81,22 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
                       uint64_t *group_offsets, rc_layout_result *res, rc_error *err);
 """
 
-SOURCES = ["util.c", "digest.c", "input.c", "header.c", "payload.c", "cpio.c", "layout.c"]
+FEED = """
+#define RC_FEED_NONE ...
+#define RC_FEED_REG ...
+#define RC_FEED_LINK ...
+typedef struct rc_feed_file { uint8_t kind; uint64_t size; uint64_t blob; const char *link; } rc_feed_file;
+typedef struct rc_feed {
+    int extents_fd; int compressor; uint32_t blk;
+    const uint8_t *prologue; size_t prologue_len;
+    uint32_t nfiles; const rc_feed_file *files;
+    uint32_t count; const uint32_t *order;
+} rc_feed;
+int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err);
+"""
+
+SOURCES = ["util.c", "digest.c", "input.c", "header.c", "payload.c", "cpio.c", "layout.c",
+           "feed.c"]
 
 # warnings are errors; hardening flags; no executable stack
 CFLAGS = [
@@ -91,7 +107,7 @@ LDFLAGS = ["-pthread", "-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now"]
 LIBRARIES = ["zstd", "lzma", "z", "bz2", "crypto"]
 
 ffibuilder = FFI()
-ffibuilder.cdef(ERRORS + INPUT + HEADER + PAYLOAD + LAYOUT)
+ffibuilder.cdef(ERRORS + INPUT + HEADER + PAYLOAD + LAYOUT + FEED)
 ffibuilder.set_source(
     "rpmcow._core",
     '#include "rpmcow.h"',
@@ -102,5 +118,27 @@ ffibuilder.set_source(
     extra_link_args=LDFLAGS,
 )
 
+# ---- the rpm plugin: a plain shared object loaded by librpm, not by Python
+PLUGIN_SOURCE = "rpm_plugin_cow.c"
+PLUGIN_DIR = os.path.join(HERE, "plugins")
+
+
+def build_plugin(out_dir=PLUGIN_DIR, cc=None):
+    """Compile csrc/rpm_plugin_cow.c against the system librpm into
+    out_dir/cow.so; returns its path."""
+    import subprocess
+    import sysconfig
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "cow.so")
+    cc = cc or os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
+    cflags = [f for f in CFLAGS if f != "-pthread"]
+    cmd = [cc, "-shared", "-fPIC", *cflags, *LDFLAGS[1:], "-o", out + ".tmp",
+           os.path.join(CSRC, PLUGIN_SOURCE), "-lrpm", "-lrpmio"]
+    subprocess.run(cmd, check=True)
+    os.replace(out + ".tmp", out)
+    return out
+
+
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)
+    build_plugin()

@@ -68,8 +68,23 @@ class FileTable:
     groups: list = field(default_factory=list)
     ngroups: int = 0
     paths: list = field(default_factory=list)           # archive names (bytes)
+    kinds: list = field(default_factory=list)           # KIND_* of each file
+    linktos: list = field(default_factory=list)         # symlink targets (bytes)
+    link_sets: list = field(default_factory=list)       # hardlink sets: sorted fx lists
 
-    REG, KEYED, NOCONTENT = 1, 2, 4
+    REG, KEYED, NOCONTENT, GHOST = 1, 2, 4, 8
+    KIND_GHOST, KIND_REG, KIND_DIR, KIND_LINK, KIND_OTHER = range(5)
+
+    def archive_order(self):
+        """File indices in the order rpm's own writer puts them in the
+        archive: files outside hardlink sets by index, then each set (by its
+        first member) with its members in order, the content on the last."""
+        in_set = {fx for s in self.link_sets for fx in s}
+        order = [fx for fx in range(self.count)
+                 if self.kinds[fx] != self.KIND_GHOST and fx not in in_set]
+        for s in sorted(self.link_sets):
+            order.extend(s)
+        return order
 
     @property
     def keysize(self):
@@ -137,7 +152,7 @@ def _file_table(h):
     if algo is None and len(files):
         raise BadPackageError("unsupported file digest algorithm %d" % algo_id)
     group_of = {}
-    hardlink_last = {}
+    sets = set()
     for f in files:
         mode = f.mode
         ghost = bool(f.fflags & rpm.RPMFILE_GHOST)
@@ -152,12 +167,14 @@ def _file_table(h):
             if len(digest) != table.keysize:
                 raise BadPackageError("file digest of %s has %d bytes, %s needs %d"
                                       % (f.name, len(digest), table.algo.name, table.keysize))
-        flags = (FileTable.REG if reg else 0) | (FileTable.KEYED if digest else 0)
+        flags = ((FileTable.REG if reg else 0) | (FileTable.KEYED if digest else 0)
+                 | (FileTable.GHOST if ghost else 0))
         if reg and f.nlink > 1:
             members = [l.fx for l in f.links
                        if not (l.fflags & rpm.RPMFILE_GHOST) and stat.S_ISREG(l.mode)]
             last = max(members) if members else f.fx
-            hardlink_last[f.fx] = last
+            if len(members) > 1:
+                sets.add(tuple(sorted(members)))
             if last != f.fx:
                 flags |= FileTable.NOCONTENT
         if digest:
@@ -179,7 +196,14 @@ def _file_table(h):
         table.flags.append(flags)
         table.groups.append(group)
         table.paths.append(_archive_name(f))
+        table.kinds.append(FileTable.KIND_GHOST if ghost else
+                           FileTable.KIND_REG if stat.S_ISREG(mode) else
+                           FileTable.KIND_DIR if stat.S_ISDIR(mode) else
+                           FileTable.KIND_LINK if stat.S_ISLNK(mode) else FileTable.KIND_OTHER)
+        table.linktos.append((f.linkto or "").encode("utf-8", "surrogateescape")
+                             if stat.S_ISLNK(mode) else b"")
     table.ngroups = len(group_of)
+    table.link_sets = sorted(list(s) for s in sets)
     return table
 
 

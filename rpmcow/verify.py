@@ -85,10 +85,12 @@ def policy_failure(items, level, header_only=False):
             return it.line.strip()
     digests_ok = [it for it in items if not it.is_signature and it.result == "OK"]
     sigs = [it for it in items if it.is_signature]
-    if level in ("digest", "all"):
+    if level in ("digest", "all") and not header_only:
+        # digests that cover the payload (and the legacy MD5, which also
+        # covers the header) are only known after the full check
         if not any(it.header_only or it.label == "MD5 digest" for it in digests_ok):
             return "no header digest verified"
-        if not header_only and not any(it.covers_payload for it in digests_ok):
+        if not any(it.covers_payload for it in digests_ok):
             return "no payload digest verified"
     if level in ("signature", "all"):
         if not any(it.result == "OK" for it in sigs):
