@@ -73,6 +73,22 @@ def cmd_checksig(args):
                              files=args.files_digests)
 
 
+def cmd_install(args):
+    from . import install
+    opts = install.Options(
+        root=args.root or "/", dbpath=args.dbpath, upgrade=args.upgrade, nodeps=args.nodeps,
+        noscripts=args.noscripts, notriggers=args.notriggers, test=args.test,
+        replacepkgs=args.replacepkgs, replacefiles=args.replacefiles,
+        oldpackage=args.oldpackage, excludedocs=args.excludedocs, level=args.verify_level)
+    r = install.install(args.files, opts)
+    if not args.quiet and not args.test:
+        for nevra in r.cow:
+            print("%s: installed copy-on-write" % nevra, file=sys.stderr)
+        for nevra in r.plain:
+            print("%s: installed" % nevra, file=sys.stderr)
+    return 0
+
+
 def cmd_inspect(args):
     from . import inspect as inspect_mod
     report = inspect_mod.inspect_path(args.file, with_table=args.table or args.json)
@@ -125,6 +141,28 @@ def build_parser():
                    help="also hash every file in an extents file against the header")
     _root_options(c)
     c.set_defaults(func=cmd_checksig)
+
+    n = sub.add_parser("install", help="install extents files (and .rpm files), like rpm -i/-U",
+                       description="Install packages like rpm -i (or rpm -U with --upgrade) "
+                       "on the stock rpm: extents files through the copy-on-write path, their "
+                       "file data cloned from the extents file; plain .rpm files the stock way, "
+                       "in the same transaction. The verification level must be met first.")
+    n.add_argument("files", nargs="+", metavar="FILE")
+    n.add_argument("-U", "--upgrade", action="store_true", help="upgrade, like rpm -U")
+    n.add_argument("--nodeps", action="store_true", help="do not check dependencies")
+    n.add_argument("--noscripts", action="store_true", help="do not run scriptlets")
+    n.add_argument("--notriggers", action="store_true", help="do not run triggers")
+    n.add_argument("--test", action="store_true", help="only check, install nothing")
+    n.add_argument("--replacepkgs", action="store_true", help="reinstall installed packages")
+    n.add_argument("--replacefiles", action="store_true", help="allow file conflicts")
+    n.add_argument("--oldpackage", action="store_true", help="allow downgrades with -U")
+    n.add_argument("--excludedocs", action="store_true", help="do not install documentation")
+    n.add_argument("--verify-level", choices=rpmconfig.LEVELS,
+                   help="verification every package must pass (default: the root's "
+                   "%%_pkgverify_level)")
+    _root_options(n)
+    n.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    n.set_defaults(func=cmd_install)
 
     i = sub.add_parser("inspect", help="show what an extents file contains",
                        description="Say whether FILE is an extents file and show its "

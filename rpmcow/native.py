@@ -137,3 +137,33 @@ class Input:
         del keep
         _check(rc, self._err)
         return LayoutResult(res, [offsets[i] for i in range(table.ngroups)])
+
+
+def feed_write(extents_fd, compressor, blk, prologue, files, order, out_fd):
+    """Write the payload stream for rpm (see csrc/feed.c).  files: per file
+    index (kind, size, blob offset, symlink target bytes)."""
+    err = ffi.new("rc_error *")
+    f = ffi.new("rc_feed *")
+    cfiles = ffi.new("rc_feed_file[]", max(len(files), 1))
+    links = []
+    for i, (kind, size, blob, link) in enumerate(files):
+        cfiles[i].kind = kind
+        cfiles[i].size = size
+        cfiles[i].blob = blob
+        if link:
+            links.append(ffi.new("char[]", link))
+            cfiles[i].link = links[-1]
+    corder = ffi.new("uint32_t[]", order or [0])
+    cpro = ffi.from_buffer(prologue)
+    f.extents_fd = extents_fd
+    f.compressor = COMPRESSORS[compressor]
+    f.blk = blk
+    f.prologue = cpro
+    f.prologue_len = len(prologue)
+    f.nfiles = len(files)
+    f.files = cfiles
+    f.count = len(order)
+    f.order = corder
+    rc = lib.rc_feed_write(f, out_fd, err)
+    if rc != lib.RC_OK:
+        _raise(err)

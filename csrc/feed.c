@@ -1,0 +1,541 @@
+/* Payload feeding: the cheap payload rpm reads while the cow plugin clones.
+ *
+ * Writes the original lead + signature header + header, then a cpio archive
+ * in rpm's stripped form ("07070X" + file index, sizes from the header) in
+ * the order rpm's own writer uses, wrapped in a container the header's
+ * PAYLOADCOMPRESSOR names but that costs (almost) nothing to decode:
+ *
+ *   zstd   raw blocks for data, RLE blocks for zero runs (4 bytes / 128 KiB)
+ *   xz     uncompressed LZMA2 chunks for data, pre-encoded LZMA2 chunks of
+ *          zeros (each starting with a dictionary reset), check type none
+ *   gzip   stored deflate blocks, pre-encoded full-flushed blocks of zeros
+ *   bzip2, lzma (legacy)   no stored mode: the real encoder at its fastest
+ *   none   as is
+ *
+ * Regular files of at least `blk` bytes are fed as zeros for their whole
+ * blocks and real bytes for the last partial block; the plugin replaces the
+ * zeros by cloning the blob.  Smaller files are fed for real. */
+#include <bzlib.h>
+#include <errno.h>
+#include <lzma.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "rpmcow.h"
+
+#define OUT_CAP (256u << 10)
+#define ZSTD_BLOCK (128u << 10)
+#define XZ_CHUNK (64u << 10)
+#define GZ_STORED 65535u
+#define STAGE_CAP (128u << 10)
+
+static const uint8_t ZEROS[1u << 16];
+
+/* ---- pre-encoded zero runs (built once per process) ------------------ */
+
+struct zrun {
+    uint8_t *data;
+    size_t len;
+    uint64_t n;          /* zeros it decodes to */
+    uint32_t crc;        /* crc32 of those zeros (gzip) */
+};
+
+static struct {
+    pthread_once_t once;
+    struct zrun xz[3];   /* 1 MiB, 64 KiB, 4 KiB */
+    struct zrun gz[2];   /* 64 KiB, 4 KiB */
+    int xz_ok, gz_ok;
+} Z = {PTHREAD_ONCE_INIT, {{0}}, {{0}}, 0, 0};
+
+#define XZ_DICT_PROP 16     /* LZMA2 dictionary property: 1 MiB */
+
+static int make_xz_run(struct zrun *z, uint64_t n)
+{
+    lzma_options_lzma opt;
+    if (lzma_lzma_preset(&opt, 0))
+        return -1;
+    opt.dict_size = 1u << 20;
+    lzma_filter filters[] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
+    size_t cap = 4096 + n / 64;
+    uint8_t *zeros = calloc(1, n), *out = malloc(cap);
+    size_t pos = 0;
+    int ok = zeros && out &&
+        lzma_raw_buffer_encode(filters, NULL, zeros, n, out, &pos, cap) == LZMA_OK &&
+        pos >= 2 && (out[0] & 0xE0) == 0xE0 && out[pos - 1] == 0x00;
+    free(zeros);
+    if (!ok) {
+        free(out);
+        return -1;
+    }
+    z->data = out;
+    z->len = pos - 1;          /* without the LZMA2 end marker */
+    z->n = n;
+    return 0;
+}
+
+static int make_gz_run(struct zrun *z, uint64_t n)
+{
+    z_stream s;
+    memset(&s, 0, sizeof(s));
+    if (deflateInit2(&s, 1, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+        return -1;
+    size_t cap = deflateBound(&s, (uLong)n) + 64;
+    uint8_t *zeros = calloc(1, n), *out = malloc(cap);
+    int ok = 0;
+    if (zeros && out) {
+        s.next_in = zeros;
+        s.avail_in = (uInt)n;
+        s.next_out = out;
+        s.avail_out = (uInt)cap;
+        ok = deflate(&s, Z_FULL_FLUSH) == Z_OK && s.avail_in == 0;
+    }
+    z->len = cap - s.avail_out;
+    deflateEnd(&s);
+    if (ok)
+        z->crc = (uint32_t)crc32(0, zeros, (uInt)n);
+    free(zeros);
+    if (!ok) {
+        free(out);
+        return -1;
+    }
+    z->data = out;
+    z->n = n;
+    return 0;
+}
+
+static void make_runs(void)
+{
+    Z.xz_ok = !make_xz_run(&Z.xz[0], 1u << 20) && !make_xz_run(&Z.xz[1], 1u << 16) &&
+              !make_xz_run(&Z.xz[2], 1u << 12);
+    Z.gz_ok = !make_gz_run(&Z.gz[0], 1u << 16) && !make_gz_run(&Z.gz[1], 1u << 12);
+}
+
+/* ---- the container encoder -------------------------------------------- */
+
+struct enc {
+    int kind;
+    int fd;
+    rc_error *err;
+    int failed;
+    uint8_t *out;
+    size_t olen;
+    uint8_t *stage;           /* data not yet framed (zstd, xz, gzip) */
+    size_t slen;
+    uint64_t total;           /* uncompressed bytes */
+    uint64_t xz_block;        /* xz: block header + chunk bytes so far */
+    int xz_first;             /* xz: the next chunk must reset the dictionary */
+    uint32_t crc;             /* gzip */
+    bz_stream bz;
+    lzma_stream lz;
+};
+
+static int out_flush(struct enc *e)
+{
+    if (e->olen && !e->failed) {
+        if (rc_write_all(e->fd, e->out, e->olen, e->err) != RC_OK)
+            e->failed = 1;
+    }
+    e->olen = 0;
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+static int out_put(struct enc *e, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0 && !e->failed) {
+        if (e->olen == OUT_CAP && out_flush(e))
+            break;
+        size_t k = OUT_CAP - e->olen < n ? OUT_CAP - e->olen : n;
+        memcpy(e->out + e->olen, b, k);
+        e->olen += k;
+        b += k;
+        n -= k;
+    }
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = v & 0xff; p[1] = (v >> 8) & 0xff; p[2] = (v >> 16) & 0xff; p[3] = v >> 24;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t i = 0;
+    while (v >= 0x80) {
+        p[i++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[i++] = (uint8_t)v;
+    return i;
+}
+
+/* frame `n` staged bytes as one block/chunk */
+static int frame_data(struct enc *e, const uint8_t *p, size_t n)
+{
+    uint8_t h[8];
+    switch (e->kind) {
+    case RC_COMP_ZSTD: {
+        uint32_t bh = (uint32_t)(n << 3);          /* raw block, not last */
+        h[0] = bh & 0xff; h[1] = (bh >> 8) & 0xff; h[2] = (bh >> 16) & 0xff;
+        out_put(e, h, 3);
+        return out_put(e, p, n);
+    }
+    case RC_COMP_XZ:
+        h[0] = e->xz_first ? 0x01 : 0x02;
+        h[1] = (uint8_t)((n - 1) >> 8);
+        h[2] = (uint8_t)((n - 1) & 0xff);
+        e->xz_first = 0;
+        e->xz_block += 3 + n;
+        out_put(e, h, 3);
+        return out_put(e, p, n);
+    case RC_COMP_GZIP:
+        h[0] = 0x00;
+        h[1] = n & 0xff; h[2] = (uint8_t)(n >> 8);
+        h[3] = ~n & 0xff; h[4] = (uint8_t)((~n >> 8) & 0xff);
+        e->crc = (uint32_t)crc32(e->crc, p, (uInt)n);
+        out_put(e, h, 5);
+        return out_put(e, p, n);
+    }
+    return RC_OK;
+}
+
+static size_t stage_cap(int kind)
+{
+    return kind == RC_COMP_ZSTD ? ZSTD_BLOCK : kind == RC_COMP_XZ ? XZ_CHUNK : GZ_STORED;
+}
+
+static int stage_flush(struct enc *e)
+{
+    if (e->slen) {
+        frame_data(e, e->stage, e->slen);
+        e->slen = 0;
+    }
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+static int stream_code(struct enc *e, const uint8_t *p, size_t n, int finish)
+{
+    uint8_t buf[1u << 16];
+    if (e->kind == RC_COMP_BZIP2) {
+        e->bz.next_in = (char *)p;
+        e->bz.avail_in = (unsigned)n;
+        for (;;) {
+            e->bz.next_out = (char *)buf;
+            e->bz.avail_out = sizeof(buf);
+            int r = BZ2_bzCompress(&e->bz, finish ? BZ_FINISH : BZ_RUN);
+            out_put(e, buf, sizeof(buf) - e->bz.avail_out);
+            if (r == BZ_STREAM_END || (!finish && e->bz.avail_in == 0 && r == BZ_RUN_OK))
+                break;
+            if (r != BZ_RUN_OK && r != BZ_FINISH_OK)
+                return rc_fail(e->err, RC_E_INTERNAL, "bzip2 encoder failed (%d)", r);
+        }
+    } else {
+        e->lz.next_in = p;
+        e->lz.avail_in = n;
+        for (;;) {
+            e->lz.next_out = buf;
+            e->lz.avail_out = sizeof(buf);
+            lzma_ret r = lzma_code(&e->lz, finish ? LZMA_FINISH : LZMA_RUN);
+            out_put(e, buf, sizeof(buf) - e->lz.avail_out);
+            if (r == LZMA_STREAM_END || (!finish && e->lz.avail_in == 0 && r == LZMA_OK))
+                break;
+            if (r != LZMA_OK)
+                return rc_fail(e->err, RC_E_INTERNAL, "lzma encoder failed (%d)", (int)r);
+        }
+    }
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+static int enc_data(struct enc *e, const uint8_t *p, size_t n)
+{
+    e->total += n;
+    switch (e->kind) {
+    case RC_COMP_NONE:
+        return out_put(e, p, n);
+    case RC_COMP_BZIP2:
+    case RC_COMP_LZMA:
+        return stream_code(e, p, n, 0);
+    }
+    size_t cap = stage_cap(e->kind);
+    while (n > 0 && !e->failed) {
+        if (e->slen == 0 && n >= cap) {      /* whole blocks straight from p */
+            frame_data(e, p, cap);
+            p += cap;
+            n -= cap;
+            continue;
+        }
+        size_t k = cap - e->slen < n ? cap - e->slen : n;
+        memcpy(e->stage + e->slen, p, k);
+        e->slen += k;
+        p += k;
+        n -= k;
+        if (e->slen == cap)
+            stage_flush(e);
+    }
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+static int enc_zeros(struct enc *e, uint64_t n)
+{
+    if (e->kind == RC_COMP_ZSTD) {
+        stage_flush(e);
+        e->total += n;
+        while (n > 0) {
+            uint64_t k = n > ZSTD_BLOCK ? ZSTD_BLOCK : n;
+            uint32_t bh = (uint32_t)(k << 3) | (1u << 1);     /* RLE block */
+            uint8_t h[4] = {bh & 0xff, (bh >> 8) & 0xff, (bh >> 16) & 0xff, 0};
+            out_put(e, h, 4);
+            n -= k;
+        }
+        return e->failed ? RC_E_IO : RC_OK;
+    }
+    if (e->kind == RC_COMP_XZ && Z.xz_ok) {
+        stage_flush(e);
+        for (int i = 0; i < 3; i++) {
+            while (n >= Z.xz[i].n) {
+                out_put(e, Z.xz[i].data, Z.xz[i].len);
+                e->xz_block += Z.xz[i].len;
+                e->total += Z.xz[i].n;
+                e->xz_first = 0;
+                n -= Z.xz[i].n;
+            }
+        }
+    } else if (e->kind == RC_COMP_GZIP && Z.gz_ok) {
+        stage_flush(e);
+        for (int i = 0; i < 2; i++) {
+            while (n >= Z.gz[i].n) {
+                out_put(e, Z.gz[i].data, Z.gz[i].len);
+                e->crc = (uint32_t)crc32_combine(e->crc, Z.gz[i].crc, (z_off_t)Z.gz[i].n);
+                e->total += Z.gz[i].n;
+                n -= Z.gz[i].n;
+            }
+        }
+    }
+    while (n > 0 && !e->failed) {
+        size_t k = n > sizeof(ZEROS) ? sizeof(ZEROS) : (size_t)n;
+        enc_data(e, ZEROS, k);
+        n -= k;
+    }
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+static uint8_t xz_header[12];
+
+static int enc_start(struct enc *e, rc_error *err)
+{
+    e->err = err;
+    e->out = malloc(OUT_CAP);
+    e->stage = malloc(STAGE_CAP);
+    if (!e->out || !e->stage)
+        return rc_fail(err, RC_E_NOMEM, "out of memory");
+    switch (e->kind) {
+    case RC_COMP_ZSTD: {
+        static const uint8_t hdr[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38};  /* window 128 KiB */
+        return out_put(e, hdr, sizeof(hdr));
+    }
+    case RC_COMP_XZ: {
+        uint8_t sh[12] = {0xfd, '7', 'z', 'X', 'Z', 0x00, 0x00, 0x00};
+        put_le32(sh + 8, (uint32_t)crc32(0, sh + 6, 2));
+        uint8_t *bh = xz_header;
+        memset(bh, 0, 12);
+        bh[0] = 2;                 /* (12 / 4) - 1 */
+        bh[1] = 0x00;              /* one filter, no sizes */
+        bh[2] = 0x21;              /* LZMA2 */
+        bh[3] = 0x01;
+        bh[4] = XZ_DICT_PROP;
+        put_le32(bh + 8, (uint32_t)crc32(0, bh, 8));
+        e->xz_block = 12;
+        e->xz_first = 1;
+        out_put(e, sh, 12);
+        return out_put(e, bh, 12);
+    }
+    case RC_COMP_GZIP: {
+        static const uint8_t hdr[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+        e->crc = (uint32_t)crc32(0, NULL, 0);
+        return out_put(e, hdr, sizeof(hdr));
+    }
+    case RC_COMP_BZIP2:
+        if (BZ2_bzCompressInit(&e->bz, 1, 0, 0) != BZ_OK)
+            return rc_fail(err, RC_E_NOMEM, "cannot start the bzip2 encoder");
+        return RC_OK;
+    case RC_COMP_LZMA: {
+        lzma_options_lzma opt;
+        lzma_stream init = LZMA_STREAM_INIT;
+        e->lz = init;
+        if (lzma_lzma_preset(&opt, 0) || lzma_alone_encoder(&e->lz, &opt) != LZMA_OK)
+            return rc_fail(err, RC_E_NOMEM, "cannot start the lzma encoder");
+        return RC_OK;
+    }
+    }
+    return RC_OK;
+}
+
+static int enc_finish(struct enc *e)
+{
+    switch (e->kind) {
+    case RC_COMP_ZSTD: {
+        stage_flush(e);
+        static const uint8_t last[3] = {0x01, 0, 0};          /* empty raw last block */
+        out_put(e, last, 3);
+        break;
+    }
+    case RC_COMP_XZ: {
+        stage_flush(e);
+        uint8_t end = 0x00;
+        out_put(e, &end, 1);
+        uint64_t unpadded = e->xz_block + 1;
+        uint8_t pad[4] = {0};
+        out_put(e, pad, (size_t)((4 - (unpadded & 3)) & 3));
+        uint8_t idx[64];
+        size_t n = 0;
+        idx[n++] = 0x00;
+        n += put_varint(idx + n, 1);
+        n += put_varint(idx + n, unpadded);
+        n += put_varint(idx + n, e->total);
+        while (n & 3)
+            idx[n++] = 0;
+        put_le32(idx + n, (uint32_t)crc32(0, idx, (uInt)n));
+        n += 4;
+        out_put(e, idx, n);
+        uint8_t foot[12];
+        put_le32(foot + 4, (uint32_t)(n / 4 - 1));
+        foot[8] = 0x00;
+        foot[9] = 0x00;
+        put_le32(foot, (uint32_t)crc32(0, foot + 4, 6));
+        foot[10] = 'Y';
+        foot[11] = 'Z';
+        out_put(e, foot, 12);
+        break;
+    }
+    case RC_COMP_GZIP: {
+        stage_flush(e);
+        uint8_t t[13] = {0x01, 0x00, 0x00, 0xff, 0xff};      /* final empty stored block */
+        put_le32(t + 5, e->crc);
+        put_le32(t + 9, (uint32_t)e->total);
+        out_put(e, t, 13);
+        break;
+    }
+    case RC_COMP_BZIP2:
+    case RC_COMP_LZMA:
+        stream_code(e, NULL, 0, 1);
+        break;
+    }
+    return out_flush(e);
+}
+
+static void enc_free(struct enc *e)
+{
+    if (e->kind == RC_COMP_BZIP2)
+        BZ2_bzCompressEnd(&e->bz);
+    if (e->kind == RC_COMP_LZMA)
+        lzma_end(&e->lz);
+    free(e->out);
+    free(e->stage);
+}
+
+/* ---- the stripped cpio archive ----------------------------------------- */
+
+static int cpio_pad(struct enc *e)
+{
+    size_t pad = (size_t)((4 - (e->total & 3)) & 3);
+    return pad ? enc_data(e, ZEROS, pad) : RC_OK;
+}
+
+static int cpio_header(struct enc *e, uint32_t fx)
+{
+    char h[16];
+    static const char hex[] = "0123456789abcdef";
+    cpio_pad(e);
+    memcpy(h, "07070X", 6);
+    for (int i = 0; i < 8; i++)
+        h[6 + i] = hex[(fx >> (28 - 4 * i)) & 0xf];
+    enc_data(e, (const uint8_t *)h, 14);
+    return cpio_pad(e);
+}
+
+static int cpio_trailer(struct enc *e)
+{
+    char h[110 + 11 + 3];
+    memset(h, '0', 110);
+    memcpy(h, "070701", 6);
+    memcpy(h + 6 + 8 * 4, "00000001", 8);       /* nlink */
+    memcpy(h + 6 + 8 * 11, "0000000b", 8);      /* namesize */
+    memcpy(h + 110, "TRAILER!!!", 11);
+    cpio_pad(e);
+    enc_data(e, (const uint8_t *)h, 121);
+    return cpio_pad(e);
+}
+
+/* copy n bytes of the extents file at off into the stream */
+static int feed_real(struct enc *e, int fd, uint64_t off, uint64_t n, uint8_t *buf,
+                     size_t cap, rc_error *err)
+{
+    while (n > 0) {
+        size_t k = n > cap ? cap : (size_t)n;
+        ssize_t r = pread(fd, buf, k, (off_t)off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return rc_fail(err, RC_E_IO, "cannot read the extents file at %llu: %s",
+                           (unsigned long long)off, r < 0 ? strerror(errno) : "end of file");
+        int rc = enc_data(e, buf, (size_t)r);
+        if (rc)
+            return rc;
+        off += (uint64_t)r;
+        n -= (uint64_t)r;
+    }
+    return RC_OK;
+}
+
+int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
+{
+    if (f->compressor < RC_COMP_NONE || f->compressor > RC_COMP_ZSTD)
+        return rc_fail(err, RC_E_INTERNAL, "unknown compressor %d", f->compressor);
+    pthread_once(&Z.once, make_runs);
+    struct enc e;
+    memset(&e, 0, sizeof(e));
+    e.kind = f->compressor;
+    e.fd = out_fd;
+    uint8_t *buf = malloc(1u << 20);
+    int rc = buf ? RC_OK : rc_fail(err, RC_E_NOMEM, "out of memory");
+    /* the prologue is not compressed: it goes before the container */
+    if (rc == RC_OK && rc_write_all(out_fd, f->prologue, f->prologue_len, err) != RC_OK) {
+        rc = RC_E_IO;
+        e.failed = 1;
+    }
+    if (rc == RC_OK)
+        rc = enc_start(&e, err);
+    for (uint32_t i = 0; rc == RC_OK && i < f->count; i++) {
+        uint32_t fx = f->order[i];
+        if (fx >= f->nfiles) {
+            rc = rc_fail(err, RC_E_INTERNAL, "feed order names file %u of %u", fx, f->nfiles);
+            break;
+        }
+        const rc_feed_file *ff = &f->files[fx];
+        if ((rc = cpio_header(&e, fx)) != RC_OK)
+            break;
+        if (ff->kind == RC_FEED_LINK) {
+            rc = enc_data(&e, (const uint8_t *)ff->link, (size_t)ff->size);
+        } else if (ff->kind == RC_FEED_REG && ff->size > 0) {
+            uint64_t head = 0;
+            if (f->blk && ff->size >= f->blk)
+                head = ff->size - ff->size % f->blk;
+            if (head)
+                rc = enc_zeros(&e, head);
+            if (rc == RC_OK)
+                rc = feed_real(&e, f->extents_fd, ff->blob + head, ff->size - head, buf,
+                               1u << 20, err);
+        }
+    }
+    if (rc == RC_OK)
+        rc = cpio_trailer(&e);
+    if (rc == RC_OK)
+        rc = enc_finish(&e);
+    enc_free(&e);
+    free(buf);
+    return rc;
+}
