@@ -39,33 +39,50 @@ def plugin_path():
                       "run 'make build' or install rpm-plugin-cow" % ", ".join(candidates))
 
 
+class Activation:
+    """The macros (and private plugin directory) that let rpm load the
+    plugin into transaction sets created -- or first given a package --
+    while it is active.  ``set_map`` may change the packages later: the
+    plugin reads the map when each package starts."""
+
+    def __init__(self):
+        self.so = plugin_path()
+        sysdir = rpm.expandMacro("%{__plugindir}")
+        self.private = None
+        values = {"__transaction_" + NAME: self.so, MAP_MACRO: ""}
+        if os.path.dirname(self.so) != os.path.abspath(sysdir):
+            self.private = tempfile.mkdtemp(prefix="rpmcow-plugins.")
+            for other in glob.glob(os.path.join(sysdir, "*.so")):
+                if os.path.basename(other) != NAME + ".so":
+                    os.symlink(other, os.path.join(self.private, os.path.basename(other)))
+            os.symlink(self.so, os.path.join(self.private, NAME + ".so"))
+            values["__plugindir"] = self.private
+        self.names = list(values)
+        for name, value in values.items():
+            rpm.addMacro(name, value)
+
+    def set_map(self, entries):
+        """entries: {header key: (extents fd, feed block size)}"""
+        rpm.delMacro(MAP_MACRO)
+        rpm.addMacro(MAP_MACRO, " ".join("%s=%d:%d" % (k, fd, blk)
+                                         for k, (fd, blk) in entries.items()))
+
+    def close(self):
+        for name in self.names:
+            rpm.delMacro(name)
+        self.names = []
+        if self.private:
+            shutil.rmtree(self.private, ignore_errors=True)
+            self.private = None
+
+
 @contextlib.contextmanager
 def enabled(entries):
-    """Enable the plugin for the packages in `entries` ({key: (fd, blk)})
-    while the block runs; the caller creates its transaction set inside."""
-    so = plugin_path()
-    sysdir = rpm.expandMacro("%{__plugindir}")
-    private = None
-    saved = {}
-    if os.path.dirname(so) != os.path.abspath(sysdir):
-        private = tempfile.mkdtemp(prefix="rpmcow-plugins.")
-        for other in glob.glob(os.path.join(sysdir, "*.so")):
-            if os.path.basename(other) != NAME + ".so":
-                os.symlink(other, os.path.join(private, os.path.basename(other)))
-        os.symlink(so, os.path.join(private, NAME + ".so"))
-    values = {
-        "__transaction_" + NAME: so,
-        MAP_MACRO: " ".join("%s=%d:%d" % (k, fd, blk) for k, (fd, blk) in entries.items()),
-    }
-    if private:
-        values["__plugindir"] = private
+    """Enable the plugin for the packages in `entries` while the block runs;
+    the caller creates its transaction set inside."""
+    act = Activation()
     try:
-        for name, value in values.items():
-            saved[name] = rpm.expandMacro("%%{?%s}" % name)
-            rpm.addMacro(name, value)
-        yield so
+        act.set_map(entries)
+        yield act.so
     finally:
-        for name in values:
-            rpm.delMacro(name)
-        if private:
-            shutil.rmtree(private, ignore_errors=True)
+        act.close()

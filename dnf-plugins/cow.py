@@ -1,0 +1,337 @@
+# cow.py -- DNF plugin: copy-on-write package installs through stock dnf.
+"""Install packages copy-on-write through stock dnf 4, rpm and librepo.
+
+Each package is transcoded into an extents file as soon as its download
+completes (on every core); dnf's gpgcheck and rpm's test transaction run on
+the original packages as always; then rpm's real transaction reads a cheap
+payload for the transcoded ones while rpmcow's rpm plugin clones their file
+data from the extents files.  Packages that cannot (denied, failed to
+transcode, a compressor without a cheap feed, a verdict below the
+verification level) install the stock way in the same transaction.
+
+Used only when the dnf cache and the install root are on one filesystem
+that really clones; never for --downloadonly.
+"""
+import concurrent.futures
+import fcntl
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+
+import dnf
+import dnf.yum.rpmtrans
+import libdnf.transaction
+import rpm
+
+logger = logging.getLogger("dnf.plugin")
+
+MSG_NOT_USED = "cow: not used: %s"
+MSG_STOCK = "cow: %s installs the stock way: %s"
+MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
+MSG_SUMMARY = ("cow: %d of %d packages installed copy-on-write, %s of file data "
+               "shared with the cache")
+MSG_ERROR = "cow: internal error, installing the stock way: %s"
+
+FICLONE = 0x40049409
+INSTALLING = (libdnf.transaction.TransactionItemAction_INSTALL,
+              libdnf.transaction.TransactionItemAction_UPGRADE,
+              libdnf.transaction.TransactionItemAction_DOWNGRADE,
+              libdnf.transaction.TransactionItemAction_REINSTALL,
+              libdnf.transaction.TransactionItemAction_OBSOLETE)
+
+
+def _import_rpmcow():
+    """rpmcow from the system, or from the checkout this plugin lives in."""
+    try:
+        import rpmcow  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from rpmcow import (checksig, denylist, errors, feeder, rpmconfig, rpmplugin,
+                        transcode)
+    return checksig, denylist, errors, feeder, rpmconfig, rpmplugin, transcode
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return "%d %s" % (n, unit) if unit == "B" else "%.1f %s" % (n, unit)
+        n /= 1024.0
+
+
+def extents_path(pkg):
+    """Where a package's extents file goes: beside it in the repository's
+    cache package directory, named *.rpm so `dnf clean packages` takes it."""
+    base = os.path.basename(pkg.localPkg())
+    if base.endswith(".rpm"):
+        base = base[:-4]
+    return os.path.join(pkg.repo.cache_pkgdir(), base + ".cow.rpm")
+
+
+def clones(src_dir, dst_dir):
+    """Whether a file in src_dir can be cloned into dst_dir (same filesystem,
+    reflink support): tried for real, not guessed from the fs name."""
+    try:
+        os.makedirs(src_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=src_dir) as src, \
+                tempfile.TemporaryFile(dir=dst_dir) as dst:
+            src.write(b"\0" * 4096)
+            src.flush()
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        return True
+    except OSError:
+        return False
+
+
+class Cow(dnf.Plugin):
+    name = "cow"
+
+    def __init__(self, base, cli):
+        super().__init__(base, cli)
+        self.base = base
+        self.cli = cli
+        self.enabled = True
+        self.deny = []
+        self.workers = 0
+        self.keep = "auto"
+        self._reset()
+
+    def _reset(self):
+        self.progress = None
+        self.active = False
+        self.activation = None
+        self.pool = None
+        self.jobs = {}              # localPkg path -> future
+        self.stock = {}             # localPkg path -> reason
+        self.feeds = {}             # localPkg path -> (feed, fd)
+        self.done = []
+        self._patched = None
+        self._lock = threading.Lock()
+
+    # ---- configuration ------------------------------------------------------
+    def config(self):
+        conf = self.read_config(self.base.conf)
+        if conf.has_section("main"):
+            if conf.has_option("main", "enabled"):
+                self.enabled = conf.getboolean("main", "enabled")
+            if conf.has_option("main", "denylist"):
+                self.deny = conf.get("main", "denylist").replace(",", " ").split()
+            if conf.has_option("main", "workers"):
+                self.workers = conf.getint("main", "workers")
+            if conf.has_option("main", "keep"):
+                self.keep = conf.get("main", "keep").strip()
+
+    # ---- decide, enable, start transcoding as downloads complete -------------
+    def resolved(self):
+        if not self.enabled or self.base.conf.downloadonly:
+            return
+        pkgs = self._installing()
+        if not pkgs:
+            return
+        try:
+            self.mods = _import_rpmcow()
+        except Exception as exc:          # noqa: BLE001 - must not break dnf
+            logger.warning(MSG_NOT_USED, "rpmcow cannot be loaded (%s)" % exc)
+            return
+        root = self.base.conf.installroot
+        cache_dirs = {p.repo.cache_pkgdir() for p in pkgs if not p._from_cmdline}
+        for d in sorted(cache_dirs):
+            if not clones(d, root):
+                logger.debug(MSG_NOT_USED, "%s and %s are not on one filesystem that "
+                             "clones" % (d, root))
+                return
+        try:
+            self.activation = self.mods[5].Activation()
+        except Exception as exc:          # noqa: BLE001
+            logger.warning(MSG_NOT_USED, exc)
+            return
+        self.active = True
+        workers = self.workers or os.cpu_count() or 1
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, "rpmcow")
+        self._wrap_downloads()
+
+    def _installing(self):
+        return [tsi.pkg for tsi in self.base.transaction if tsi.action in INSTALLING]
+
+    def _wrap_downloads(self):
+        base, plugin = self.base, self
+        original = base.download_packages
+
+        class Progress(dnf.callback.DownloadProgress):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner or dnf.callback.NullDownloadProgress()
+
+            def start(self, *a, **kw):
+                return self.inner.start(*a, **kw)
+
+            def progress(self, *a, **kw):
+                return self.inner.progress(*a, **kw)
+
+            def message(self, msg):
+                return self.inner.message(msg)
+
+            def end(self, payload, status, msg):
+                r = self.inner.end(payload, status, msg)
+                if status in (dnf.callback.STATUS_OK, dnf.callback.STATUS_ALREADY_EXISTS):
+                    pkg = getattr(payload, "pkg", None)
+                    if pkg is not None:
+                        plugin._submit(pkg)
+                return r
+
+        def download_packages(pkglist, progress=None, callback_total=None):
+            plugin.progress = progress
+            try:
+                result = original(pkglist, Progress(progress), callback_total)
+            finally:
+                plugin.progress = None     # later messages go to the log
+            for pkg in pkglist:            # already in the cache: no callback
+                plugin._submit(pkg)
+            return result
+
+        base.download_packages = download_packages
+
+    def _submit(self, pkg):
+        path = pkg.localPkg()
+        with self._lock:
+            if path in self.jobs or path in self.stock:
+                return
+            hit = self.mods[1].matches(pkg.name, self.deny)
+            if hit:
+                self.stock[path] = "denied by %r in cow.conf" % hit
+                return
+            self.jobs[path] = self.pool.submit(self._transcode, pkg)
+
+    def _transcode(self, pkg):
+        transcode, rpmconfig = self.mods[6], self.mods[4]
+        out = extents_path(pkg)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        t0 = time.monotonic()
+        target = rpmconfig.Target(root=self.base.conf.installroot)
+        # the verdict is stored and enforced before rpm runs (keys dnf
+        # imports meanwhile count then); only BAD stops it here
+        r = transcode.transcode_path(pkg.localPkg(), out, target=target, enforce=False,
+                                     deny=[])
+        self._say(MSG_TRANSCODED % (r.nevra, _size(r.input_len), _size(r.output_len),
+                                    time.monotonic() - t0))
+        return out, r
+
+    def _say(self, msg):
+        progress = getattr(self, "progress", None)
+        if progress is not None and hasattr(progress, "message"):
+            progress.message(msg + "\n")   # above dnf's download meter
+        else:
+            logger.info(msg)
+
+    # ---- swap payloads right before rpm runs --------------------------------
+    def pre_transaction(self):
+        if not self.active:
+            return
+        try:
+            self._prepare()
+        except Exception as exc:          # noqa: BLE001 - before rpm: fall back
+            logger.warning(MSG_ERROR, exc)
+            self._undo()
+
+    def _prepare(self):
+        checksig, errors, feeder = self.mods[0], self.mods[2], self.mods[3]
+        rpmconfig = self.mods[4]
+        self.progress = None
+        root = self.base.conf.installroot
+        target = rpmconfig.Target(root=root)
+        level = rpmconfig.verify_level(target)
+        blk = os.statvfs(root).f_bsize
+        blk = blk if 512 <= blk <= 65536 and not blk & (blk - 1) else 4096
+        entries = {}
+        pkgs = self._installing()
+        for pkg in pkgs:
+            path = pkg.localPkg()
+            if path in self.stock:
+                continue
+            job = self.jobs.get(path)
+            if job is None:
+                self.stock[path] = "not downloaded through dnf"
+                continue
+            try:
+                out, r = job.result()
+                fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    checksig.require_for_install(fd, target, level)
+                    feed = feeder.PackageFeed(fd, out)
+                    if not feed.cheap:
+                        raise errors.RpmcowError("its %s payload has no cheap feed"
+                                                 % feed.package.compressor)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if self.keep == "auto":
+                    self.base._add_tempfiles([out])     # dnf's keepcache decides
+                key = (feed.header[rpm.RPMTAG_SHA256HEADER] or
+                       feed.header[rpm.RPMTAG_SHA1HEADER] or feed.header["nevra"])
+                entries[key] = (fd, blk)
+                self.feeds[path] = (feed, fd, r)
+            except errors.RpmcowError as exc:
+                self.stock[path] = str(exc)
+        for path, reason in sorted(self.stock.items()):
+            logger.info(MSG_STOCK, os.path.basename(path), reason)
+        if not self.feeds:
+            return
+        self.activation.set_map(entries)
+        ts = self.base._ts
+        ts.addTsFlag(rpm.RPMTRANS_FLAG_NOFILEDIGEST)
+        ts.ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
+        self._patch_open(blk)
+
+    def _patch_open(self, blk):
+        cls = dnf.yum.rpmtrans.RPMTransaction
+        original = cls._instOpenFile
+        feeds = self.feeds
+
+        def _instOpenFile(cb, key):
+            fd = original(cb, key)
+            if fd is None or cb.test:
+                return fd
+            pkg = cb._extract_cbkey(key)[0].pkg
+            entry = feeds.get(pkg.localPkg())
+            if entry is None:
+                return fd
+            new = entry[0].open(blk)
+            cb.fd.close()
+            cb.fd = os.fdopen(new, "rb")
+            return new
+
+        cls._instOpenFile = _instOpenFile
+        self._patched = (cls, original)
+
+    # ---- after rpm --------------------------------------------------------
+    def transaction(self):
+        if not self.active:
+            return
+        shared = sum(r.blob_bytes for _, _, r in self.feeds.values())
+        n, total = len(self.feeds), len(self._installing())
+        self._undo()
+        if n:
+            logger.info(MSG_SUMMARY, n, total, _size(shared))
+
+    def _undo(self):
+        if self._patched:
+            cls, original = self._patched
+            cls._instOpenFile = original
+            self._patched = None
+        for feed, fd, _ in self.feeds.values():
+            feed.join()
+            os.close(fd)
+        if self.keep == "never":
+            for path in self.jobs:
+                try:
+                    out, _ = self.jobs[path].result()
+                    os.unlink(out)
+                except Exception:          # noqa: BLE001 - best effort
+                    pass
+        if self.pool:
+            self.pool.shutdown(wait=True)
+        if self.activation:
+            self.activation.close()
+        self._reset()
