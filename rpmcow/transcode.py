@@ -41,7 +41,7 @@ def page_size_default():
 
 
 def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
-                 target=None, level=None, enforce=True):
+                 target=None, level=None, enforce=True, _verify=True):
     """Transcode the package read from in_fd, writing the extents file to
     out_fd from its current position (taken as offset 0).
 
@@ -49,6 +49,8 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     level overrides that level.  enforce: raise VerificationError unless the
     verdict satisfies the level; without it (rpm2extents' stream contract)
     the verdict is only stored, and only a BAD item is an error.
+    _verify=False skips rpmkeys entirely and stores an empty, failed verdict:
+    only for measuring what verification costs (bench/verify_bench.py).
     """
     algo_names = [by_name(a).name for a in algos]
     page_size = page_size or page_size_default()
@@ -60,8 +62,9 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     pro = inp.read_prologue()
     # verify the headers before anything else reads them, and before a
     # single payload byte is decompressed
-    _judge(verify.header_items(target, pro.data), level, enforce,
-           _lead_name(pro), header_only=True)
+    if _verify:
+        _judge(verify.header_items(target, pro.data), level, enforce,
+               _lead_name(pro), header_only=True)
     pkg = package.parse(pro)
     result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
                     files=pkg.files.count)
@@ -74,20 +77,23 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
         result.input_len = result.output_len = inp.total
         return result
 
-    check = verify.Check(target)
+    check = verify.Check(target) if _verify else None
     try:
-        check.feed(pro.data)
-        inp.set_tee(check.fd)
+        if check:
+            check.feed(pro.data)
+            inp.set_tee(check.fd)
         _write(out_fd, pro.data)
         lay = inp.layout_payload(pkg.compressor, pkg.files, out_fd, len(pro.data), page_size)
     except BaseException:
-        check.abort()
+        if check:
+            check.abort()
         raise
     input_digests, _ = inp.finish()
-    rpmkeys_rc, items = check.finish()
+    rpmkeys_rc, items = check.finish() if check else (1, [])
     verdict = verify.Verdict(items, verify.headers_digest(pro.data), files_ok=True,
                              rpmkeys_rc=rpmkeys_rc)
-    _judge(items, level, enforce, pkg.nevra)
+    if check:
+        _judge(items, level, enforce, pkg.nevra)
 
     table = [(d, off) for d, off in zip(pkg.files.group_digest(), lay.group_offsets)
              if off != native.Input.NO_OFFSET]

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Install benchmark: stock ``rpm -i`` of the original against ``rpmcow
+install`` of the extents file, in the same run, on a loop-mounted XFS.
+
+    .venv/bin/python bench/install_bench.py [--runs 3]
+
+For each large package (zstd-19 and xz-9, built by bench/largepkg.py):
+transcode once onto the XFS (timed separately), then alternate N runs of
+each install into a fresh root on the same XFS, with caches dropped before
+every run.  Reported per variant (medians): wall, CPU (user+sys of the
+command and its children), wall including ``sync``, and new disk space
+(``df`` after sync and dropping caches, so XFS's speculative preallocation
+is gone).  The extents file is kept (it is what the installed files share
+their blocks with).  Results: bench/results/install.{md,json,png}.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import benchlib  # noqa: E402
+import largepkg  # noqa: E402
+
+PACKAGES = [("zstd-19", "w19T2.zstdio"), ("xz-9", "w9T2.xzdio")]
+TARGETS = {"zstd-19": 0.75, "xz-9": 0.35}
+RPMCOW = os.path.join(benchlib.REPO, ".venv", "bin", "rpmcow")
+
+
+def install_cmd(variant, pkg, root):
+    common = ["--root", root, "--dbpath", "/var/lib/rpm", "--nodeps", "--noscripts"]
+    if variant == "stock":
+        return ["rpm", "-i", *common, pkg]
+    return [RPMCOW, "install", "-q", *common, "--verify-level", "digest", pkg]
+
+
+def one_run(variant, pkg, mnt, n):
+    root = os.path.join(mnt, "root-%s-%d" % (variant, n))
+    benchlib.drop_caches()
+    used0 = benchlib.used_bytes(mnt)
+    wall, cpu, wall_sync = benchlib.run_timed(install_cmd(variant, pkg, root),
+                                              env=dict(os.environ, HOME="/root"))
+    benchlib.drop_caches()
+    new = benchlib.used_bytes(mnt) - used0
+    shutil.rmtree(root)
+    return {"wall": wall, "cpu": cpu, "wall_sync": wall_sync, "new_disk": new}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
+    args = ap.parse_args()
+    results = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
+               "runs": args.runs, "packages": {}}
+    with benchlib.loop_xfs(6) as mnt:
+        for label, define in PACKAGES:
+            src = largepkg.build_large_package(args.workdir, define)
+            info = largepkg.package_info(src)
+            pkg = os.path.join(mnt, os.path.basename(src))
+            shutil.copyfile(src, pkg)
+            ext = pkg[:-4] + ".cow.rpm"
+            t0 = time.perf_counter()
+            benchlib.run_timed([RPMCOW, "transcode", "-q", pkg, "-o", ext])
+            transcode_s = time.perf_counter() - t0
+            runs = {"stock": [], "cow": []}
+            for n in range(args.runs):
+                for variant in ("stock", "cow"):
+                    runs[variant].append(one_run(variant, pkg, mnt, n))
+                    print("%s %s run %d: %s" % (label, variant, n + 1, runs[variant][-1]),
+                          file=sys.stderr, flush=True)
+            med = {v: {k: benchlib.median([r[k] for r in rs]) for k in rs[0]}
+                   for v, rs in runs.items()}
+            results["packages"][label] = {
+                "package": os.path.basename(src), "rpm_bytes": os.path.getsize(src),
+                "extents_bytes": os.path.getsize(ext), "files": info.get("selected_files"),
+                "installed_bytes": info.get("selected_bytes"), "transcode_s": transcode_s,
+                "runs": runs, "median": med,
+                "ratio": {k: med["cow"][k] / med["stock"][k] for k in med["cow"]},
+                "target_wall_ratio": TARGETS[label],
+            }
+            os.unlink(pkg)
+            os.unlink(ext)
+    write_results(results)
+
+
+def write_results(res):
+    out = os.path.join(HERE, "results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "install.json"), "w") as f:
+        json.dump(res, f, indent=2, sort_keys=True)
+    m = res["machine"]
+    lines = [
+        "# Install benchmark: stock `rpm -i` vs `rpmcow install`",
+        "",
+        "Date %s. Machine: %d CPUs (%s), %d MiB RAM, kernel %s, %s. Loop-mounted XFS "
+        "(reflink=1) holding the package, its extents file and the roots; caches dropped "
+        "before every run; medians of %d alternating runs; `--nodeps --noscripts`."
+        % (res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
+           res["runs"]),
+        "",
+        "| package | variant | wall | CPU | wall incl. sync | new disk |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, p in res["packages"].items():
+        for v in ("stock", "cow"):
+            md = p["median"][v]
+            lines.append("| %s | %s | %.2f s | %.2f s | %.2f s | %.1f MiB |" % (
+                label, "stock rpm -i" if v == "stock" else "rpmcow install", md["wall"],
+                md["cpu"], md["wall_sync"], md["new_disk"] / benchlib.MiB))
+        r = p["ratio"]
+        lines.append("| %s | **ratio** | **%.2f×** (target ≤ %.2f×) | %.2f× | %.2f× | "
+                     "**%.1f%%** (target ≤ 15%%) |" % (label, r["wall"], p["target_wall_ratio"],
+                                                       r["cpu"], r["wall_sync"],
+                                                       100 * r["new_disk"]))
+    lines += ["", "| package | .rpm | extents file | files | installed | transcode (separate) |",
+              "|---|---|---|---|---|---|"]
+    for label, p in res["packages"].items():
+        lines.append("| %s | %.1f MiB | %.1f MiB | %s | %.1f MiB | %.2f s |" % (
+            label, p["rpm_bytes"] / benchlib.MiB, p["extents_bytes"] / benchlib.MiB,
+            p["files"], (p["installed_bytes"] or 0) / benchlib.MiB, p["transcode_s"]))
+    with open(os.path.join(out, "install.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    labels = list(res["packages"])
+    benchlib.plot_bars(os.path.join(out, "install.png"), "Install wall time (incl. sync)",
+                       labels, {
+                           "stock rpm -i": [res["packages"][l]["median"]["stock"]["wall_sync"]
+                                            for l in labels],
+                           "rpmcow install": [res["packages"][l]["median"]["cow"]["wall_sync"]
+                                              for l in labels]}, "seconds")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
