@@ -791,7 +791,7 @@ CPIO_CASES = {
     "zeros-after-trailer": lambda a, es: a + bytes(4096),
 }
 # for a compressed payload, a few: the rest only repeats the same cpio code
-CPIO_COMPRESSED = ("filesize-4GiB-regular", "filesize-4GiB-dir-or-symlink", "namesize-4GiB",
+CPIO_COMPRESSED = ("filesize-4GiB-regular", "filesize-plus-one", "namesize-4GiB",
                    "only-the-trailer", "entry-twice", "garbage-after-trailer",
                    "zeros-after-trailer")
 
@@ -813,6 +813,41 @@ for _kind, _names in (("hardlink", list(CPIO_CASES)), ("zstd", CPIO_COMPRESSED))
 @pytest.mark.parametrize("case", cases("cpio"))
 def test_absurd_cpio(cli, case):
     cli.check(case)
+
+
+# ---- inputs that are not regular files ------------------------------------------
+
+@pytest.mark.parametrize("source", ["directory", "missing", "dev-zero", "dev-urandom"])
+def test_input_not_a_package_file(tmp_path, source):
+    path = {"directory": tmp_path, "missing": tmp_path / "missing.rpm",
+            "dev-zero": Path("/dev/zero"), "dev-urandom": Path("/dev/urandom")}[source]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = run(command("rpmcow") + ["transcode", str(path), "-o", str(out_dir / "x.rpme")])
+    assert_clean_failure(proc, "rpmcow")
+    assert list(out_dir.iterdir()) == []
+
+
+# ---- stdout is a pipe ---------------------------------------------------------
+
+@pytest.mark.parametrize("what", ["truncated-payload", "bad-file-content", "trailing-data"])
+def test_pipe_output_never_looks_complete(what):
+    """rpm2extents writing into a pipe (librepo's way) cannot take back what it
+    wrote before it found the problem; what it wrote must never end in the
+    KWTSH100 footer (a reader would take it for a complete extents file)."""
+    data, s = package("zstd")
+    if what == "truncated-payload":
+        bad = data[:(s.hdr_end + s.size) // 2]
+    elif what == "bad-file-content":
+        prologue, arch, compress = archive("zstd")
+        e = first_content_entry(cpio_entries(arch))
+        arch = arch[:e.data_off] + bytes([arch[e.data_off] ^ 1]) + arch[e.data_off + 1:]
+        bad = prologue + compress(arch)
+    else:
+        bad = data + data
+    proc = run(command("rpm2extents") + ["SHA256"], stdin=bad)
+    assert_clean_failure(proc, "rpm2extents")
+    assert not proc.stdout.endswith(b"KWTSH100"), "a complete-looking extents file on stdout"
 
 
 # ---- the header without digests: librpm and our header code see the edits -----
@@ -866,7 +901,7 @@ def flip_in(draw, kind):
 
 
 def _bitflip_test(kind):
-    @settings(max_examples=examples(200), **SETTINGS)
+    @settings(max_examples=examples(150), **SETTINGS)
     @given(flip=flip_in(kind))
     def check(flip):
         data, s = package(kind)
@@ -900,7 +935,7 @@ def test_bitflips_digestless_main_header(off, bit):
                    what="bit %d of byte %d (main header, no digests)" % (bit, off))
 
 
-@settings(max_examples=examples(100), **SETTINGS)
+@settings(max_examples=examples(60), **SETTINGS)
 @given(kind=st.sampled_from(MAIN_PKGS), frac=st.floats(0, 1, exclude_max=True))
 def test_truncated_anywhere(kind, frac):
     data, s = package(kind)
@@ -931,7 +966,7 @@ def test_header_intro_values(which, il, dl):
                    what="%s header intro il=%#x dl=%#x" % (which, il, dl))
 
 
-@settings(max_examples=examples(100), **SETTINGS)
+@settings(max_examples=examples(60), **SETTINGS)
 @given(kind=st.sampled_from(["hardlink", "zstd"]), index=st.integers(0, 1000),
        field=st.sampled_from(NEWC_FIELDS), value=U32)
 def test_cpio_field_values(kind, index, field, value):
@@ -946,7 +981,7 @@ def test_cpio_field_values(kind, index, field, value):
                    what="%s: entry %s field %s = %#x" % (kind, e.name, field, value))
 
 
-@settings(max_examples=examples(60), **SETTINGS)
+@settings(max_examples=examples(40), **SETTINGS)
 @given(kind=st.sampled_from(MAIN_PKGS), junk=st.binary(min_size=1, max_size=4096))
 def test_random_payload(kind, junk):
     """Valid headers, then anything as the payload."""
@@ -1025,6 +1060,7 @@ for extra in range(start, stop, step):
             res["input_len"] = sec.input_len
         except Exception as exc:
             res["kind"], res["msg"] = "broken-output", repr(exc)
+    res["leftovers"] = [n for n in os.listdir(work) if n.startswith(".out-%d." % extra)]
     for name in os.listdir(work):
         if name.startswith("out-") or name.startswith(".out-"):
             os.unlink(os.path.join(work, name))
@@ -1034,8 +1070,8 @@ print(json.dumps(results))
 
 
 @pytest.mark.parametrize("kind,warm,level,start,stop,step", [
-    ("xz-old", "cold", "-", 0, 4 << 20, 32 << 10),
-    ("xz-old", "cold", "none", 0, 4 << 20, 32 << 10),
+    ("xz-old", "cold", "-", 0, 4 << 20, 64 << 10),
+    ("xz-old", "cold", "none", 0, 4 << 20, 64 << 10),
     ("zstd", "warm", "-", 0, 1 << 20, 16 << 10),
 ])
 def test_allocation_failure(kind, warm, level, start, stop, step):
@@ -1060,7 +1096,9 @@ def test_allocation_failure(kind, warm, level, start, stop, step):
     results = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     bad = []
     for r in results:
-        if r["kind"] in ("error", "memoryerror", "exit"):
+        if r["kind"] in ("error", "memoryerror") and not r["leftovers"]:
+            continue
+        if r["kind"] == "exit":     # librpm's exit(1) when its malloc fails: no cleanup
             continue
         if r["kind"] == "ok" and r["table"] == want and r["input_len"] == len(data):
             continue
