@@ -374,9 +374,9 @@ class Policy:
             bad = cand if not tc else inst
             signer = ("is signed by key %s" % bad.keyid.upper()[-16:] if bad.keyid
                       else "is not signed")
-            return Decision(False, "%s-%s claims vendor %s but %s, not by one of that "
-                            "vendor's keys" % (bad.name, bad.evr, vendor_label(bad.vendor),
-                                               signer),
+            return Decision(False, "the %s package claims vendor %s but %s, not by one of "
+                            "that vendor's keys" % ("new" if bad is cand else "installed",
+                                                    vendor_label(bad.vendor), signer),
                             self._class_where(bad.vendor), "untrusted")
         if self.norm(vi) == self.norm(vc):
             if vi == vc:
@@ -413,8 +413,8 @@ class Policy:
             if ok:
                 return Decision(True, "[no-vendor] rule", nv.where, "novendor")
             return Decision(False, what, nv.where, "novendor")
-        return Decision(False, "%s sticks to its vendor %s" % (inst.name, vendor_label(vi)),
-                        "", "sticky")
+        return Decision(False, "installed packages keep their vendor (%s), and no rule allows "
+                        "a change to %s" % (vendor_label(vi), vendor_label(vc)), "", "sticky")
 
     def _class_where(self, vendor):
         for i in sorted(self.classes_of(vendor)):

@@ -242,7 +242,7 @@ def hold_dependents(sack, plan, policy, base_excludes, keyids=None):
         newer = [p for p in q if p.evr_cmp(floor) > 0 and p not in plan.blocked]
         if not newer:
             continue
-        needs = [(o, n) for o, n in switches]
+        needs = _needed_switches(sack, new, switches)
         what = ", ".join("%s %s -> %s" % (o.name, _vl(o.vendor), _vl(n.vendor))
                          for o, n in needs)
         d = Decision(False, "the update needs a vendor change: %s" % what, "", DEPENDENCY)
@@ -254,6 +254,20 @@ def hold_dependents(sack, plan, policy, base_excludes, keyids=None):
     if extra:
         sack.add_excludes(extra)
     return count
+
+
+def _needed_switches(sack, pkg, switches):
+    """The vendor changes among `switches` whose new package provides something
+    `pkg` requires (all of them when the need is indirect)."""
+    import hawkey
+    reqs = pkg.requires
+    if reqs:
+        q = sack.query(flags=hawkey.IGNORE_EXCLUDES).filter(pkg=[n for _, n in switches])
+        providers = set(q.filter(provides=reqs))
+        direct = [(o, n) for o, n in switches if n in providers]
+        if direct:
+            return direct
+    return list(switches)
 
 
 def _vl(vendor):
