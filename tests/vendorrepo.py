@@ -161,9 +161,46 @@ class World:
         return path
 
 
-def _createrepo(directory):
+# security advisories (for upgrade-minimal): repo -> [(id, [(name, version)])]
+ADVISORIES = {
+    "alpha": [("ALPHA-2026:1", [("foo", "1.1")])],
+    "beta": [("BETA-2026:1", [("foo", "2.0"), ("bar", "2.0")])],
+}
+
+UPDATEINFO = """<?xml version="1.0" encoding="UTF-8"?>
+<updates>
+%s</updates>
+"""
+ADVISORY = """  <update from="tests@example.com" status="stable" type="security" version="1">
+    <id>%(id)s</id>
+    <title>%(id)s</title>
+    <issued date="2026-01-01 00:00:00"/>
+    <severity>Important</severity>
+    <description>test advisory</description>
+    <pkglist>
+      <collection short="c">
+        <name>c</name>
+%(pkgs)s      </collection>
+    </pkglist>
+  </update>
+"""
+ADV_PKG = """        <package name="%(n)s" version="%(v)s" release="1" epoch="0" arch="noarch"
+                 src="%(n)s-%(v)s-1.src.rpm"><filename>%(n)s-%(v)s-1.noarch.rpm</filename></package>
+"""
+
+
+def _createrepo(directory, repo):
     subprocess.run(["createrepo_c", "--quiet", "--no-database", str(directory)],
                    check=True, capture_output=True)
+    advisories = ADVISORIES.get(repo)
+    if advisories:
+        xml = UPDATEINFO % "".join(
+            ADVISORY % {"id": aid, "pkgs": "".join(ADV_PKG % {"n": n, "v": v} for n, v in pkgs)}
+            for aid, pkgs in advisories)
+        path = directory / "updateinfo.xml"
+        path.write_text(xml)
+        subprocess.run(["modifyrepo_c", "--mdtype=updateinfo", str(path),
+                        str(directory / "repodata")], check=True, capture_output=True)
 
 
 def build_world(base):
@@ -184,7 +221,7 @@ def build_world(base):
         world.rpms[(repo, name, version)] = target
     world.reposdir.mkdir()
     for repo in REPOS:
-        _createrepo(base / "repos" / repo)
+        _createrepo(base / "repos" / repo, repo)
         (world.reposdir / ("%s.repo" % repo)).write_text(
             "[%s]\nname=%s\nbaseurl=file://%s\nenabled=1\ngpgcheck=0\nmetadata_expire=-1\n"
             % (repo, repo, base / "repos" / repo))

@@ -1,0 +1,437 @@
+"""End to end: the sticky-vendor plugin in the real dnf 4, offline, in install roots.
+
+The repositories and the baseline root come from tests/vendorrepo.py (read
+its docstring for the scenarios).  Each test copies the baseline root, runs
+dnf with the plugin loaded from this checkout, and checks what is installed
+(NEVRA and vendor) and what was printed.
+"""
+import json
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import vendorrepo
+from vendorrepo import ALPHA, BETA, GAMMA_LABS, GAMMA_LTD
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+SWITCH_TO_BETA = "vendor switch %s --to 'Beta Inc'"
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    for tool in ("rpmbuild", "createrepo_c", "modifyrepo_c", "/usr/bin/dnf"):
+        if shutil.which(tool) is None:
+            pytest.skip("%s is not installed" % tool)
+    return vendorrepo.build_world(tmp_path_factory.mktemp("vendorworld"))
+
+
+@pytest.fixture
+def confdir(tmp_path):
+    d = tmp_path / "pluginconf"
+    d.mkdir()
+    (d / "sticky-vendor.conf").write_text(vendorrepo.sticky_conf())
+    return d
+
+
+@pytest.fixture
+def root(world, tmp_path):
+    return world.new_root(tmp_path / "root")
+
+
+class Run:
+    """dnf on one root with one plugin configuration."""
+
+    def __init__(self, world, root, confdir):
+        self.world, self.root, self.confdir = world, root, confdir
+
+    def __call__(self, *args, check=None, **kw):
+        return self.world.dnf(self.root, *args, confdir=self.confdir, check=check, **kw)
+
+    def installed(self):
+        return self.world.installed(self.root)
+
+    def nevra_vendor(self, name):
+        return self.installed().get(name)
+
+    def policy(self, text, name="test.conf", where="etc/dnf/sticky-vendor.d"):
+        d = self.root / where
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_text(textwrap.dedent(text))
+        return d / name
+
+    def conf(self, extra):
+        (self.confdir / "sticky-vendor.conf").write_text(vendorrepo.sticky_conf(extra))
+
+    @property
+    def state_dir(self):
+        return self.root / "var/lib/dnf/sticky-vendor"
+
+    def audit(self):
+        path = self.state_dir / "audit.log"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def dnf(world, root, confdir):
+    return Run(world, root, confdir)
+
+
+def out(r):
+    return r.stdout + r.stderr
+
+
+# ---- upgrade and the reports that must agree with it -------------------------
+
+def test_upgrade_stays_with_vendor_and_reports_held(dnf):
+    r = dnf("upgrade", check=0)
+    inst = dnf.installed()
+    assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)          # Alpha's update, not Beta's 2.0
+    assert inst["bar"] == ("bar-1.0-1.noarch", ALPHA)          # only Beta has one: held
+    assert inst["nov"] == ("nov-1.0-1.noarch", "")             # no vendor stays no vendor
+    assert inst["casey"][0] == "casey-2.0-1.noarch"            # same vendor after normalising
+    assert inst["gam"] == ("gam-1.0-1.noarch", GAMMA_LTD)      # no class defined: sticky
+    assert inst["app"] == ("app-1.0-1.noarch", ALPHA)          # needs Beta's libdep
+    assert inst["libdep"] == ("libdep-1.0-1.noarch", ALPHA)
+    assert "old" in inst and "new" not in inst                 # obsoleter of another vendor
+    assert inst["ds"] == ("ds-2.0-1.noarch", ALPHA)
+    text = r.stdout
+    assert "Held back by vendor policy" in text
+    assert "foo    1.0-1 -> 2.0-1  'Alpha Corp' -> 'Beta Inc'  (taking 1.1-1 instead)" in text
+    assert "bar    1.0-1 -> 2.0-1  'Alpha Corp' -> 'Beta Inc'" in text
+    assert "app    1.0-1 -> 2.0-1  needs libdep 'Alpha Corp' -> 'Beta Inc'" in text
+    assert "nov    1.0-1 -> 2.0-1  (no vendor) -> 'Beta Inc'" in text
+    assert "old    1.0-1 would be replaced by new-1.0-1.noarch" in text
+    assert "casey" not in text.split("Held back")[1].split("Dependencies")[0]
+
+
+def test_without_the_plugin_dnf_switches_vendor(dnf):
+    """The contrast: stock dnf 4 takes the other vendor's builds."""
+    dnf("upgrade", plugin=False, check=0)
+    inst = dnf.installed()
+    assert inst["foo"] == ("foo-2.0-1.noarch", BETA)
+    assert inst["libdep"] == ("libdep-2.0-1.noarch", BETA)
+    assert "new" in inst and "old" not in inst
+
+
+def test_check_update_list_repoquery_agree_with_upgrade(dnf):
+    r = dnf("check-update", check=100)
+    listed = {line.split()[0] for line in r.stdout.splitlines()
+              if line.rstrip().endswith(("alpha", "beta")) and "." in line.split()[0]}
+    assert listed == {"foo.noarch", "casey.noarch", "ds.noarch"}
+    assert "update(s) held back by vendor policy are not listed" in r.stderr
+    r = dnf("list", "--upgrades", check=0)
+    rows = {tuple(line.split()[:2]) for line in r.stdout.splitlines() if ".noarch" in line}
+    assert rows == {("casey.noarch", "2.0-1"), ("ds.noarch", "2.0-1"), ("foo.noarch", "1.1-1")}
+    r = dnf("repoquery", "--upgrades", "--qf", "%{name}-%{version} %{vendor}", check=0)
+    assert sorted(x for x in r.stdout.splitlines() if x.strip()) == [
+        "casey-2.0 alpha  CORP", "ds-2.0 Alpha Corp", "foo-1.1 Alpha Corp"]
+    dnf("upgrade", check=0)
+    r = dnf("check-update", check=0)                            # nothing left that upgrade takes
+    assert "held back" in r.stderr
+
+
+def test_upgrade_minimal_stays_with_vendor(dnf):
+    dnf("upgrade-minimal", check=0)
+    inst = dnf.installed()
+    assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)
+    assert inst["bar"] == ("bar-1.0-1.noarch", ALPHA)
+
+
+def test_upgrade_named_package_reports_only_it(dnf):
+    r = dnf("upgrade", "bar", check=0)
+    assert dnf.nevra_vendor("bar") == ("bar-1.0-1.noarch", ALPHA)
+    assert "bar    1.0-1 -> 2.0-1" in r.stdout or "bar 1.0-1 -> 2.0-1" in r.stdout
+    assert "foo" not in r.stdout.split("Held back")[1].split("Why")[0]
+
+
+# ---- explicit requests: explained refusals -----------------------------------
+
+def test_install_other_vendor_build_is_explained(dnf):
+    r = dnf("install", "foo-2.0-1", check=1)
+    err = r.stderr
+    assert "foo-2.0-1.noarch (vendor 'Beta Inc') would replace foo-1.0-1.noarch " \
+           "(vendor 'Alpha Corp')" in err
+    assert "Rule: installed packages keep their vendor ('Alpha Corp')" in err
+    assert "--installroot=%s vendor switch foo --to 'Beta Inc'" % dnf.root in err
+    assert "cannot install both" not in out(r)
+    assert dnf.nevra_vendor("foo") == ("foo-1.0-1.noarch", ALPHA)
+
+
+def test_obsoleting_package_is_explained(dnf):
+    r = dnf("install", "new", check=1)
+    assert "new-1.0-1.noarch (vendor 'Beta Inc') would replace old-1.0-1.noarch " \
+           "(vendor 'Alpha Corp')" in r.stderr
+    assert "vendor switch old --to 'Beta Inc'" in r.stderr
+    assert "old" in dnf.installed() and "new" not in dnf.installed()
+
+
+def test_dependency_only_at_other_vendor_is_explained(dnf):
+    r = dnf("install", "needy", check=1)
+    assert "the request needs vendor changes that the policy refuses" in r.stderr
+    assert "libdep-2.0-1.noarch (vendor 'Beta Inc') would replace libdep-1.0-1.noarch" in r.stderr
+    assert "vendor switch libdep --to 'Beta Inc'" in r.stderr
+    assert "filtered out by exclude filtering" not in r.stderr
+    assert "needy" not in dnf.installed()
+
+
+def test_command_line_package_refused_then_allowed(dnf, world):
+    rpm = world.rpm("beta", "foo", "2.0")
+    r = dnf("install", str(rpm), check=1)
+    assert "foo-2.0-1.noarch from vendor 'Beta Inc' would replace the installed " \
+           "foo-1.0-1.noarch from vendor 'Alpha Corp'" in r.stderr
+    assert "vendor switch %s --to 'Beta Inc'" % rpm in r.stderr
+    assert dnf.nevra_vendor("foo") == ("foo-1.0-1.noarch", ALPHA)
+    dnf.conf("commandline = allow\n")
+    dnf("install", str(rpm), check=0)
+    assert dnf.nevra_vendor("foo") == ("foo-2.0-1.noarch", BETA)
+
+
+def test_fresh_install_is_unaffected(dnf):
+    dnf("install", "fresh", check=0)
+    assert dnf.nevra_vendor("fresh") == ("fresh-1.0-1.noarch", BETA)
+
+
+# ---- reinstall, downgrade, distro-sync ---------------------------------------
+
+def test_reinstall_takes_the_same_vendors_copy(dnf):
+    r = dnf("reinstall", "same", check=0)
+    assert "Reinstalled" in r.stdout
+    assert dnf.nevra_vendor("same") == ("same-1.0-1.noarch", ALPHA)
+
+
+def test_reinstall_explained_when_only_other_vendor_has_it(dnf):
+    r = dnf("reinstall", "same", repos=("beta",), check=1)
+    assert "same-1.0-1.noarch (vendor 'Beta Inc') would replace same-1.0-1.noarch " \
+           "(vendor 'Alpha Corp')" in r.stderr
+    assert dnf.nevra_vendor("same") == ("same-1.0-1.noarch", ALPHA)
+
+
+def test_downgrade_stays_with_vendor(dnf):
+    dnf("downgrade", "down", check=0)
+    assert dnf.nevra_vendor("down") == ("down-1.0-1.noarch", ALPHA)   # not Beta's 1.5
+
+
+def test_downgrade_explained_when_only_other_vendor_has_one(dnf):
+    r = dnf("downgrade", "down", repos=("beta",), check=1)
+    assert "down-1.5-1.noarch (vendor 'Beta Inc') would replace down-2.0-1.noarch" in r.stderr
+    assert dnf.nevra_vendor("down") == ("down-2.0-1.noarch", ALPHA)
+
+
+def test_distro_sync_stays_with_vendor(dnf):
+    r = dnf("distro-sync", check=0)
+    inst = dnf.installed()
+    assert inst["ds"] == ("ds-2.0-1.noarch", ALPHA)            # not Beta's 3.0
+    assert inst["bar"] == ("bar-1.0-1.noarch", ALPHA)
+    assert "ds     1.0-1 -> 3.0-1  'Alpha Corp' -> 'Beta Inc'  (taking 2.0-1 instead)" in r.stdout
+
+
+# ---- dnf vendor ---------------------------------------------------------------
+
+def test_vendor_held_and_explain(dnf):
+    r = dnf("vendor", "held", check=0)
+    assert "Held back by vendor policy (8):" in r.stdout
+    r = dnf("vendor", "explain", "foo", check=0)
+    assert "foo-1.0-1.noarch: installed from vendor 'Alpha Corp'" in r.stdout
+    assert "refused  foo-2.0-1.noarch  vendor 'Beta Inc'  repo beta" in r.stdout
+    assert "allowed  foo-1.1-1.noarch  vendor 'Alpha Corp'  repo alpha" in r.stdout
+    assert "vendor switch foo --to 'Beta Inc'" in r.stdout
+    r = dnf("vendor", "explain", "fresh", check=0)
+    assert "fresh installs are not restricted" in r.stdout
+
+
+def test_vendor_list(dnf):
+    r = dnf("vendor", "list", check=0)
+    lines = r.stdout.splitlines()
+    assert "'Alpha Corp' (9)" in lines and "(no vendor) (1)" in lines
+    assert "'Gamma Ltd' (1)" in lines and "  gam-1.0-1.noarch" in lines
+
+
+def test_switch_is_intended_recorded_and_sticks(dnf):
+    r = dnf(*("vendor switch foo --to".split() + [BETA]), check=0)
+    assert "recorded vendor switch: foo 'Alpha Corp' -> 'Beta Inc'" in r.stdout
+    assert dnf.nevra_vendor("foo") == ("foo-2.0-1.noarch", BETA)
+    entry = dnf.audit()[-1]
+    assert entry["action"] == "switch" and entry["who"] == "vendor-tester"
+    assert entry["changes"][0]["from_vendor"] == ALPHA
+    state = json.loads((dnf.state_dir / "state.json").read_text())
+    assert state["switches"][0]["changes"][0]["to"] == "foo-2.0-1.noarch"
+    # the package now sticks to its new vendor
+    r = dnf("vendor", "explain", "foo", check=0)
+    assert "refused  foo-1.1-1.noarch  vendor 'Alpha Corp'" in r.stdout
+
+
+def test_switch_with_dependency_and_downgrade(dnf):
+    r = dnf(*("vendor switch app libdep --to".split() + [BETA]), check=1)
+    assert "no package app from vendor 'Beta Inc'" in r.stderr
+    dnf(*("vendor switch libdep --to".split() + [BETA]), check=0)
+    assert dnf.nevra_vendor("libdep") == ("libdep-2.0-1.noarch", BETA)
+    dnf("upgrade", check=0)                    # app 2.0 (Alpha) is possible now
+    assert dnf.nevra_vendor("app") == ("app-2.0-1.noarch", ALPHA)
+    dnf(*("vendor switch down --to".split() + [BETA]), check=0)
+    assert dnf.nevra_vendor("down") == ("down-1.5-1.noarch", BETA)
+
+
+def test_switch_local_file(dnf, world):
+    dnf("vendor", "switch", str(world.rpm("beta", "bar", "2.0")), check=0)
+    assert dnf.nevra_vendor("bar") == ("bar-2.0-1.noarch", BETA)
+    assert dnf.audit()[-1]["changes"][0]["to_vendor"] == BETA
+
+
+def test_disable_and_enable_toggle(dnf):
+    r = dnf("vendor", "disable", check=0)
+    assert "Vendor policy disabled" in r.stdout
+    r = dnf("vendor", "status", check=0)
+    assert "DISABLED (by dnf vendor disable" in r.stdout
+    r = dnf("check-update", check=100)
+    assert "bar.noarch" in r.stdout                            # stock behaviour again
+    dnf("vendor", "enable", check=0)
+    r = dnf("check-update", check=100)
+    assert "bar.noarch" not in r.stdout
+    actions = [(e["action"], e["who"]) for e in dnf.audit()]
+    assert actions == [("disable", "vendor-tester"), ("enable", "vendor-tester")]
+    assert not list(dnf.state_dir.glob(".state.json.*"))      # no temp file left over
+    # state lives inside the install root
+    assert (dnf.root / "var/lib/dnf/sticky-vendor/state.json").is_file()
+
+
+def test_pins(dnf):
+    dnf("vendor", "pin", "bar", BETA, check=0)                 # stay with vendor V
+    dnf("vendor", "pin", "foo", "--follow-repo", "beta", check=0)   # follow repository R
+    dnf("vendor", "pin", "ds", check=0)                        # its current vendor
+    r = dnf("vendor", "status", check=0)
+    assert "bar -> 'Beta Inc'" in r.stdout and "foo -> repository 'beta'" in r.stdout
+    dnf("upgrade", check=0)
+    inst = dnf.installed()
+    assert inst["bar"] == ("bar-2.0-1.noarch", BETA)
+    assert inst["foo"] == ("foo-2.0-1.noarch", BETA)
+    assert inst["ds"] == ("ds-2.0-1.noarch", ALPHA)
+    dnf("vendor", "unpin", "foo", check=0)
+    r = dnf("vendor", "unpin", "foo", check=1)
+    assert "no pin" in r.stderr
+    assert [e["action"] for e in dnf.audit()] == ["pin", "pin", "pin", "unpin"]
+
+
+# ---- policy files: three formats, one result ----------------------------------
+
+OURS = """\
+    [vendor gamma]
+    vendors = Gamma Ltd
+              Gamma Labs
+    """
+DNF5 = """\
+    version = "1.1"
+
+    [[equivalent_vendors]]
+    vendor = "Gamma Ltd"
+
+    [[equivalent_vendors]]
+    vendor = "Gamma Labs"
+    """
+ZYPP = """\
+    [main]
+    vendors = Gamma Ltd,Gamma Labs
+    """
+
+
+@pytest.mark.parametrize("fmt", ["ours", "dnf5", "zypp", "dnf5-usr-share", "extra-dir"])
+def test_equivalent_vendors_in_every_format(dnf, fmt, tmp_path):
+    if fmt == "ours":
+        dnf.policy(OURS)
+    elif fmt == "dnf5":
+        dnf.policy(DNF5, "gamma.conf", "etc/dnf/vendors.d")
+    elif fmt == "dnf5-usr-share":
+        dnf.policy(DNF5, "gamma.conf", "usr/share/dnf5/vendors.d")
+    elif fmt == "zypp":
+        dnf.policy(ZYPP, "gamma", "etc/zypp/vendors.d")
+    else:
+        extra = tmp_path / "extra"
+        extra.mkdir()
+        (extra / "gamma.conf").write_text(textwrap.dedent(DNF5))
+        dnf.conf("dnf5_dirs = %s\n" % extra)
+    r = dnf("vendor", "held", check=0)
+    assert "gam" not in r.stdout
+    assert "Held back by vendor policy (7):" in r.stdout
+    dnf("upgrade", check=0)
+    assert dnf.nevra_vendor("gam") == ("gam-2.0-1.noarch", GAMMA_LABS)
+    assert dnf.nevra_vendor("foo") == ("foo-1.1-1.noarch", ALPHA)
+
+
+def test_our_rules_allow_no_vendor_and_repo_lists(dnf):
+    dnf.policy("""\
+        [allow alpha-to-beta-for-bar]
+        from = Alpha Corp
+        to = Beta Inc
+        packages = bar
+
+        [no-vendor]
+        gain = Beta Inc
+
+        [repo beta]
+        vendors = Beta Inc
+        """)
+    r = dnf("upgrade", check=0)
+    inst = dnf.installed()
+    assert inst["bar"] == ("bar-2.0-1.noarch", BETA)           # the allowed change
+    assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)          # not covered by it
+    assert inst["nov"] == ("nov-2.0-1.noarch", BETA)           # [no-vendor] gain
+    assert inst["casey"] == ("casey-1.0-1.noarch", ALPHA)      # beta may not ship "alpha CORP"
+    assert "nov" not in r.stdout.split("Held back")[1].split("Why:")[0]
+
+
+def test_dnf5_package_filters_and_exclusions(dnf):
+    dnf.policy("""\
+        version = "1.2"
+
+        [[outgoing_vendors]]
+        vendor = "Alpha*"
+        comparator = "GLOB"
+
+        [[incoming_vendors]]
+        vendor = "beta inc"
+        comparator = "IEXACT"
+
+        [[outgoing_packages]]
+        filters = [{ filter = "name", value = "foo", comparator = "NOT_EXACT" }]
+        """, "beta.conf", "etc/dnf/vendors.d")
+    dnf("upgrade", check=0)
+    inst = dnf.installed()
+    assert inst["bar"] == ("bar-2.0-1.noarch", BETA)
+    assert inst["libdep"] == ("libdep-2.0-1.noarch", BETA)
+    assert inst["app"] == ("app-2.0-1.noarch", ALPHA)
+    assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)          # excluded by the package filter
+
+
+def test_invalid_policy_fails_closed_with_file_and_line(dnf):
+    path = dnf.policy("""\
+        [vendor gamma]
+        vendors = Gamma Ltd
+        vendorz = Gamma Labs
+        """)
+    r = dnf("upgrade", check=1)
+    assert "%s:3: unknown key 'vendorz'" % path in r.stderr
+    assert dnf.nevra_vendor("foo") == ("foo-1.0-1.noarch", ALPHA)
+    r = dnf("vendor", "check", check=1)
+    assert "%s:3: unknown key 'vendorz'" % path in r.stdout
+    bad = dnf.policy('version = "1.1"\n\n[[incoming_vendors]]\nvendro = "x"\n', "bad.conf",
+                     "etc/dnf/vendors.d")
+    r = dnf("vendor", "check", check=1)
+    assert "%s:4: unknown key 'vendro'" % bad in r.stdout
+
+
+def test_damaged_state_fails_closed(dnf):
+    dnf.state_dir.mkdir(parents=True)
+    (dnf.state_dir / "state.json").write_text("{not json")
+    r = dnf("upgrade", check=1)
+    assert "cannot read the sticky-vendor state" in r.stderr
+    assert dnf.nevra_vendor("foo") == ("foo-1.0-1.noarch", ALPHA)
+
+
+def test_dnf_vendor_check_ok(dnf):
+    dnf.policy(OURS)
+    dnf.policy(ZYPP, "gamma", "etc/zypp/vendors.d")
+    r = dnf("vendor", "check", check=0)
+    assert "2 policy file(s) OK." in r.stdout
