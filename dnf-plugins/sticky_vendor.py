@@ -211,8 +211,8 @@ class StickyVendor(dnf.Plugin):
             return True
         if name in LISTING and opts is not None:
             return "upgrades" in (getattr(opts, "packages_action", None),
-                                  getattr(opts, "_packages_action", None)) or \
-                bool(getattr(opts, "upgrades", False))
+                                  getattr(opts, "_packages_action", None),
+                                  getattr(opts, "list", None))      # repoquery --upgrades
         return False
 
     @staticmethod
