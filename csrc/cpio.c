@@ -20,7 +20,8 @@ int rc_ps_init(rc_pstream *ps, rc_decoder *dec, uint8_t *buf, size_t cap,
     ps->next_buffer = next_buffer;
     ps->arg = arg;
     ps->buf = buf;
-    if (buf == NULL && (ps->buf = malloc(cap)) == NULL)
+    /* with a pool, next_buffer supplies the buffers: allocate nothing */
+    if (buf == NULL && next_buffer == NULL && (ps->buf = malloc(cap)) == NULL)
         return rc_fail(err, RC_E_NOMEM, "out of memory");
     return RC_OK;
 }

@@ -33,10 +33,11 @@ rc_digest *rc_digest_new(const char *name, rc_error *err)
     return d;
 }
 
-void rc_digest_update(rc_digest *d, const void *p, size_t n)
+int rc_digest_update(rc_digest *d, const void *p, size_t n)
 {
-    if (n)
-        EVP_DigestUpdate(d->ctx, p, n);
+    if (n && !EVP_DigestUpdate(d->ctx, p, n))
+        return RC_E_NOMEM;
+    return RC_OK;
 }
 
 int rc_digest_final(rc_digest *d, uint8_t *out)

@@ -89,12 +89,19 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
     rc_error err = {0, ""};
     switch (o->kind) {
     case OP_BEGIN:
-        rc_digest_reset(L->fmd);
+        if (!*failed && rc_digest_reset(L->fmd) != RC_OK) {
+            sink_fail(L, RC_E_NOMEM, "cannot start a file digest (out of memory?)");
+            *failed = 1;
+        }
         break;
     case OP_DATA:
         if (*failed)
             break;
-        rc_digest_update(L->fmd, o->p, o->n);
+        if (rc_digest_update(L->fmd, o->p, o->n) != RC_OK) {
+            sink_fail(L, RC_E_NOMEM, "file digest failed (out of memory?)");
+            *failed = 1;
+            break;
+        }
         if (o->write && rc_write_all(L->out_fd, o->p, o->n, &err) != RC_OK) {
             sink_fail(L, err.code, err.msg);
             *failed = 1;
@@ -313,6 +320,11 @@ static int take_entry(struct layout *L, const rc_cpio_entry *e, rc_error *err)
     if (is_reg && !(flags & RC_FT_REG))
         return rc_fail(err, RC_E_FORMAT, "archive entry /%s is a regular file, the header "
                        "says it is not", file_name(ft, fx));
+    if (!is_reg && size != ft->stripped_sizes[fx])
+        /* directories carry nothing, symlinks their target: never more */
+        return rc_fail(err, RC_E_FORMAT, "archive entry /%s has %llu bytes, the header "
+                       "says %llu", file_name(ft, fx), (unsigned long long)size,
+                       (unsigned long long)ft->stripped_sizes[fx]);
     if (!is_reg || !(flags & RC_FT_KEYED) || (size == 0 && ft->sizes[fx] > 0))
         /* not content we keep: directory, symlink target, device, a file
          * without a digest, or a hardlink member whose content comes later */
@@ -336,10 +348,18 @@ static int take_entry(struct layout *L, const rc_cpio_entry *e, rc_error *err)
     return take_content(L, fx, size, write, err);
 }
 
-/* after the trailer only zero padding may follow, up to the end of input */
+/* after the trailer only zero padding may follow, up to the end of input;
+ * rpm stops reading at the trailer, so a payload that goes on decompressing
+ * far beyond it is refused instead of decompressed (a bomb) */
+#define MAX_AFTER_TRAILER (64u << 10)
+
 static int drain(struct layout *L, rc_error *err)
 {
+    uint64_t start = L->ps.offset;
     for (;;) {
+        if (L->ps.offset - start > MAX_AFTER_TRAILER)
+            return rc_fail(err, RC_E_TRAILING, "more than %u bytes after the end of the "
+                           "cpio archive", MAX_AFTER_TRAILER);
         const uint8_t *p;
         size_t n;
         int rc = rc_ps_chunk(&L->ps, &p, &n, UINT64_MAX, err);
@@ -416,7 +436,7 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
     for (int i = 0; i < OUT_NBUFS; i++)
         allocated &= (L->bufs[i] = malloc(OUT_BUFSIZE)) != NULL;
     if (!allocated) {
-        rc_fail(err, RC_E_NOMEM, "out of memory");
+        rc = rc_fail(err, RC_E_NOMEM, "out of memory");
         goto out;
     }
     if (ft->keysize && (L->fmd = rc_digest_new(ft->digest_name, err)) == NULL) {

@@ -41,7 +41,7 @@ typedef struct rc_error {
 typedef struct rc_digest rc_digest;
 /* name: OpenSSL digest name ("MD5", "SHA1", "SHA224", "SHA256", ...) */
 rc_digest *rc_digest_new(const char *name, rc_error *err);
-void rc_digest_update(rc_digest *d, const void *p, size_t n);
+int rc_digest_update(rc_digest *d, const void *p, size_t n);
 /* writes the digest to out (RC_MAX_DIGEST bytes); returns its length */
 int rc_digest_final(rc_digest *d, uint8_t *out);
 int rc_digest_size(const rc_digest *d);

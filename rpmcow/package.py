@@ -147,7 +147,11 @@ def _archive_name(f):
 def _file_table(h):
     algo_id = h[rpm.RPMTAG_FILEDIGESTALGO] or 1
     algo = digests.by_id(algo_id)
-    files = rpm.files(h)
+    try:
+        files = rpm.files(h)
+    except (ValueError, TypeError) as exc:
+        raise BadPackageError("inconsistent file information in the header (%s)" % exc) \
+            from None
     table = FileTable(count=len(files), algo=algo or digests.DEFAULT_FILE_ALGO)
     if algo is None and len(files):
         raise BadPackageError("unsupported file digest algorithm %d" % algo_id)
