@@ -409,7 +409,8 @@ def parse_dnf5(policy, path, text):
                      for f in filters]
             target = pol.outgoing_packages if key == "outgoing_packages" else pol.incoming_packages
             target.append((funcs, exclude, line))
-    policy.dnf5.append(pol)
+    if pol.vendor_entries or pol.outgoing_packages or pol.incoming_packages:
+        policy.dnf5.append(pol)          # a file without lists defines no rule
 
 
 # ---- zypper -------------------------------------------------------------------
