@@ -1,0 +1,355 @@
+"""End to end: stock dnf 4 with the ``cow`` plugin from this checkout, against a
+signed repository served over HTTP on 127.0.0.1 (tests/dnfrepo.py), into
+install roots on loop-mounted XFS and btrfs (copy-on-write) and ext4 (the
+stock path).
+
+Each transaction is checked from outside: the NEVRAs rpm has installed,
+``rpm -Va`` clean, the plugin's summary ("N of M packages installed
+copy-on-write"), and -- with the extents files kept in the cache -- that every
+whole block of every installed regular file of at least one block is in a
+"shared" extent that physically lies inside its package's extents file.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dnfrepo import chroot_delay, dnf_repo  # noqa: F401  (fixtures)
+from dnfrepo import (RPMFILE_CONFIG, chroot_delay_env, extents, installed_regular_files,
+                     rpm_import_key, rpm_qa, rpm_va, stock_messages, stray_host_tree, summary,
+                     transcoded, unshared_blocks)
+from loopfs import btrfs_fs, ext4_fs, xfs_fs  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+COW_FS = ["xfs", "btrfs"]
+
+DEMO_10 = "cowdemo-1.0-1.noarch"
+DEMO_11 = "cowdemo-1.1-1.noarch"
+GZ = "cowgz-1.0-1.noarch"
+NONE = "cownone-1.0-1.noarch"
+BZ2 = "cowbz2-1.0-1.noarch"
+BROKEN = "cowbroken-1.0-1.noarch"
+
+
+@pytest.fixture(params=COW_FS)
+def cow_area(request):
+    """A fresh directory on the session's loop XFS or btrfs, removed afterwards."""
+    fs = request.getfixturevalue(request.param + "_fs")
+    with fs.area_ctx(request.node.name) as area:
+        yield area
+
+
+@pytest.fixture
+def ext4_area(ext4_fs):
+    with ext4_fs.area_ctx("ext4") as area:
+        yield area
+
+
+def all_cow(repo):
+    """Packages every one of which installs copy-on-write: ours and the corpus's."""
+    return [DEMO_10, GZ, NONE] + repo.corpus
+
+
+def corpus_pick(repo, name):
+    hits = [n for n in repo.corpus if repo.name_of(n) == name]
+    if not hits:
+        pytest.skip("corpus package %s is not in the test repository: %s"
+                    % (name, repo.skipped_corpus))
+    return hits[0]
+
+
+# ---- checks -------------------------------------------------------------------
+
+def check_state(d, expected):
+    """The root holds exactly `expected` (besides gpg-pubkey) and verifies clean."""
+    got = rpm_qa(d.root)
+    assert got == set(expected), ("installed %s, expected %s\n%s"
+                                  % (sorted(got), sorted(expected), d.transcript()))
+    rc, out = rpm_va(d.root)
+    assert (rc, out) == (0, ""), "rpm -Va in %s:\n%s\n%s" % (d.root, out, d.transcript())
+    junk = stray_host_tree(d.root)
+    assert junk is None, "%s was made inside the root (by host path while chrooted)" % junk
+
+
+def check_cow(d, text, nevras, n=None, m=None):
+    """The transaction whose output is `text` installed `nevras` copy-on-write:
+    the summary says n of m (default: all of them), and their files share
+    blocks with their extents files in the cache."""
+    n = len(nevras) if n is None else n
+    m = len(nevras) if m is None else m
+    assert summary(text) == (n, m), "expected 'cow: %d of %d ...':\n%s" % (n, m, text)
+    for nevra in nevras:
+        check_shared(d, nevra)
+
+
+def check_shared(d, nevra):
+    cache = d.extents_file_of(nevra)
+    assert cache is not None, "no extents file for %s in %s: %s" % (
+        nevra, d.cachedir, d.cache_files())
+    name = d.repo.name_of(nevra)
+    bs = os.statvfs(d.root).f_bsize
+    checked = 0
+    for path, size, flags in installed_regular_files(d.root, name, with_flags=True):
+        if size < bs:
+            continue
+        if flags & RPMFILE_CONFIG and d.kept(path):
+            continue          # rpm leaves an unchanged %config file alone (FA_TOUCH)
+        problems = unshared_blocks(d.root / path.lstrip("/"), cache)
+        assert not problems, "%s of %s (%d bytes) does not share its data with %s: %s" % (
+            path, nevra, size, cache.name, problems)
+        checked += 1
+    assert checked, "%s has no regular file of a block or more to check" % nevra
+
+
+def check_not_shared(d, nevra):
+    """No block of the package's files of a block or more is in a shared extent
+    (a stock install)."""
+    bs = os.statvfs(d.root).f_bsize
+    for path, size in installed_regular_files(d.root, d.repo.name_of(nevra)):
+        if size < bs:
+            continue
+        _, ext = extents(d.root / path.lstrip("/"))
+        shared = [e for e in ext if e.shared]
+        assert not shared, "%s of %s has shared extents %s" % (path, nevra, shared)
+
+
+def no_cow_messages(text):
+    return summary(text) is None and not transcoded(text) and "copy-on-write" not in text
+
+
+# ---- transactions on a reflink filesystem ----------------------------------------
+
+def test_install(dnf_repo, cow_area):
+    d = dnf_repo.dnf(cow_area / "root")
+    want = all_cow(dnf_repo)
+    out = d.ok("install", *want)
+    check_state(d, want)
+    assert transcoded(out) == set(want), out
+    check_cow(d, out, want)
+    assert stock_messages(out) == {}, out
+
+
+def test_upgrade_downgrade_reinstall(dnf_repo, cow_area):
+    d = dnf_repo.dnf(cow_area / "root")
+    etc = corpus_pick(dnf_repo, "binary-in-etc")
+
+    out = d.ok("install", DEMO_10, etc)
+    check_state(d, [DEMO_10, etc])
+    check_cow(d, out, [DEMO_10, etc])
+
+    out = d.ok("upgrade")
+    check_state(d, [DEMO_11, etc])
+    check_cow(d, out, [DEMO_11])
+    assert (d.root / "opt/cowdemo/big").read_bytes().endswith(b"cowdemo big 1.1")
+
+    out = d.ok("downgrade", "cowdemo")
+    check_state(d, [DEMO_10, etc])
+    check_cow(d, out, [DEMO_10])
+    assert (d.root / "opt/cowdemo/big").read_bytes().endswith(b"cowdemo big 1.0")
+
+    # cowdemo 1.0 is in the cache since the first install: nothing is downloaded
+    out = d.ok("reinstall", "cowdemo")
+    check_state(d, [DEMO_10, etc])
+    check_cow(d, out, [DEMO_10])
+
+
+def test_remove_and_history_undo(dnf_repo, cow_area):
+    d = dnf_repo.dnf(cow_area / "root")
+    etc = corpus_pick(dnf_repo, "binary-in-etc")
+    others = [n for n in dnf_repo.corpus if n != etc]
+
+    out = d.ok("install", DEMO_10, etc)                     # transaction 1
+    check_cow(d, out, [DEMO_10, etc])
+    out = d.ok("install", GZ, *others)                      # transaction 2
+    check_state(d, [DEMO_10, etc, GZ] + others)
+    check_cow(d, out, [GZ] + others)
+
+    out = d.ok("remove", etc)                               # transaction 3
+    check_state(d, [DEMO_10, GZ] + others)
+    assert summary(out) is None, out
+    assert not (d.root / "etc/hello").exists()
+
+    out = d.ok("history", "undo", "2")                      # undo the install
+    check_state(d, [DEMO_10])
+    assert summary(out) is None, out
+
+    out = d.ok("history", "undo", "3")                      # undo the remove: installs
+    check_state(d, [DEMO_10, etc])
+    check_cow(d, out, [etc])
+
+
+def test_denylisted_package_installs_the_stock_way(dnf_repo, cow_area):
+    go = corpus_pick(dnf_repo, "go-package")
+    conf = (ROOT / "dnf-plugins" / "cow.conf").read_text()
+    conf = conf.replace("\ndenylist =", "\ndenylist = kernel*, go-*")
+    assert "go-*" in conf
+    d = dnf_repo.dnf(cow_area / "root", plugin_conf=conf)
+    want = all_cow(dnf_repo)
+    out = d.ok("install", *want)
+    check_state(d, want)
+    cow = [n for n in want if n != go]
+    check_cow(d, out, cow, len(cow), len(want))
+    assert stock_messages(out) == {
+        dnf_repo.files[go]: "denied by 'go-*' in cow.conf"}, out
+    assert go not in transcoded(out), out
+    assert d.extents_file_of(go) is None
+    check_not_shared(d, go)
+
+
+def test_bzip2_package_installs_the_stock_way_beside_cow_ones(dnf_repo, cow_area):
+    """bzip2 has no stored mode, so there is no cheap feed: that package installs
+    from its original file, the others copy-on-write, in one transaction."""
+    d = dnf_repo.dnf(cow_area / "root")
+    out = d.ok("install", BZ2, DEMO_10, GZ)
+    check_state(d, [BZ2, DEMO_10, GZ])
+    check_cow(d, out, [DEMO_10, GZ], 2, 3)
+    stock = stock_messages(out)
+    assert list(stock) == [dnf_repo.files[BZ2]], out
+    assert "bzip2" in stock[dnf_repo.files[BZ2]], out
+    check_not_shared(d, BZ2)
+
+
+def test_corrupted_package_fails_as_without_the_plugin(dnf_repo, cow_area):
+    """cowbroken's payload was corrupted before createrepo_c: the download
+    checks pass, dnf's gpgcheck (rpmkeys, payload digest) fails."""
+    etc = corpus_pick(dnf_repo, "binary-in-etc")
+    results = {}
+    for plugin in (True, False):
+        d = dnf_repo.dnf(cow_area / ("root-%s" % ("cow" if plugin else "stock")))
+        rc, out, err = d("install", BROKEN, etc, plugin=plugin)
+        results[plugin] = (rc, err, rpm_qa(d.root, keys=True), d)
+    (rc, err, qa, d), (rc0, err0, qa0, d0) = results[True], results[False]
+    assert rc0 != 0, "stock dnf installed a corrupted package:\n" + d0.transcript()
+    assert "GPG check FAILED" in err0, d0.transcript()
+    assert rc == rc0, "exit %d with the plugin, %d without\n%s" % (rc, rc0, d.transcript())
+    assert err.replace(str(d.root), "ROOT") == err0.replace(str(d0.root), "ROOT")
+    # nothing but the imported key, in both
+    assert {n for n in qa if not n.startswith("gpg-pubkey-")} == set(), qa
+    assert qa == qa0
+    assert summary(d.transcript()) is None
+    assert d.extents_file_of(BROKEN) is None
+    rc, out = rpm_va(d.root)
+    assert (rc, out) == (0, "")
+
+
+# ---- the cache ----------------------------------------------------------------------
+
+def test_keepcache_0_leaves_no_extents_files(dnf_repo, cow_area):
+    d = dnf_repo.dnf(cow_area / "root", keepcache=0)
+    etc = corpus_pick(dnf_repo, "binary-in-etc")
+    out = d.ok("install", DEMO_10, etc)
+    check_state(d, [DEMO_10, etc])
+    assert summary(out) == (2, 2), out
+    assert d.extents_files() == [] and d.cache_files() == [], d.cache_files()
+    out = d.ok("upgrade")
+    check_state(d, [DEMO_11, etc])
+    assert summary(out) == (1, 1), out
+    assert d.cache_files() == [], d.cache_files()
+
+
+def test_keepcache_1_keeps_extents_files_until_clean(dnf_repo, cow_area):
+    d = dnf_repo.dnf(cow_area / "root", keepcache=1)
+    want = all_cow(dnf_repo)
+    out = d.ok("install", *want)
+    check_state(d, want)
+    check_cow(d, out, want)
+    assert sorted(p.name for p in d.extents_files()) == sorted(
+        dnf_repo.files[n][:-4] + ".cow.rpm" for n in want)
+    d.ok("clean", "packages")
+    assert d.cache_files() == [], d.cache_files()
+    check_state(d, want)            # the installed files keep their data
+
+
+@pytest.mark.parametrize("keepcache,keep,kept", [(0, "always", True), (1, "never", False)])
+def test_keep_option_overrides_keepcache(dnf_repo, cow_area, keepcache, keep, kept):
+    conf = (ROOT / "dnf-plugins" / "cow.conf").read_text().replace(
+        "\nkeep = auto", "\nkeep = %s" % keep)
+    assert "\nkeep = %s" % keep in conf
+    d = dnf_repo.dnf(cow_area / "root", keepcache=keepcache, plugin_conf=conf)
+    want = [DEMO_10, GZ]
+    out = d.ok("install", *want)
+    check_state(d, want)
+    assert summary(out) == (2, 2), out
+    names = sorted(p.name for p in d.extents_files())
+    assert names == (sorted(dnf_repo.files[n][:-4] + ".cow.rpm" for n in want) if kept else [])
+    # dnf's own keepcache still decides about the downloaded packages
+    plain = sorted(p.name for p in d.cache_files() if not p.name.endswith(".cow.rpm"))
+    assert plain == (sorted(dnf_repo.files[n] for n in want) if keepcache else [])
+    if kept:
+        d.ok("clean", "packages")
+        assert d.cache_files() == []
+
+
+def test_downloadonly_does_not_transcode(dnf_repo, cow_area):
+    d = dnf_repo.dnf(cow_area / "root", keepcache=0)
+    want = all_cow(dnf_repo)
+    out = d.ok("install", "--downloadonly", *want)
+    assert no_cow_messages(out), out
+    assert d.extents_files() == []
+    assert sorted(p.name for p in d.cache_files()) == sorted(dnf_repo.files[n] for n in want)
+    check_state(d, [])
+
+
+# ---- no reflink: the stock path ------------------------------------------------------
+
+def test_ext4_installs_the_stock_way(dnf_repo, ext4_area):
+    d = dnf_repo.dnf(ext4_area / "root", keepcache=1)
+    want = all_cow(dnf_repo)
+    out = d.ok("install", *want)
+    check_state(d, want)
+    assert no_cow_messages(out), out
+    assert d.extents_files() == []
+    assert len(d.cache_files()) == len(want)
+    log = (d.root / "var/log/dnf.log").read_text(errors="replace")
+    assert "cow: not used:" in log and "not on one filesystem that clones" in log
+    out = d.ok("upgrade")
+    check_state(d, [n for n in want if n != DEMO_10] + [DEMO_11])
+    assert no_cow_messages(out), out
+    assert d.extents_files() == []
+
+
+def test_cache_on_another_filesystem_installs_the_stock_way(dnf_repo, xfs_fs, btrfs_fs):
+    """Root on XFS, dnf's cache bind-mounted from btrfs: both clone, but not
+    into each other, so the plugin stays out."""
+    with xfs_fs.area_ctx("xdev-root") as area, btrfs_fs.area_ctx("xdev-cache") as cache:
+        d = dnf_repo.dnf(area / "root")
+        d.cachedir.mkdir(parents=True)
+        subprocess.run(["mount", "--bind", str(cache), str(d.cachedir)], check=True)
+        try:
+            want = [DEMO_10, GZ]
+            out = d.ok("install", *want)
+            check_state(d, want)
+            assert no_cow_messages(out), out
+            assert d.extents_files() == []
+            assert len(d.cache_files()) == len(want)
+            log = (d.root / "var/log/dnf.log").read_text(errors="replace")
+            assert "not on one filesystem that clones" in log
+        finally:
+            subprocess.run(["umount", str(d.cachedir)], check=True)
+
+
+# ---- transcoding in the background while rpm works ----------------------------------
+
+def test_transcoding_survives_rpms_chroot(dnf_repo, cow_area, chroot_delay):
+    """The plugin transcodes in worker threads while dnf goes on with gpgcheck and
+    rpm's transaction check and test. librpm chroot()s the whole process into the
+    install root for parts of those (rpmtsPrepare), for a few milliseconds each.
+    A worker that opens, creates, renames or execs anything by path meanwhile
+    resolves it inside the root. Here the first such window is held open for
+    0.5 s (an LD_PRELOADed chroot() that sleeps after chrooting) while one worker
+    still has packages queued: every package must still install copy-on-write,
+    and nothing may appear in the root that no package put there."""
+    conf = (ROOT / "dnf-plugins" / "cow.conf").read_text()
+    conf = conf.replace("\nworkers = 0", "\nworkers = 1")
+    assert "\nworkers = 1" in conf
+    d = dnf_repo.dnf(cow_area / "root", plugin_conf=conf)
+    rpm_import_key(d.root, dnf_repo.key.pubkey)   # dnf's import would let the worker catch up
+    want = all_cow(dnf_repo)
+    out = d.ok("install", *want, env=chroot_delay_env(chroot_delay, 500))
+    assert stray_host_tree(d.root) is None, "made inside the root: %s" % sorted(
+        str(p.relative_to(d.root)) for p in stray_host_tree(d.root).rglob("*"))
+    assert stock_messages(out) == {}, out
+    check_state(d, want)
+    check_cow(d, out, want)
+
