@@ -15,7 +15,7 @@ deps:
 # rpm's and dnf's Python bindings exist only for the system Python
 venv:
 	test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test,demo]'
 
 build:
 	$(VPY) setup.py -q build_ext --inplace

@@ -34,7 +34,7 @@ setup(
     install_requires=["cffi>=1.15"],
     cffi_modules=["rpmcow/_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithPlugin},
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "demo": ["matplotlib>=3.5"]},
     entry_points={"console_scripts": [
         "rpmcow = rpmcow.cli:main",
         "rpm2extents = rpmcow.cli:rpm2extents_main",

@@ -189,6 +189,10 @@ class Cow(dnf.Plugin):
                 plugin.progress = None     # later messages go to the log
             for pkg in pkglist:            # already in the cache: no callback
                 plugin._submit(pkg)
+            # rpm chroot()s the whole process into the installroot during the
+            # test transaction that follows: every transcode (paths, rpmkeys)
+            # must be finished before dnf goes on
+            concurrent.futures.wait(list(plugin.jobs.values()))
             return result
 
         base.download_packages = download_packages

@@ -1,103 +1,102 @@
 """``make demo``: the main job on a built-in default.
 
-Transcodes a handful of real packages from the shared corpus (every payload
-compressor, hardlinks, duplicates, a source package), checks each result
-against rpm's own extraction, and prints what happened.
+On a loop-mounted XFS it creates, with a local repository served on
+127.0.0.1 holding realistic packages it builds from this machine's files
+(xz and zstd payloads), it runs a stock ``dnf install`` and then the same
+install through the cow plugin, each into a fresh installroot, and shows a
+table of times, data written and disk used, and a PNG chart.  Everything it
+creates is removed at the end (the built packages are cached in build/).
 """
-import hashlib
+import argparse
 import os
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from . import extents, transcode
-from .errors import RpmcowError
+from . import scenario
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
-PACKAGES = [
-    "real/ruby-libs-2.7.0-1.fc32.x86_64.rpm",          # xz, many files
-    "real/cyrus-imapd-2.4.17-9.fc22.x86_64.rpm",       # xz, large
-    "real/mc-4.8.21-2.1.x86_64.rpm",                   # openSUSE build
-    "real/autofs-5.0.7-28.fc19.i686.rpm",
-    "rpm-testdata/hlinktest-1.0-1.noarch.rpm",         # hardlinks, duplicates
-    "rpm-testdata/hello-2.0-1.x86_64.rpm",             # gzip
-    "rpm-testdata/hello-1.0-1.src.rpm",                # source package
-    "upstream-extents/edge-1.0-1.noarch.rpm",          # empty files, dups, ghost
-]
+HERE = os.path.dirname(os.path.abspath(__file__))
+CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
 
 
 def _mib(n):
-    return "%.2f MiB" % (n / 1048576.0)
+    return "%.1f MiB" % (n / scenario.MiB)
 
 
-def _check_roundtrip(rpm_path, rpme_path):
-    """Every regular file rpm2cpio extracts is in the extents file's table
-    at the offset its digest names, byte for byte.  Returns files checked."""
-    with tempfile.TemporaryDirectory() as tmp:
-        # rpm2cpio's exit status is unreliable (Debian's 4.18 exits 1 after a
-        # complete archive for some packages): cpio checks the archive
-        cpio = subprocess.run(["rpm2cpio", str(rpm_path)], capture_output=True)
-        subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=cpio.stdout,
-                       cwd=tmp, check=True, capture_output=True)
-        fd = os.open(rpme_path, os.O_RDONLY)
-        try:
-            sec = extents.read_sections(fd)
-            checked = 0
-            for dirpath, _, names in os.walk(tmp):
-                for n in names:
-                    p = os.path.join(dirpath, n)
-                    if os.path.islink(p) or not os.path.isfile(p):
-                        continue
-                    data = open(p, "rb").read()
-                    algo = {16: "md5", 20: "sha1", 32: "sha256", 48: "sha384",
-                            64: "sha512"}[sec.keysize]
-                    off = sec.lookup(hashlib.new(algo, data).digest())
-                    if off is None or os.pread(fd, len(data), off) != data:
-                        raise RpmcowError("round trip failed for %s" % p)
-                    checked += 1
-            return checked
-        finally:
-            os.close(fd)
+def measure(xfs, repo, names, variant):
+    root = os.path.join(xfs.path, "root-" + variant)
+    scenario.drop_caches()
+    w0, u0 = xfs.written_bytes(), xfs.used_bytes()
+    rc, out, wall = scenario.run_dnf(root, repo.url, ["install"] + names, cow=(variant == "cow"))
+    if rc != 0:
+        raise SystemExit("demo: dnf failed (%s):\n%s" % (variant, out[-3000:]))
+    w1 = xfs.written_bytes()
+    scenario.drop_caches()
+    u1 = xfs.used_bytes()
+    summary = [l for l in out.splitlines() if l.startswith("cow: ") and "of file data" in l]
+    return {"wall": wall, "written": w1 - w0, "used": u1 - u0,
+            "summary": summary[0] if summary else ""}
 
 
-def main():
-    if not CORPUS.exists():
-        print("demo: the shared corpus is not at %s (set RPMCOW_CORPUS)" % CORPUS,
-              file=sys.stderr)
+def chart(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    labels = ["stock dnf", "dnf + cow"]
+    metrics = [("wall", "seconds", 1), ("written", "MiB written", scenario.MiB),
+               ("used", "MiB of disk used", scenario.MiB)]
+    for ax, (key, unit, div) in zip(axes, metrics):
+        vals = [results["stock"][key] / div, results["cow"][key] / div]
+        bars = ax.bar(labels, vals, color=["#888888", "#2a7ab0"])
+        ax.bar_label(bars, fmt="%.1f")
+        ax.set_title(unit)
+    fig.suptitle("dnf install of %d packages (%s installed)" % (
+        results["packages"], _mib(results["installed_bytes"])))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=240, help="installed size of the package set")
+    ap.add_argument("--packages", type=int, default=12)
+    ap.add_argument("--chart", default=os.path.join(os.getcwd(), "demo.png"))
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("demo: needs root (it mounts a loop XFS image)", file=sys.stderr)
         return 1
-    print("rpmcow demo: transcoding real packages into extents files\n")
-    row = "%-44s %-6s %6s %6s %6s %11s %11s %8s %6s"
-    print(row % ("package", "comp", "files", "blobs", "dups", "rpm", "extents",
-                 "time", "check"))
-    with tempfile.TemporaryDirectory() as out:
-        for rel in PACKAGES:
-            src = CORPUS / rel
-            if not src.exists():
-                continue
-            dst = os.path.join(out, src.name + ".rpme")
-            t0 = time.perf_counter()
-            try:
-                r = transcode.transcode_path(str(src), dst)
-            except RpmcowError as exc:
-                print("%-44s error: %s" % (src.name[:44], exc))
-                continue
-            dt = time.perf_counter() - t0
-            checked = _check_roundtrip(src, dst)
-            print(row % (r.nevra[:44], r.compressor, r.files, r.blobs, r.dup_files,
-                         _mib(r.input_len), _mib(r.output_len), "%.3fs" % dt,
-                         "%d ok" % checked))
-        print()
-        last = os.path.join(out, "edge-1.0-1.noarch.rpm.rpme")
-        if os.path.exists(last):
-            print("$ rpmcow inspect edge-1.0-1.noarch.rpm.rpme")
-            from . import inspect
-            sys.stdout.write(inspect.format_report(inspect.inspect_path(last, with_table=True),
-                                                   with_table=True))
-    print("\nEvery regular file extracted by rpm2cpio was found in the extents file "
-          "at the offset its digest names ('check').")
+    print("rpmcow demo: stock dnf vs copy-on-write dnf, same packages, same XFS\n")
+    pkgs = scenario.build_packages(CACHE, args.mib, args.packages,
+                                   log=lambda m: print("  " + m, flush=True))
+    names = scenario.package_names(pkgs)
+    installed = sum(p.size for p in scenario.plan(args.mib, args.packages))
+    with scenario.Repository(pkgs) as repo, scenario.LoopXFS(4) as xfs:
+        print("  repository %s, %d packages; XFS (reflink) at %s\n" % (repo.url, len(pkgs),
+                                                                      xfs.path))
+        results = {"packages": len(pkgs), "installed_bytes": installed}
+        for variant in ("stock", "cow"):
+            print("  dnf install (%s) ..." % variant, flush=True)
+            results[variant] = measure(xfs, repo, names, variant)
+    s, c = results["stock"], results["cow"]
+    row = "  %-26s %12s %12s %8s"
+    print()
+    print(row % ("", "stock dnf", "dnf + cow", "ratio"))
+    print(row % ("wall time (download+install)", "%.2f s" % s["wall"], "%.2f s" % c["wall"],
+                 "%.2f" % (c["wall"] / s["wall"])))
+    print(row % ("data written to disk", _mib(s["written"]), _mib(c["written"]),
+                 "%.2f" % (c["written"] / max(s["written"], 1))))
+    print(row % ("disk used (cache + root)", _mib(s["used"]), _mib(c["used"]),
+                 "%.2f" % (c["used"] / max(s["used"], 1))))
+    if c["summary"]:
+        print("\n  " + c["summary"])
+    if chart(results, args.chart):
+        print("\n  chart: %s" % args.chart)
+    print("\n  Both runs kept dnf's cache (keepcache=1): with copy-on-write the cached "
+          "extents files and the installed files share their data blocks.")
     return 0
 
 

@@ -1,0 +1,291 @@
+"""A realistic dnf scenario on this machine, for ``make demo`` and bench/.
+
+* ``build_packages``: packages made with rpmbuild from files this machine
+  already has (Python's standard library, documentation, shared libraries),
+  split into packages of a few MiB to tens of MiB, alternating xz and zstd
+  payloads; no dependencies, so they install into an empty root.  Built
+  once and cached by recipe.
+* ``Repository``: createrepo_c + an HTTP server on 127.0.0.1 (dnf then
+  downloads through librepo, as it does from a mirror).
+* ``LoopXFS``: a reflink-capable XFS in a loop-mounted image.
+* ``run_dnf``: dnf with an installroot on it, the cow plugin on or off.
+Everything is cleaned up on exit, failures included.
+"""
+import glob
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.dirname(HERE)
+MiB = 1 << 20
+MAX_FILE = 32 * MiB        # keeps packages regular in size
+
+SOURCES = ["/usr/lib/python3", "/usr/share/doc", "/usr/share/man", "/usr/lib/x86_64-linux-gnu",
+           "/usr/lib64", "/usr/share/locale", "/usr/share/perl", "/usr/lib/gcc"]
+
+SPEC = """\
+Name: {name}
+Version: {version}
+Release: 1
+Summary: rpmcow scenario package {name}
+License: Various
+Vendor: rpmcow scenario
+AutoReqProv: no
+%define _build_id_links none
+%define __os_install_post %{{nil}}
+%define debug_package %{{nil}}
+%description
+Files copied from this machine, for rpmcow's demo and benchmarks.
+%install
+cp -a {stage}/. %{{buildroot}}/
+%files
+%defattr(-,root,root,-)
+/opt/rpmcow-scenario/{name}
+"""
+
+
+@dataclass
+class Plan:
+    name: str
+    compressor: str              # rpm _binary_payload
+    files: list = field(default_factory=list)   # absolute source paths
+    size: int = 0
+
+
+def _candidates():
+    seen = set()
+    for top in SOURCES:
+        top = os.path.realpath(top)
+        if not os.path.isdir(top) or top in seen:
+            continue
+        seen.add(top)
+        for d, dirs, files in os.walk(top):
+            dirs.sort()
+            for n in sorted(files):
+                p = os.path.join(d, n)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if os.path.isfile(p) and not os.path.islink(p) and os.access(p, os.R_OK) \
+                        and 0 < st.st_size <= MAX_FILE:
+                    yield p, st.st_size
+
+
+def plan(total_mib, count, prefix="rpmcow-scenario"):
+    """Split up to total_mib of this machine's files into `count` packages."""
+    target = total_mib * MiB // count
+    plans, cur = [], None
+    for path, size in _candidates():
+        if cur is None:
+            i = len(plans)
+            cur = Plan("%s-%02d" % (prefix, i), "w19T2.zstdio" if i % 2 else "w6T2.xzdio")
+        cur.files.append(path)
+        cur.size += size
+        if cur.size >= target:
+            plans.append(cur)
+            cur = None
+            if len(plans) == count:
+                break
+    if cur is not None and len(plans) < count:
+        plans.append(cur)
+    return plans
+
+
+def _recipe(p, version):
+    h = hashlib.sha256()
+    for f in p.files:
+        st = os.stat(f)
+        h.update(("%s %d %d\n" % (f, st.st_size, int(st.st_mtime))).encode())
+    h.update((p.name + p.compressor + version).encode())
+    return h.hexdigest()[:16]
+
+
+def build_packages(workdir, total_mib=300, count=16, version="1.0", log=print):
+    """Build (or reuse) the scenario's packages; returns their paths."""
+    os.makedirs(workdir, exist_ok=True)
+    out = []
+    for p in plan(total_mib, count):
+        key = _recipe(p, version)
+        dest = os.path.join(workdir, "%s-%s-1.%s.rpm" % (p.name, version, key))
+        if not os.path.exists(dest):
+            log("building %s (%d files, %.0f MiB, %s)" % (
+                p.name, len(p.files), p.size / MiB, p.compressor))
+            _build(p, version, dest)
+        out.append(dest)
+    return out
+
+
+def _build(p, version, dest):
+    tmp = tempfile.mkdtemp(prefix="rpmcow-build-")
+    try:
+        stage = os.path.join(tmp, "stage")
+        base = os.path.join(stage, "opt", "rpmcow-scenario", p.name)
+        for i, src in enumerate(p.files):
+            d = os.path.join(base, "%03d" % (i // 500))
+            os.makedirs(d, exist_ok=True)
+            shutil.copy2(src, os.path.join(d, "%05d-%s" % (i, os.path.basename(src))))
+        spec = os.path.join(tmp, p.name + ".spec")
+        with open(spec, "w") as f:
+            f.write(SPEC.format(name=p.name, version=version, stage=stage))
+        subprocess.run(["rpmbuild", "-bb", "--quiet", "--nodeps",
+                        "--define", "_topdir " + os.path.join(tmp, "top"),
+                        "--define", "_binary_payload " + p.compressor,
+                        "--define", "_buildhost rpmcow", spec],
+                       check=True, env=dict(os.environ, HOME=tmp),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        built = glob.glob(os.path.join(tmp, "top", "RPMS", "*", "%s-%s-1.*.rpm" % (p.name, version)))
+        shutil.move(built[0], dest + ".part")
+        os.rename(dest + ".part", dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+
+class Repository:
+    """createrepo_c over some packages, served on 127.0.0.1."""
+
+    def __init__(self, packages):
+        self.dir = tempfile.mkdtemp(prefix="rpmcow-repo-")
+        for p in packages:
+            name = os.path.basename(p).rsplit(".", 2)[0] + ".rpm"
+            os.link(p, os.path.join(self.dir, name)) if _same_fs(p, self.dir) \
+                else shutil.copy(p, os.path.join(self.dir, name))
+        subprocess.run(["createrepo_c", "-q", self.dir], check=True)
+        handler = lambda *a, **kw: _Quiet(*a, directory=self.dir, **kw)  # noqa: E731
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _same_fs(a, b):
+    return os.stat(a).st_dev == os.stat(b).st_dev
+
+
+class LoopXFS:
+    """A reflink-capable XFS image, loop-mounted (root only)."""
+
+    def __init__(self, size_gib=4):
+        self.tmp = tempfile.mkdtemp(prefix="rpmcow-xfs-")
+        self.image = os.path.join(self.tmp, "xfs.img")
+        self.path = os.path.join(self.tmp, "mnt")
+        os.mkdir(self.path)
+        with open(self.image, "wb") as f:
+            f.truncate(size_gib << 30)
+        self.mounted = False
+        try:
+            subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", self.image], check=True)
+            subprocess.run(["mount", "-o", "loop", self.image, self.path], check=True)
+            self.mounted = True
+            self.device = _loop_device(self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def written_bytes(self):
+        """Bytes written to the loop device so far (after a sync)."""
+        subprocess.run(["sync"], check=True)
+        with open("/sys/block/%s/stat" % os.path.basename(self.device)) as f:
+            return int(f.read().split()[6]) * 512
+
+    def used_bytes(self):
+        st = os.statvfs(self.path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def close(self):
+        if self.mounted:
+            for _ in range(20):
+                if subprocess.run(["umount", self.path], stderr=subprocess.DEVNULL).returncode == 0:
+                    break
+                time.sleep(0.5)
+            self.mounted = False
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _loop_device(mountpoint):
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mnt = line.split()[:2]
+            if mnt == mountpoint:
+                return dev
+    raise RuntimeError("%s is not mounted" % mountpoint)
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=None):
+    """Run the system dnf against the scenario repository.  Returns
+    (returncode, output, wall seconds)."""
+    conf_dir = tempfile.mkdtemp(prefix="rpmcow-dnfconf-")
+    try:
+        reposd = os.path.join(conf_dir, "repos.d")
+        os.mkdir(reposd)
+        with open(os.path.join(reposd, "scenario.repo"), "w") as f:
+            f.write("[scenario]\nname=rpmcow scenario\nbaseurl=%s\ngpgcheck=0\n" % repo_url)
+        pluginpath = os.path.join(CHECKOUT, "dnf-plugins")
+        if extra_pluginpath:
+            pluginpath += "," + extra_pluginpath
+        cmd = ["dnf", "-y", "--installroot", root, "--releasever", "1",
+               "--setopt=reposdir=" + reposd, "--setopt=pluginpath=" + pluginpath,
+               "--setopt=pluginconfpath=" + pluginpath.split(",")[0],
+               "--setopt=keepcache=%d" % keepcache, "--setopt=install_weak_deps=0"]
+        if not cow:
+            cmd.append("--disableplugin=cow")
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                           env=dict(os.environ, HOME="/root", LC_ALL="C.UTF-8"))
+        return r.returncode, r.stdout + r.stderr, time.perf_counter() - t0
+    finally:
+        shutil.rmtree(conf_dir, ignore_errors=True)
+
+
+def package_names(paths):
+    return [os.path.basename(p).split("-1.0-1.")[0] for p in paths]
+
+
+def dump(obj, path):
+    with open(path + ".part", "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.rename(path + ".part", path)
+
+
+if __name__ == "__main__":
+    print(json.dumps([p.__dict__ | {"files": len(p.files)} for p in plan(300, 16)], indent=1),
+          file=sys.stderr)
