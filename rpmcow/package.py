@@ -138,76 +138,109 @@ class Package:
         return bool(self.header[rpm.RPMTAG_SOURCEPACKAGE])
 
 
-def _archive_name(f):
-    # rpm names archive members "./" + dirname + basename ("basename" for
-    # source packages); the C side strips the "./" and "/" the same way
-    return f.name.lstrip("/").encode("utf-8", "surrogateescape")
+def _enc(text):
+    return (text or "").encode("utf-8", "surrogateescape")
+
+
+def _array(h, tag, n, default=None):
+    v = h[tag]
+    if v is None or (isinstance(v, (list, tuple)) and not v):
+        if default is not None:
+            return [default] * n
+        raise BadPackageError("inconsistent file information in the header (no %s)"
+                              % rpm.tagnames.get(tag, tag))
+    if not isinstance(v, (list, tuple)):
+        v = [v]
+    if len(v) != n:
+        raise BadPackageError("inconsistent file information in the header (%s has %d "
+                              "entries for %d files)" % (rpm.tagnames.get(tag, tag), len(v), n))
+    return v
 
 
 def _file_table(h):
+    """The file table from the header's arrays (one pass, no per-file
+    objects: this runs before the payload starts, on every package)."""
+    basenames = h[rpm.RPMTAG_BASENAMES] or []
+    n = len(basenames)
     algo_id = h[rpm.RPMTAG_FILEDIGESTALGO] or 1
     algo = digests.by_id(algo_id)
-    try:
-        files = rpm.files(h)
-    except (ValueError, TypeError) as exc:
-        raise BadPackageError("inconsistent file information in the header (%s)" % exc) \
-            from None
-    table = FileTable(count=len(files), algo=algo or digests.DEFAULT_FILE_ALGO)
-    if algo is None and len(files):
+    if algo is None and n:
         raise BadPackageError("unsupported file digest algorithm %d" % algo_id)
+    table = FileTable(count=n, algo=algo or digests.DEFAULT_FILE_ALGO)
+    if not n:
+        return table
+    dirnames = h[rpm.RPMTAG_DIRNAMES] or []
+    dirindexes = _array(h, rpm.RPMTAG_DIRINDEXES, n)
+    modes = _array(h, rpm.RPMTAG_FILEMODES, n)
+    fflags = _array(h, rpm.RPMTAG_FILEFLAGS, n, 0)
+    sizes = _array(h, rpm.RPMTAG_LONGFILESIZES, n)
+    hexdigests = _array(h, rpm.RPMTAG_FILEDIGESTS, n, "")
+    linktos = _array(h, rpm.RPMTAG_FILELINKTOS, n, "")
+    inodes = _array(h, rpm.RPMTAG_FILEINODES, n, 0)
+    devices = _array(h, rpm.RPMTAG_FILEDEVICES, n, 0)
+    if any(not 0 <= d < len(dirnames) for d in dirindexes):
+        raise BadPackageError("inconsistent file information in the header (bad DIRINDEXES)")
+    ghost_flag = rpm.RPMFILE_GHOST
+    keysize = table.keysize
+    S_IFMT, REG, DIR, LNK = 0o170000, 0o100000, 0o040000, 0o120000
+
+    # hardlink sets: regular, non-ghost files sharing (device, inode)
+    by_inode = {}
+    for i in range(n):
+        if modes[i] & S_IFMT == REG and not fflags[i] & ghost_flag:
+            by_inode.setdefault((devices[i], inodes[i]), []).append(i)
+    sets = [m for m in by_inode.values() if len(m) > 1]
+    not_last = {fx for m in sets for fx in m[:-1]}
+
     group_of = {}
-    sets = set()
-    for f in files:
-        mode = f.mode
-        ghost = bool(f.fflags & rpm.RPMFILE_GHOST)
-        reg = stat.S_ISREG(mode) and not ghost
-        hexdigest = f.digest or ""
+    paths = table.paths
+    for i in range(n):
+        mode = modes[i] & S_IFMT
+        ghost = bool(fflags[i] & ghost_flag)
+        reg = mode == REG and not ghost
         digest = b""
+        hexdigest = hexdigests[i]
         if reg and hexdigest and hexdigest.strip("0"):
             try:
                 digest = bytes.fromhex(hexdigest)
             except ValueError:
-                raise BadPackageError("bad file digest for %s" % f.name) from None
-            if len(digest) != table.keysize:
-                raise BadPackageError("file digest of %s has %d bytes, %s needs %d"
-                                      % (f.name, len(digest), table.algo.name, table.keysize))
+                raise BadPackageError("bad file digest for %s%s" % (
+                    dirnames[dirindexes[i]], basenames[i])) from None
+            if len(digest) != keysize:
+                raise BadPackageError("file digest of %s%s has %d bytes, %s needs %d" % (
+                    dirnames[dirindexes[i]], basenames[i], len(digest), table.algo.name,
+                    keysize))
         flags = ((FileTable.REG if reg else 0) | (FileTable.KEYED if digest else 0)
-                 | (FileTable.GHOST if ghost else 0))
-        if reg and f.nlink > 1:
-            members = [l.fx for l in f.links
-                       if not (l.fflags & rpm.RPMFILE_GHOST) and stat.S_ISREG(l.mode)]
-            last = max(members) if members else f.fx
-            if len(members) > 1:
-                sets.add(tuple(sorted(members)))
-            if last != f.fx:
-                flags |= FileTable.NOCONTENT
+                 | (FileTable.GHOST if ghost else 0)
+                 | (FileTable.NOCONTENT if i in not_last else 0))
         if digest:
             group = group_of.setdefault(digest, len(group_of))
         else:
             group = -1
-        size = f.size
-        if stat.S_ISDIR(mode) or ghost:
+        link = _enc(linktos[i]) if mode == LNK else b""
+        if ghost or mode == DIR:
             stripped = 0
-        elif stat.S_ISLNK(mode):
-            stripped = len((f.linkto or "").encode("utf-8", "surrogateescape"))
-        elif stat.S_ISREG(mode):
-            stripped = 0 if flags & FileTable.NOCONTENT else size
+        elif mode == LNK:
+            stripped = len(link)
+        elif mode == REG:
+            stripped = 0 if i in not_last else sizes[i]
         else:
             stripped = 0
         table.digests.append(digest)
-        table.sizes.append(size)
         table.stripped_sizes.append(stripped)
         table.flags.append(flags)
         table.groups.append(group)
-        table.paths.append(_archive_name(f))
+        # rpm names archive members "./" + dirname + basename ("basename"
+        # for source packages); the C side strips "./" and "/" the same way
+        paths.append(_enc(dirnames[dirindexes[i]] + basenames[i]).lstrip(b"/"))
         table.kinds.append(FileTable.KIND_GHOST if ghost else
-                           FileTable.KIND_REG if stat.S_ISREG(mode) else
-                           FileTable.KIND_DIR if stat.S_ISDIR(mode) else
-                           FileTable.KIND_LINK if stat.S_ISLNK(mode) else FileTable.KIND_OTHER)
-        table.linktos.append((f.linkto or "").encode("utf-8", "surrogateescape")
-                             if stat.S_ISLNK(mode) else b"")
+                           FileTable.KIND_REG if mode == REG else
+                           FileTable.KIND_DIR if mode == DIR else
+                           FileTable.KIND_LINK if mode == LNK else FileTable.KIND_OTHER)
+        table.linktos.append(link)
+    table.sizes = list(sizes)
     table.ngroups = len(group_of)
-    table.link_sets = sorted(list(s) for s in sets)
+    table.link_sets = sorted(sets)
     return table
 
 
