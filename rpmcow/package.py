@@ -169,6 +169,11 @@ def _file_table(h):
     table = FileTable(count=n, algo=algo or digests.DEFAULT_FILE_ALGO)
     if not n:
         return table
+    try:
+        rpm.files(h)        # librpm's own consistency checks of the file tags
+    except (ValueError, TypeError) as exc:
+        raise BadPackageError("inconsistent file information in the header (%s)" % exc) \
+            from None
     dirnames = h[rpm.RPMTAG_DIRNAMES] or []
     dirindexes = _array(h, rpm.RPMTAG_DIRINDEXES, n)
     modes = _array(h, rpm.RPMTAG_FILEMODES, n)
