@@ -19,6 +19,7 @@ files, dnf5's vendors.d and zypper's vendors.d: see rpmcow/vendor and
 import logging
 import os
 import sys
+import time
 
 import dnf
 import dnf.cli
@@ -31,6 +32,7 @@ logger = logging.getLogger("dnf.plugin")
 MSG_INTERNAL = ("sticky-vendor: internal error, refusing to continue (no vendor change "
                 "is let through): %s")
 MSG_POLICY = "sticky-vendor: invalid vendor policy: %s"
+MSG_TIMING = "sticky-vendor: %d decisions, %d packages hidden, %d held back (%.1f ms)"
 MSG_TAKEOVER = ("sticky-vendor: enforcing the vendor policy (dnf's allow_vendor_change is "
                 "handled by sticky-vendor)")
 MSG_SWITCH_NONE = "sticky-vendor: no package %s from vendor %s in the enabled repositories"
@@ -175,13 +177,18 @@ class StickyVendor(dnf.Plugin):
         specs = self._explicit_specs(name, opts)
         for spec in specs:
             self.spec_matches[spec] = self._matches(spec)
-        self.plan = sack_mod.compute(sack, self.policy, self._keyids, self._repo_keys)
+        listing = self._lists_upgrades(name, opts) or (
+            name == "vendor" and opts.subcommand == "held")
+        scope = "upgrades" if listing or name in ("upgrade", "upgrade-minimal") else "all"
+        started = time.perf_counter()
+        self.plan = sack_mod.compute(sack, self.policy, self._keyids, self._repo_keys, scope)
         if self.plan.excluded:
             sack.add_excludes(self.plan.excluded)
-        if self.settings.hold_dependents and (name in UPGRADING or self._lists_upgrades(
-                name, opts) or (name == "vendor" and opts.subcommand == "held")):
+        if self.settings.hold_dependents and listing:
             sack_mod.hold_dependents(sack, self.plan, self.policy, self.base_excludes,
                                      self._keyids)
+        logger.debug(MSG_TIMING, self.plan.checked, len(self.plan.excluded),
+                     len(self.plan.held), (time.perf_counter() - started) * 1000)
         self.active = True
         self._check_specs(name)
         if self._lists_upgrades(name, opts) and self.plan.held and self.settings.report:
@@ -257,7 +264,14 @@ class StickyVendor(dnf.Plugin):
 
         def resolve(allow_erasing=False):
             try:
-                return original(allow_erasing)
+                try:
+                    return original(allow_erasing)
+                except dnf.exceptions.DepsolveError:
+                    # best=True: an update that needs a vendor change makes the
+                    # whole upgrade fail; hold it back and solve again, once
+                    if not plugin._hold_for_retry():
+                        raise
+                    return original(allow_erasing)
             except dnf.exceptions.DepsolveError as exc:
                 msg = plugin._explain_failure(allow_erasing)
                 if msg is None:
@@ -265,6 +279,17 @@ class StickyVendor(dnf.Plugin):
                 logger.debug("dnf's own problem report: %s", exc)
                 raise dnf.exceptions.DepsolveError(msg) from None
         base.resolve = resolve
+
+    def _hold_for_retry(self):
+        name, _ = self._command()
+        if name not in UPGRADING or not self.settings.hold_dependents:
+            return False
+        try:
+            return sack_mod.hold_dependents(self.base.sack, self.plan, self.policy,
+                                            self.base_excludes, self._keyids) > 0
+        except Exception:                 # noqa: BLE001 - then explain the failure
+            logger.debug("sticky-vendor: cannot hold dependents", exc_info=True)
+            return False
 
     def _explain_failure(self, allow_erasing):
         try:
@@ -285,6 +310,9 @@ class StickyVendor(dnf.Plugin):
             return
         self._guard(after_download=False)
         name, opts = self._command()
+        if name in UPGRADING and self.settings.hold_dependents:
+            sack_mod.holds_after_solve(self.base._goal, self.base.sack, self.plan,
+                                       self.base_excludes)
         if name in UPGRADING and self.settings.report:
             held = self._held_for(opts)
             for line in explain_mod.held_report(held):

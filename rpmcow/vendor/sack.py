@@ -68,11 +68,13 @@ def _newest(pkgs):
     return best
 
 
-def compute(sack, policy, keyids=None, repo_keys=None):
+def compute(sack, policy, keyids=None, repo_keys=None, scope="all"):
     """The Plan for this sack.  keyids(p) -> key ID or None for a hawkey package
     (installed ones from the rpmdb); repo_keys: {repoid: set of key IDs} known
     for repositories (their packages count as signed by one of those keys only
-    if the vendor's keys are among them)."""
+    if the vendor's keys are among them).  scope "upgrades": judge only the
+    packages that upgrade an installed one (enough for upgrade, check-update,
+    list/repoquery --upgrades); "all": every package of an installed name."""
     plan = Plan()
     q = sack.query()
     installed = q.installed()
@@ -108,27 +110,41 @@ def compute(sack, policy, keyids=None, repo_keys=None):
 
     trust = policy.has_trust_binding()
     cache = {}
-    inst_pkgs = {}
+    inst_vendors = {}            # name -> [(hawkey pkg, raw vendor, Pkg or None)]
 
-    def inst_objs(name):
-        objs = inst_pkgs.get(name)
-        if objs is None:
-            objs = inst_pkgs[name] = [_pkg(i, keyids) for i in inst_by_name[name]]
-        return objs
+    def installed_of(name):
+        got = inst_vendors.get(name)
+        if got is None:
+            got = inst_vendors[name] = [
+                [i, "" if i.vendor == "<NULL>" else i.vendor, None] for i in inst_by_name[name]]
+        return got
 
-    def judge(name, p):
-        """(allowed, decision, installed hawkey pkg) for candidate p."""
-        insts = inst_by_name[name]
-        specific = policy.name_specific(name)
-        vc = p.vendor
+    def judge(name, p, specific, vc):
+        """(decision or None, installed hawkey pkg) -- None when allowed."""
+        insts = installed_of(name)
         if not specific and not trust:
-            for i in insts:
-                if i.vendor == vc or (vc == "" and i.vendor == "<NULL>"):
-                    return True, None, i
+            for entry in insts:
+                if entry[1] == vc:
+                    return None, entry[0]
         first = None
-        cp = cand_pkg(p)
-        for i, ip in zip(insts, inst_objs(name)):
-            key = None if specific else (ip.vendor, cp.vendor, ip.keyid, cp.keyid)
+        cp = None
+        for entry in insts:
+            if not specific and not trust:     # the two vendors decide: cache first
+                key = (entry[1], vc)
+                d = cache.get(key)
+                if d is not None:
+                    if d.allowed:
+                        return None, entry[0]
+                    if first is None:
+                        first = (d, entry[0])
+                    continue
+            if entry[2] is None:
+                entry[2] = _pkg(entry[0], keyids)
+            ip = entry[2]
+            if cp is None:
+                cp = cand_pkg(p)
+            key = None if specific else (
+                (entry[1], vc) if not trust else (entry[1], vc, ip.keyid, cp.keyid))
             d = cache.get(key) if key else None
             if d is None:
                 d = policy.decide(ip, cp)
@@ -136,34 +152,42 @@ def compute(sack, policy, keyids=None, repo_keys=None):
                 if key:
                     cache[key] = d
             if d.allowed:
-                return True, d, i
+                return None, entry[0]
             if first is None:
-                first = (d, i)
-        return False, first[0], first[1]
+                first = (d, entry[0])
+        return first
 
-    cands = available.filter(name=list(inst_by_name))
+    names = list(inst_by_name)
+    if scope == "upgrades":
+        cands = available.upgrades()     # an upgrade can only pick these
+    else:
+        cands = available.filter(name=names)
+    blocked = plan.blocked
     for name, pkgs in cands._name_dict().items():
-        refused = []
+        specific = policy.name_specific(name)
+        refused = None
         for p in pkgs:
-            if p in plan.blocked:
+            if p in blocked:
                 continue
-            ok, d, i = judge(name, p)
-            if not ok:
+            d, i = judge(name, p, specific, p.vendor)
+            if d is not None:
                 plan.block(p, i, d)
+                if refused is None:
+                    refused = []
                 refused.append(p)
-        if not refused:
+        if refused is None:
             continue
         inst = _newest(inst_by_name[name])
         best_refused = _newest(refused)
         if best_refused.evr_cmp(inst) <= 0:
             continue
-        allowed = [p for p in pkgs if p not in plan.blocked]
+        allowed = [p for p in pkgs if p not in blocked]
         best_allowed = _newest(allowed) if allowed else None
         if best_allowed is not None and best_allowed.evr_cmp(best_refused) >= 0:
             continue
         taken = best_allowed if best_allowed is not None and best_allowed.evr_cmp(inst) > 0 \
             else None
-        plan.held[name] = Held(name, inst, best_refused, plan.blocked[best_refused].decision,
+        plan.held[name] = Held(name, inst, best_refused, blocked[best_refused].decision,
                                UPGRADE, taken)
 
     # obsoleters that would replace an installed package of another vendor
@@ -203,36 +227,20 @@ def _changes(goal):
     return out
 
 
-def hold_dependents(sack, plan, policy, base_excludes, keyids=None):
-    """Also hold the updates that only a vendor change makes possible.
-
-    Solves "upgrade everything" with the plan's excludes (A) and without them
-    (B).  A package B upgrades further than A is held: its newer candidates
-    are excluded and it is reported with the vendor changes B needed.
-    Returns the number of packages held this way."""
-    if not plan.held:
-        return 0
-    with_policy = _upgrade_all(sack)
-    sack.set_excludes(base_excludes)
-    try:
-        without = _upgrade_all(sack)
-    finally:
-        sack.set_excludes(list(base_excludes) + list(plan.excluded))
-    if with_policy is None or without is None:
-        return 0
-    a = _changes(with_policy)
-    b = _changes(without)
+def _dependency_holds(sack, plan, a, b, suspects=None):
+    """Held entries for packages that the relaxed solution `b` upgrades further
+    than the policy's solution `a` does ({old: new} maps).  Their newer
+    candidates are excluded.  Returns how many were held."""
     a_by_name = {old.name: new for old, new in a.items()}
-    switches = []
-    for old, new in b.items():
-        if new in plan.blocked:
-            switches.append((old, new))
+    switches = [(old, new) for old, new in b.items() if new in plan.blocked]
     if not switches:
         return 0
     extra = []
     count = 0
     for old, new in b.items():
         if new in plan.blocked or old.name in plan.held:
+            continue
+        if suspects is not None and old.name not in suspects:
             continue
         got = a_by_name.get(old.name)
         if got is not None and got.evr_cmp(new) >= 0:
@@ -254,6 +262,48 @@ def hold_dependents(sack, plan, policy, base_excludes, keyids=None):
     if extra:
         sack.add_excludes(extra)
     return count
+
+
+def hold_dependents(sack, plan, policy, base_excludes, keyids=None):
+    """Also hold the updates that only a vendor change makes possible (before
+    solving: check-update, list/repoquery --upgrades, `dnf vendor held`).
+
+    Solves "upgrade everything" with the plan's excludes (A) and without them
+    (B).  A package B upgrades further than A is held: its newer candidates
+    are excluded and it is reported with the vendor changes B needed.
+    Returns the number of packages held this way."""
+    if not plan.excluded:
+        return 0
+    with_policy = _upgrade_all(sack)
+    sack.set_excludes(base_excludes)
+    try:
+        without = _upgrade_all(sack)
+    finally:
+        sack.set_excludes(list(base_excludes) + list(plan.excluded))
+    if with_policy is None or without is None:
+        return 0
+    return _dependency_holds(sack, plan, _changes(with_policy), _changes(without))
+
+
+def holds_after_solve(goal, sack, plan, base_excludes):
+    """Dependency holds found from a solved upgrade goal (after solving: upgrade,
+    upgrade-minimal, distro-sync).  Cheap when nothing is suspect: only the
+    latest allowed updates that the transaction does not take are looked at,
+    and only then is a relaxed copy of the goal solved."""
+    if not plan.excluded:
+        return 0
+    # the latest allowed update of each name, less those the transaction takes:
+    # set operations in hawkey, so the usual case costs no Python loop
+    latest = sack.query().available().upgrades().latest()
+    new = goal.list_upgrades() + goal.list_downgrades() + goal.list_installs()
+    rest = latest.difference(sack.query().filter(pkg=new)) if new else latest
+    suspects = {p.name for p in rest if p.name not in plan.held}
+    if not suspects:
+        return 0
+    relaxed = relaxed_solve(goal, sack, base_excludes, plan)
+    if relaxed is None:
+        return 0
+    return _dependency_holds(sack, plan, _changes(goal), _changes(relaxed), suspects)
 
 
 def _needed_switches(sack, pkg, switches):
