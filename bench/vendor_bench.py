@@ -14,6 +14,9 @@ Measures, alternating with/without the plugin in the same run:
   * resolve: in one process, sack loaded once: stock = upgrade_all solve;
     plugin = plan (policy decisions, excludes) + the solve + the check for
     updates held back through a dependency (what the plugin does for upgrade)
+  * dnf API: fill_sack + upgrade_all + resolve in a fresh process, with the
+    plugin's real hooks (a stub CLI says the command is `upgrade`) -- dnf's
+    resolution of `dnf upgrade` as a user waits for it, without the output
   * cli: wall time of `dnf upgrade --assumeno` (python start, config, sack
     load from the solv cache, plugin hooks, solve, transaction table)
 
@@ -126,6 +129,43 @@ def dnf_cmd(work, *args, plugin=True, cacheonly=True):
     return cmd + list(args)
 
 
+# dnf's own resolution through its API, with the real plugin hooks (a stub
+# CLI says the command is `upgrade`): fill_sack (sack hook) + upgrade_all +
+# resolve (solve, transaction, resolved hook).  One process per mode and run.
+API = r'''
+import argparse, json, logging, os, sys, time
+import dnf
+work, plugin = %(work)r, %(plugin)r
+class Cmd:
+    aliases = ("upgrade",)
+    opts = argparse.Namespace(pkg_specs=[], filenames=[], grp_specs=[])
+class Cli:
+    command = Cmd()
+    def register_command(self, c):
+        pass
+b = dnf.Base()
+b.conf.read(os.path.join(work, "dnf.conf"))
+b.conf.installroot = os.path.join(work, "root")
+b.conf.reposdir = [os.path.join(work, "repos.d")]
+b.conf.cachedir = os.path.join(work, "root", "var/cache/dnf")
+b.conf.cacheonly = True
+b.conf.pluginpath = [%(plugins)r]
+b.conf.pluginconfpath = [os.path.join(work, "pluginconf")]
+b.conf.substitutions["releasever"] = "1"
+b.init_plugins(["cow"] + ([] if plugin else ["sticky-vendor"]), [], Cli())
+b.read_all_repos()
+logging.getLogger("dnf").setLevel(logging.WARNING)
+t0 = time.perf_counter()
+b.fill_sack(load_system_repo=True, load_available_repos=True)
+t1 = time.perf_counter()
+b.upgrade_all()
+b.resolve()
+t2 = time.perf_counter()
+print(json.dumps({"sack": t1 - t0, "resolve": t2 - t1, "total": t2 - t0,
+                  "upgrades": len(b.transaction)}))
+'''
+
+
 # In-process timing, run with the system python (dnf's bindings).
 INPROC = r'''
 import json, os, sys, time
@@ -212,6 +252,14 @@ def main(argv=None):
                        capture_output=True, text=True, env=env(), check=True)
     inproc = json.loads(r.stdout.strip().splitlines()[-1])
 
+    api = {"plugin": [], "stock": []}
+    for _ in range(a.runs):
+        for mode in ("plugin", "stock"):
+            p = subprocess.run([SYS_PY, "-c", API % {"work": str(work), "plugin": mode == "plugin",
+                                                     "plugins": str(ROOT / "dnf-plugins")}],
+                               capture_output=True, text=True, env=env(), check=True)
+            api[mode].append(json.loads(p.stdout.strip().splitlines()[-1]))
+
     cli = {"plugin": [], "stock": []}
     for _ in range(a.runs):
         for mode in ("plugin", "stock"):
@@ -231,12 +279,16 @@ def main(argv=None):
                        "plan": median_ms(inproc["plan"]), "hold_dependents":
                        median_ms(inproc["hold"])},
         "cli_ms": {"stock": median_ms(cli["stock"]), "plugin": median_ms(cli["plugin"])},
+        "dnf_api_ms": {mode: {k: median_ms([r[k] for r in api[mode]])
+                              for k in ("sack", "resolve", "total")} for mode in api},
         "sack_load_ms": round(inproc["load"] * 1000, 1),
         "runs": a.runs, "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
     res["resolve_ratio"] = round(res["resolve_ms"]["plugin"] / res["resolve_ms"]["stock"], 2)
     res["cli_ratio"] = round(res["cli_ms"]["plugin"] / res["cli_ms"]["stock"], 2)
+    res["dnf_api_ratio"] = round(res["dnf_api_ms"]["plugin"]["total"] /
+                                 res["dnf_api_ms"]["stock"]["total"], 2)
     text = json.dumps(res, indent=1)
     print(text)
     if not a.no_write:
@@ -250,8 +302,11 @@ def main(argv=None):
             "%(runs)d runs, alternating.\n\n"
             "| measure | stock dnf | with sticky-vendor | ratio |\n|---|---|---|---|\n"
             % res
-            + "| resolution (plan + solve + hold check) | %.1f ms | %.1f ms | %.2f |\n" % (
+            + "| solver only: plan + solve + hold check vs solve | %.1f ms | %.1f ms | %.2f |\n" % (
                 res["resolve_ms"]["stock"], res["resolve_ms"]["plugin"], res["resolve_ratio"])
+            + "| dnf API: fill_sack + upgrade_all + resolve (real hooks) | %.1f ms | %.1f ms | "
+              "%.2f |\n" % (res["dnf_api_ms"]["stock"]["total"], res["dnf_api_ms"]["plugin"]["total"],
+                            res["dnf_api_ratio"])
             + "| `dnf upgrade --assumeno` wall time | %.1f ms | %.1f ms | %.2f |\n\n" % (
                 res["cli_ms"]["stock"], res["cli_ms"]["plugin"], res["cli_ratio"])
             + "Plugin share of resolution: plan %.1f ms, dependency-hold check %.1f ms.  Sack load "

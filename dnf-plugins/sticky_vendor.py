@@ -55,6 +55,7 @@ MSG_NOTHING_HELD = "Nothing is held back by vendor policy."
 MSG_HELD_OFF = "The vendor policy is disabled: nothing is held back."
 MSG_NEEDS_ARG = "sticky-vendor: `dnf vendor %s` needs %s"
 
+REPORT_LIMIT = 40            # held-back lines in upgrade output; `dnf vendor held` shows all
 SUBCOMMANDS = ("status", "list", "held", "explain", "pin", "unpin", "switch", "enable",
                "disable", "check")
 UPGRADING = ("upgrade", "upgrade-minimal", "distro-sync")
@@ -315,7 +316,7 @@ class StickyVendor(dnf.Plugin):
                                        self.base_excludes)
         if name in UPGRADING and self.settings.report:
             held = self._held_for(opts)
-            for line in explain_mod.held_report(held):
+            for line in explain_mod.held_report(held, limit=REPORT_LIMIT):
                 logger.info(line)
 
     def _held_for(self, opts):

@@ -13,6 +13,7 @@ HELD_LINE = "  %-*s %s -> %s  %s -> %s%s"
 HELD_TAKEN = "  (taking %s instead)"
 HELD_OBSOLETE = "  %-*s %s would be replaced by %s  %s -> %s"
 HELD_DEPENDENCY = "  %-*s %s -> %s  needs %s"
+HELD_MORE = "  ... and %d more (all of them: dnf vendor held)"
 HELD_FOOTER = ("  Why: dnf vendor explain NAME.  Allow a change: dnf vendor switch NAME "
                "--to VENDOR.")
 CHECK_HELD_NOTE = ("sticky-vendor: %d update(s) held back by vendor policy are not listed "
@@ -56,13 +57,15 @@ def evr(p):
         "%s:%s-%s" % (p.epoch, p.version, p.release)
 
 
-def held_report(held):
-    """Lines for a {name: Held} mapping (sorted by name)."""
+def held_report(held, limit=None):
+    """Lines for a {name: Held} mapping (sorted by name), at most `limit` entries."""
     if not held:
         return []
-    width = max(len(n) for n in held)
+    names = sorted(held)
+    shown = names if limit is None or len(names) <= limit else names[:limit]
+    width = max(len(n) for n in shown)
     lines = [HELD_HEADER % len(held)]
-    for name in sorted(held):
+    for name in shown:
         h = held[name]
         if h.kind == "obsolete":
             lines.append(HELD_OBSOLETE % (width, name, evr(h.installed), nevra(h.candidate),
@@ -77,6 +80,8 @@ def held_report(held):
             lines.append(HELD_LINE % (width, name, evr(h.installed), evr(h.candidate),
                                       vendor(h.installed.vendor), vendor(h.candidate.vendor),
                                       taken))
+    if len(shown) < len(names):
+        lines.append(HELD_MORE % (len(names) - len(shown)))
     lines.append(HELD_FOOTER)
     return lines
 
