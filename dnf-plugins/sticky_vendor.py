@@ -517,10 +517,9 @@ class VendorCommand(dnf.cli.Command):
                     print("  no package of this name in the enabled repositories")
                 for c in sorted(cands, key=lambda c: (c.name, c.evr, c.reponame),
                                 reverse=True):
-                    d = pol.decide(ip, policy_mod.Pkg.from_hawkey(c))
-                    held = p.plan.held.get(name) if p.plan else None
-                    if held is not None and held.kind == "dependency" and held.candidate == c:
-                        d = held.decision
+                    block = p.plan.blocked.get(c) if p.plan else None
+                    d = block.decision if block is not None else \
+                        pol.decide(ip, policy_mod.Pkg.from_hawkey(c))
                     verb = "allowed" if d.allowed and enforce else \
                         ("refused" if not d.allowed else "allowed (policy disabled)")
                     if not enforce and not d.allowed:

@@ -435,3 +435,91 @@ def test_dnf_vendor_check_ok(dnf):
     dnf.policy(ZYPP, "gamma", "etc/zypp/vendors.d")
     r = dnf("vendor", "check", check=0)
     assert "2 policy file(s) OK." in r.stdout
+
+
+# ---- trust binding: a vendor tied to its signing key ------------------------------
+
+def _gpg_key(home, name):
+    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key",
+                    "%s <%s@example.invalid>" % (name, name.lower()), "rsa2048", "sign", "never"],
+                   check=True, capture_output=True, env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(["gpg", "--list-keys", "--with-colons", name], check=True,
+                       capture_output=True, text=True, env={"GNUPGHOME": str(home)})
+    return [l.split(":")[4] for l in r.stdout.splitlines() if l.startswith("pub")][0]
+
+
+def _sign(home, name, rpm):
+    subprocess.run(["rpmsign", "--addsign", "--define", "_gpg_name %s" % name,
+                    "--define", "_gpg_path %s" % home, "--define", "__gpg /usr/bin/gpg",
+                    str(rpm)], check=True, capture_output=True,
+                   env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin", "HOME": str(home)})
+
+
+@pytest.fixture(scope="session")
+def trust_world(world, tmp_path_factory):
+    """tru-1.0 signed by the vendor's key (installed from a file), and two
+    repositories offering tru-1.1: one signed by the vendor's key, one by an
+    impostor's key that merely claims the vendor."""
+    if shutil.which("gpg") is None or shutil.which("rpmsign") is None:
+        pytest.skip("gpg or rpmsign missing")
+    base = tmp_path_factory.mktemp("trust")
+    home = base / "gnupg"
+    home.mkdir(mode=0o700)
+    good = _gpg_key(home, "Trusted")
+    bad = _gpg_key(home, "Impostor")
+    rpms = {}
+    for version, signer in (("1.0", "Trusted"), ("1.1", "Trusted"), ("1.1-bad", "Impostor")):
+        v = version.split("-")[0]
+        rpm = vendorrepo.pkgbuild.build_rpm(base / ("tru-" + version), "tru", v, "1",
+                                            [vendorrepo.pkgbuild.regular("/usr/share/vt/tru", b"x\n")],
+                                            compressor="gzip", level=1, vendor="Trust Co")
+        _sign(home, signer, rpm)
+        rpms[version] = rpm
+    for repo, key in (("trusted", "1.1"), ("impostor", "1.1-bad")):
+        d = base / "repos" / repo
+        d.mkdir(parents=True)
+        shutil.copy2(rpms[key], d / rpms[key].name)
+        subprocess.run(["createrepo_c", "--quiet", str(d)], check=True, capture_output=True)
+    pub = base / "impostor.asc"
+    pub.write_text(subprocess.run(["gpg", "--armor", "--export", "Impostor"], check=True,
+                                  capture_output=True, text=True,
+                                  env={"GNUPGHOME": str(home)}).stdout)
+    return {"base": base, "good": good, "bad": bad, "rpms": rpms, "impostor_key": pub}
+
+
+def _trust_setup(dnf, tw, repo, gpgkey=None):
+    extra = "gpgkey=file://%s\n" % gpgkey if gpgkey else ""
+    (dnf.world.reposdir / ("%s.repo" % repo)).write_text(
+        "[%s]\nname=%s\nbaseurl=file://%s\nenabled=1\ngpgcheck=0\nmetadata_expire=-1\n%s"
+        % (repo, repo, tw["base"] / "repos" / repo, extra))
+    dnf("install", str(tw["rpms"]["1.0"]), check=0)
+    dnf.policy("""\
+        [vendor trust]
+        vendors = Trust Co
+        keys = %s
+        """ % tw["good"])
+
+
+def test_trust_binding_accepts_the_vendors_key(dnf, trust_world):
+    _trust_setup(dnf, trust_world, "trusted")
+    dnf("upgrade", "tru", repos=("alpha", "trusted"), check=0)
+    assert dnf.nevra_vendor("tru") == ("tru-1.1-1.noarch", "Trust Co")
+
+
+def test_trust_binding_refuses_an_impostor_after_download(dnf, trust_world):
+    _trust_setup(dnf, trust_world, "impostor")
+    r = dnf("upgrade", "tru", repos=("alpha", "impostor"), check=1)
+    assert "the new package claims vendor 'Trust Co' but is signed by key %s" \
+        % trust_world["bad"] in r.stderr
+    assert dnf.nevra_vendor("tru") == ("tru-1.0-1.noarch", "Trust Co")
+
+
+def test_trust_binding_hides_an_impostor_repo_by_its_key(dnf, trust_world):
+    _trust_setup(dnf, trust_world, "impostor", gpgkey=trust_world["impostor_key"])
+    r = dnf("vendor", "held", repos=("alpha", "impostor"), check=0)
+    assert "tru 1.0-1 -> 1.1-1  'Trust Co' -> 'Trust Co'  (not signed by the vendor's key)" \
+        in r.stdout
+    r = dnf("vendor", "explain", "tru", repos=("alpha", "impostor"), check=0)
+    assert "signed by key %s" % trust_world["bad"] in r.stdout
+    dnf("upgrade", repos=("alpha", "impostor"), check=0)
+    assert dnf.nevra_vendor("tru") == ("tru-1.0-1.noarch", "Trust Co")

@@ -13,6 +13,7 @@ HELD_LINE = "  %-*s %s -> %s  %s -> %s%s"
 HELD_TAKEN = "  (taking %s instead)"
 HELD_OBSOLETE = "  %-*s %s would be replaced by %s  %s -> %s"
 HELD_DEPENDENCY = "  %-*s %s -> %s  needs %s"
+HELD_UNTRUSTED = "  (not signed by the vendor's key)"
 HELD_MORE = "  ... and %d more (all of them: dnf vendor held)"
 HELD_FOOTER = ("  Why: dnf vendor explain NAME.  Allow a change: dnf vendor switch NAME "
                "--to VENDOR.")
@@ -77,6 +78,8 @@ def held_report(held, limit=None):
                                                       for o, n in h.needs)))
         else:
             taken = HELD_TAKEN % evr(h.taken) if h.taken is not None else ""
+            if h.decision.kind == "untrusted":
+                taken += HELD_UNTRUSTED
             lines.append(HELD_LINE % (width, name, evr(h.installed), evr(h.candidate),
                                       vendor(h.installed.vendor), vendor(h.candidate.vendor),
                                       taken))
