@@ -79,7 +79,8 @@ def cmd_install(args):
         root=args.root or "/", dbpath=args.dbpath, upgrade=args.upgrade, nodeps=args.nodeps,
         noscripts=args.noscripts, notriggers=args.notriggers, test=args.test,
         replacepkgs=args.replacepkgs, replacefiles=args.replacefiles,
-        oldpackage=args.oldpackage, excludedocs=args.excludedocs, level=args.verify_level)
+        oldpackage=args.oldpackage, excludedocs=args.excludedocs, level=args.verify_level,
+        verify_files=args.verify_files)
     r = install.install(args.files, opts)
     if not args.quiet and not args.test:
         for nevra in r.cow:
@@ -160,6 +161,9 @@ def build_parser():
     n.add_argument("--verify-level", choices=rpmconfig.LEVELS,
                    help="verification every package must pass (default: the root's "
                    "%%_pkgverify_level)")
+    n.add_argument("--verify-files", action="store_true",
+                   help="hash every file of the extents files against their signed headers "
+                   "even when their transcode-time verdict is trusted")
     _root_options(n)
     n.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     n.set_defaults(func=cmd_install)

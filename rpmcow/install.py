@@ -40,6 +40,7 @@ class Options:
     oldpackage: bool = False
     excludedocs: bool = False
     level: str = None            # override of %_pkgverify_level
+    verify_files: bool = False   # hash every blob even when the verdict is trusted
     block_size: int = None       # feed granularity (default: the root fs's)
 
 
@@ -111,8 +112,10 @@ def _trans_flags(opts, any_cow):
     if opts.excludedocs:
         flags |= rpm.RPMTRANS_FLAG_NODOCS
     if opts.noscripts:
+        # as stock rpm --noscripts: no scriptlets, and no triggers either
         for f in ("NOPRE", "NOPOST", "NOPREUN", "NOPOSTUN", "NOPRETRANS", "NOPOSTTRANS"):
             flags |= getattr(rpm, "RPMTRANS_FLAG_" + f)
+        flags |= rpm.RPMTRANS_FLAG_NOTRIGGERS
     if opts.notriggers:
         flags |= rpm.RPMTRANS_FLAG_NOTRIGGERS
     return flags
@@ -158,7 +161,7 @@ def install(paths, opts=None):
             p = _Package(path)
             pkgs.append(p)
             if extents.is_transcoded(p.fd):
-                checksig.require_for_install(p.fd, target, level)
+                checksig.require_for_install(p.fd, target, level, files=opts.verify_files)
                 p.feed = feeder.PackageFeed(p.fd, path)
                 p.blk = blk
             else:
@@ -228,10 +231,13 @@ def _transact(ts, pkgs, opts, any_cow):
     cb = _Callback()
     rpm.setVerbosity(rpm.RPMLOG_WARNING)   # rpm's and the plugin's messages go to stderr
     problems = ts.run(cb, None)
+    # rpm's answer: None when all went well, a list of problems when the
+    # transaction could not start, an empty list when elements failed
     if problems:
         raise InstallError("\n".join(str(pr[0]) if isinstance(pr, tuple) else str(pr)
                                      for pr in problems))
-    if cb.errors:
-        raise InstallError("; ".join(cb.errors))
+    if problems is not None or cb.errors:
+        raise InstallError("; ".join(cb.errors) or
+                           "rpm failed to install some packages (see its messages above)")
     return result
 
