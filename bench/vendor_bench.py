@@ -25,7 +25,6 @@ Measures, alternating with/without the plugin in the same run:
 Writes bench/results/vendor.json and bench/results/vendor.md.
 """
 import argparse
-import hashlib
 import json
 import os
 import platform

@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -523,3 +522,29 @@ def test_trust_binding_hides_an_impostor_repo_by_its_key(dnf, trust_world):
     assert "signed by key %s" % trust_world["bad"] in r.stdout
     dnf("upgrade", repos=("alpha", "impostor"), check=0)
     assert dnf.nevra_vendor("tru") == ("tru-1.0-1.noarch", "Trust Co")
+
+
+def test_hooks_fail_closed():
+    """Any exception in a hook becomes dnf.exceptions.Error (dnf would log and
+    swallow anything else and go on without the policy)."""
+    import importlib.util
+
+    import dnf.exceptions
+    spec = importlib.util.spec_from_file_location("sticky_vendor_under_test",
+                                                  vendorrepo.PLUGIN_DIR / "sticky_vendor.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    class Boom:
+        @mod._guarded
+        def sack(self):
+            raise KeyError("oops")
+
+        @mod._guarded
+        def resolved(self):
+            raise mod.errors_mod.StateError("state broken")
+
+    with pytest.raises(dnf.exceptions.Error, match="internal error, refusing to continue"):
+        Boom().sack()
+    with pytest.raises(dnf.exceptions.Error, match="state broken"):
+        Boom().resolved()
