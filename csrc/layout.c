@@ -10,6 +10,7 @@
  * fixed pools and are returned by the sink, so memory stays constant. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -147,11 +148,19 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
     }
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *sink_main(void *arg)
 {
     struct layout *L = arg;
     struct op local[BATCH];
     int failed = 0;
+    uint64_t cpu0 = thread_cpu_ns();
     for (;;) {
         pthread_mutex_lock(&L->lock);
         while (L->head == L->tail)
@@ -162,8 +171,10 @@ static void *sink_main(void *arg)
         pthread_cond_signal(&L->can_put);
         pthread_mutex_unlock(&L->lock);
         for (size_t i = 0; i < n; i++) {
-            if (local[i].kind == OP_STOP)
+            if (local[i].kind == OP_STOP) {
+                L->res->sink_cpu_ns = thread_cpu_ns() - cpu0;
                 return NULL;
+            }
             sink_do(L, &local[i], &failed);
         }
     }
@@ -448,6 +459,7 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
         rc = rc_fail(err, RC_E_NOMEM, "cannot start the writer thread");
         goto out;
     }
+    uint64_t cpu0 = thread_cpu_ns();
     rc_input_defer(in, input_handoff, L);
     dec = rc_decoder_new(compressor, in, err);
     if (dec == NULL) {
@@ -461,6 +473,7 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
     struct op stop = {.kind = OP_STOP};
     put(L, stop);
     flush(L);
+    res->reader_cpu_ns = thread_cpu_ns() - cpu0;
     pthread_join(th, NULL);
     if (L->failed) {
         *err = L->sink_err;     /* the sink is behind: its error came first */

@@ -143,6 +143,8 @@ typedef struct rc_layout_result {
     uint64_t dup_files;          /* files sharing an earlier blob */
     uint64_t payload_bytes;      /* decompressed payload size */
     uint64_t entries;            /* archive entries */
+    uint64_t reader_cpu_ns;      /* CPU time of the reading (decompressing) thread */
+    uint64_t sink_cpu_ns;        /* CPU time of the hashing/writing thread */
 } rc_layout_result;
 
 /* Stream the payload from `in`, writing page-aligned deduplicated blobs to

@@ -75,6 +75,7 @@ typedef struct rc_filetab {
 } rc_filetab;
 typedef struct rc_layout_result {
     uint64_t out_pos, blobs, blob_bytes, dup_files, payload_bytes, entries;
+    uint64_t reader_cpu_ns, sink_cpu_ns;
 } rc_layout_result;
 int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
                       int out_fd, uint64_t out_pos, uint32_t page_size,

@@ -66,6 +66,8 @@ class LayoutResult:
         self.dup_files = res.dup_files
         self.payload_bytes = res.payload_bytes
         self.entries = res.entries
+        self.reader_cpu = res.reader_cpu_ns / 1e9
+        self.sink_cpu = res.sink_cpu_ns / 1e9
         self.group_offsets = group_offsets
 
 

@@ -265,6 +265,7 @@ def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=Non
                "--setopt=reposdir=" + reposd, "--setopt=pluginpath=" + pluginpath,
                "--setopt=pluginconfpath=" + pluginpath.split(",")[0],
                "--setopt=keepcache=%d" % keepcache, "--setopt=install_weak_deps=0"]
+        cmd.append("--disableplugin=sticky-vendor")   # the scenario measures cow alone
         if not cow:
             cmd.append("--disableplugin=cow")
         t0 = time.perf_counter()

@@ -31,6 +31,8 @@ class Result:
     blob_bytes: int = 0
     dup_files: int = 0
     payload_bytes: int = 0
+    reader_cpu: float = 0.0          # seconds: decompressing thread
+    sink_cpu: float = 0.0            # seconds: hashing/writing thread
     compressor: str = ""
     verdict: object = None
     input_digests: tuple = ()
@@ -108,6 +110,7 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     result.output_len = lay.out_pos + len(tail)
     result.blobs, result.blob_bytes = lay.blobs, lay.blob_bytes
     result.dup_files, result.payload_bytes = lay.dup_files, lay.payload_bytes
+    result.reader_cpu, result.sink_cpu = lay.reader_cpu, lay.sink_cpu
     result.verdict = verdict
     result.input_digests = tuple(input_digests)
     return result

@@ -452,6 +452,8 @@ class Dnf:
                "--releasever", "1", "-y",
                "--setopt=reposdir=%s" % self.reposdir,
                "--setopt=pluginpath=%s" % PLUGIN_DIR,
+               # the cow plugin alone: sticky-vendor (same directory) has its own tests
+               "--disableplugin=sticky-vendor",
                "--setopt=pluginconfpath=%s" % self.pluginconfpath]
         if not plugin:
             cmd.append("--disableplugin=cow")
