@@ -5,7 +5,8 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup deps venv build test demo fuzz bench clean
+.PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
+	bench-dnf bench-vendor clean
 
 setup: deps venv build
 
@@ -29,8 +30,24 @@ demo: setup
 fuzz: setup
 	$(MAKE) -C tests/fuzz run
 
-bench: setup
+# every benchmark (tens of minutes: large packages are built once, cached in
+# bench/work and build/scenario); results land in bench/results/
+bench: bench-transcode bench-verify bench-install bench-dnf bench-vendor
+
+bench-transcode: setup
 	$(VPY) bench/transcode_bench.py
+
+bench-verify: setup
+	$(VPY) bench/verify_bench.py
+
+bench-install: setup
+	$(VPY) bench/install_bench.py
+
+bench-dnf: setup
+	$(VPY) bench/dnf_bench.py
+
+bench-vendor: setup
+	$(VPY) bench/vendor_bench.py
 
 clean:
 	rm -rf build dist *.egg-info rpmcow/_core*.so rpmcow/_core.c .pytest_cache
