@@ -51,3 +51,9 @@ bench-vendor: setup
 
 clean:
 	rm -rf build dist *.egg-info rpmcow/_core*.so rpmcow/_core.c .pytest_cache
+
+# source and binary RPMs from a clean tree (git archive HEAD) in build/rpm;
+# RPM_FROM=worktree includes uncommitted changes (packaging/build-rpm.sh)
+.PHONY: rpm
+rpm:
+	sh packaging/build-rpm.sh
