@@ -287,6 +287,22 @@ class Cow(dnf.Plugin):
         ts.addTsFlag(rpm.RPMTRANS_FLAG_NOFILEDIGEST)
         ts.ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
         self._patch_open(blk)
+        self._drop_originals()
+
+    def _drop_originals(self):
+        """When the cache is not kept, the original packages of copy-on-write
+        installs are dead weight from here on -- gpgcheck and rpm's test
+        transaction have read them, rpm's real transaction reads the feed --
+        so they go now, and peak disk use stays below a stock install's
+        (which holds them until the end).  Only packages dnf downloaded."""
+        if self.base.conf.keepcache:      # dnf's keepcache alone decides about them
+            return
+        for path in self.feeds:
+            if path in self.base._trans_tempfiles or path in self.base._tempfiles:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def _patch_open(self, blk):
         cls = dnf.yum.rpmtrans.RPMTransaction
@@ -294,17 +310,18 @@ class Cow(dnf.Plugin):
         feeds = self.feeds
 
         def _instOpenFile(cb, key):
-            fd = original(cb, key)
-            if fd is None or cb.test:
-                return fd
             pkg = cb._extract_cbkey(key)[0].pkg
-            entry = feeds.get(pkg.localPkg())
+            entry = None if cb.test else feeds.get(pkg.localPkg())
             if entry is None:
-                return fd
-            new = entry[0].open(blk)
-            cb.fd.close()
-            cb.fd = os.fdopen(new, "rb")
-            return new
+                return original(cb, key)
+            # what dnf's own _instOpenFile does, with the feed for the file
+            # (the original package may be gone already: see _drop_originals)
+            cb.lastmsg = None
+            cb.fd = os.fdopen(entry[0].open(blk), "rb")
+            if cb.trans_running:
+                cb.total_installed += 1
+                cb.installed_pkg_names.add(pkg.name)
+            return cb.fd.fileno()
 
         cls._instOpenFile = _instOpenFile
         self._patched = (cls, original)
