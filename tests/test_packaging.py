@@ -244,6 +244,10 @@ def test_file_lists(built):
         assert _extract(pkg.path, conf) == shipped
     assert "/etc/dnf/sticky-vendor.d" in sticky.paths
     assert "/var/lib/dnf/sticky-vendor" in sticky.paths
+    docs = {p.rsplit("/", 1)[1] for p in lib if built.rpms["python3-rpmcow"].flags(p)
+            & RPMFILE_DOC}
+    assert {"README.md", "quickstart.md", "architecture.md", "troubleshooting.md",
+            "format.md", "install.md", "verification.md"} <= docs, docs
 
 
 def test_no_file_outside_the_package_directories(built):
@@ -789,3 +793,35 @@ def test_installed_dnf_plugin_and_rpm_plugin_install_copy_on_write(installed):
     assert summary(text) == (1, 1), text
     rc, out = rpm_va(root)
     assert (rc, out) == (0, ""), out
+
+
+# ---- documentation -------------------------------------------------------------------
+
+USER_DOCS = ("quickstart.md", "architecture.md", "troubleshooting.md")
+
+
+def _anchors(md):
+    """GitHub-style anchors of a markdown file's headings."""
+    out = set()
+    for line in md.splitlines():
+        m = re.match(r"^#+\s+(.*)$", line)
+        if m:
+            title = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower())
+            out.add(title.replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("doc", USER_DOCS)
+def test_doc_links_resolve(doc):
+    text = (ROOT / "docs" / doc).read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if re.match(r"^[a-z]+://", link):
+            continue
+        path, _, anchor = link.partition("#")
+        target = (ROOT / "docs" / path) if path else ROOT / "docs" / doc
+        assert target.is_file(), "%s links to missing %s" % (doc, link)
+        if anchor:
+            assert anchor in _anchors(target.read_text()), "%s: no #%s in %s" % (
+                doc, anchor, target.name)
