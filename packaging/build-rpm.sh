@@ -90,8 +90,14 @@ auto)
     die "RPM_NODEPS must be auto, yes or no, not '$NODEPS'" ;;
 esac
 
+rc=0
 # shellcheck disable=SC2086
-rpmbuild -ba $nodeps ${RPMBUILD_OPTS:-} --define "_topdir $TOP" "$TOP/SPECS/$name.spec"
+rpmbuild -ba $nodeps ${RPMBUILD_OPTS:-} --define "_topdir $TOP" "$TOP/SPECS/$name.spec" || rc=$?
+if [ "$rc" = 11 ]; then
+    # %generate_buildrequires (the pyproject macros) asked for more than is installed
+    die "more build dependencies are needed (listed above): dnf builddep $TOP/SRPMS/*.buildreqs.nosrc.rpm, then make rpm again"
+fi
+[ "$rc" = 0 ] || die "rpmbuild failed (exit $rc)"
 
 say "built:"
 find "$TOP/SRPMS" "$TOP/RPMS" -name '*.rpm' | sort | sed 's/^/  /'

@@ -401,6 +401,21 @@ def test_no_buildroot_paths_bad_modes_or_env_shebangs(built, tmp_path):
                 assert not data.startswith(b"#!/usr/bin/env"), path
 
 
+def test_rpmlint(built):
+    """rpmlint itself, where installed, with packaging/rpmcow.rpmlintrc (whose
+    filters say why each one does not apply): no error, no badness."""
+    if shutil.which("rpmlint") is None:
+        pytest.skip("rpmlint is not installed (packaging/install-build-deps.sh installs it)")
+    files = [p.path for p in built.rpms.values()] + [built.srpm, SPEC]
+    r = _run(["rpmlint", "-r", ROOT / "packaging" / "rpmcow.rpmlintrc", *files], check=False,
+             env=dict(os.environ, HOME=str(built.topdir.parent)), timeout=600)
+    m = re.search(r"(\d+) packages and (\d+) specfiles checked; (\d+) errors, (\d+) warnings"
+                  r"(?:, (\d+) badness)?", r.stdout)
+    assert m, r.stdout + r.stderr
+    assert (m.group(1), m.group(2)) == (str(len(files) - 1), "1"), r.stdout
+    assert m.group(3) == "0" and (m.group(5) or "0") == "0", r.stdout
+
+
 def test_plugin_macro_file_names_the_plugin_and_never_enables_it(built):
     pkg = built.rpms["rpm-plugin-cow"]
     macrodir = rpm_eval("%{_rpmmacrodir}")
