@@ -70,8 +70,11 @@ def _candidates():
             continue
         seen.add(top)
         for d, dirs, files in os.walk(top):
-            dirs.sort()
+            # bytecode caches change whenever Python runs: keep the set stable
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
             for n in sorted(files):
+                if n.endswith((".pyc", ".pyo")):
+                    continue
                 p = os.path.join(d, n)
                 try:
                     st = os.lstat(p)
