@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""dnf benchmark: ``dnf install`` of a realistic package set from a loopback
+repository, stock dnf against dnf with the cow plugin, in the same run.
+
+    .venv/bin/python bench/dnf_bench.py [--runs 3] [--mib 600] [--packages 32]
+
+The packages (rpmcow.scenario: files of this machine, xz and zstd payloads,
+no dependencies) are served over HTTP on 127.0.0.1; each run installs all of
+them into a fresh installroot on one loop-mounted XFS, with dnf's default
+keepcache=0 and caches dropped before.  Measured per run: total wall time,
+the rpm transaction's time (a benchmark-only plugin, bench/dnfplugins, marks
+dnf's pre_transaction and transaction hooks; for cow its pre_transaction
+runs after cow's), bytes written to the loop device, peak disk use (sampled
+every 20 ms) and final disk use.
+Targets: total <= 1.0x stock, rpm transaction <= 0.5x stock, peak disk <= stock.
+Results: bench/results/dnf.{md,json,png}.
+"""
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import benchlib  # noqa: E402
+from rpmcow import scenario  # noqa: E402
+
+CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
+
+
+def one_run(xfs, repo, names, variant, n):
+    root = os.path.join(xfs.path, "root-%s-%d" % (variant, n))
+    timing = tempfile.NamedTemporaryFile(prefix="rpmcow-timing-", delete=False).name
+    scenario.drop_caches()
+    w0, u0 = xfs.written_bytes(), xfs.used_bytes()
+    peak = [u0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], xfs.used_bytes())
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    os.environ["RPMCOW_BENCH_TIMING"] = timing
+    try:
+        rc, out, wall = scenario.run_dnf(
+            root, repo.url, ["install"] + names, cow=(variant == "cow"), keepcache=False,
+            extra_pluginpath=os.path.join(HERE, "dnfplugins"))
+    finally:
+        stop.set()
+        t.join()
+        del os.environ["RPMCOW_BENCH_TIMING"]
+    if rc != 0:
+        raise SystemExit("dnf failed (%s):\n%s" % (variant, out[-3000:]))
+    written = xfs.written_bytes() - w0
+    peak[0] = max(peak[0], xfs.used_bytes())
+    scenario.drop_caches()
+    final = xfs.used_bytes() - u0
+    marks = dict(line.split() for line in open(timing))
+    os.unlink(timing)
+    summary = [l for l in out.splitlines() if "of file data shared" in l]
+    return {"wall": wall, "rpm": float(marks["end"]) - float(marks["start"]),
+            "written": written, "peak": peak[0] - u0, "final": final,
+            "cow_summary": summary[0] if summary else ""}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mib", type=int, default=600)
+    ap.add_argument("--packages", type=int, default=32)
+    args = ap.parse_args()
+    pkgs = scenario.build_packages(CACHE, args.mib, args.packages,
+                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    names = scenario.package_names(pkgs)
+    installed = sum(p.size for p in scenario.plan(args.mib, args.packages))
+    comp = [p.compressor for p in scenario.plan(args.mib, args.packages)]
+    res = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
+           "runs": args.runs, "packages": len(pkgs), "installed_bytes": installed,
+           "rpm_bytes": sum(os.path.getsize(p) for p in pkgs),
+           "xz": sum("xz" in c for c in comp), "zstd": sum("zstd" in c for c in comp),
+           "results": {"stock": [], "cow": []}}
+    with scenario.Repository(pkgs) as repo, scenario.LoopXFS(8) as xfs:
+        for n in range(args.runs):
+            for variant in ("stock", "cow"):
+                r = one_run(xfs, repo, names, variant, n)
+                res["results"][variant].append(r)
+                print(variant, n + 1, {k: round(v, 3) if isinstance(v, float) else v
+                                       for k, v in r.items()}, file=sys.stderr, flush=True)
+    med = {v: {k: benchlib.median([r[k] for r in rs]) for k in ("wall", "rpm", "written",
+                                                                   "peak", "final")}
+           for v, rs in res["results"].items()}
+    res["median"] = med
+    res["ratio"] = {k: med["cow"][k] / med["stock"][k] for k in med["cow"]}
+    write(res)
+
+
+def write(res):
+    out = os.path.join(HERE, "results")
+    os.makedirs(out, exist_ok=True)
+    scenario.dump(res, os.path.join(out, "dnf.json"))
+    m, md, r = res["machine"], res["median"], res["ratio"]
+    mib = benchlib.MiB
+    lines = [
+        "# dnf benchmark: stock dnf vs dnf with the cow plugin", "",
+        "Date %s. Machine: %d CPUs (%s), %d MiB RAM, kernel %s, %s, dnf 4. "
+        "%d packages (%d xz, %d zstd; %.0f MiB of .rpm, %.0f MiB installed) served over HTTP on "
+        "127.0.0.1, installed into a fresh installroot on a loop-mounted XFS (reflink=1), "
+        "keepcache=0, caches dropped before each run; medians of %d alternating runs." % (
+            res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
+            res["packages"], res["xz"], res["zstd"], res["rpm_bytes"] / mib,
+            res["installed_bytes"] / mib, res["runs"]), "",
+        "| | total wall | rpm transaction | written to disk | peak disk use | final disk use |",
+        "|---|---|---|---|---|---|"]
+    for v, label in (("stock", "stock dnf"), ("cow", "dnf + cow")):
+        lines.append("| %s | %.2f s | %.2f s | %.0f MiB | %.0f MiB | %.0f MiB |" % (
+            label, md[v]["wall"], md[v]["rpm"], md[v]["written"] / mib, md[v]["peak"] / mib,
+            md[v]["final"] / mib))
+    lines.append("| **ratio** (target) | **%.2f×** (≤ 1.0) | **%.2f×** (≤ 0.5) | %.2f× | "
+                 "**%.2f×** (≤ 1.0) | %.2f× |" % (r["wall"], r["rpm"], r["written"], r["peak"],
+                                                  r["final"]))
+    cs = [x["cow_summary"] for x in res["results"]["cow"] if x["cow_summary"]]
+    if cs:
+        lines += ["", "cow plugin: `%s`" % cs[-1]]
+    with open(os.path.join(out, "dnf.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    benchlib.plot_bars(os.path.join(out, "dnf.png"), "dnf install, %d packages" % res["packages"],
+                       ["total wall (s)", "rpm transaction (s)"],
+                       {"stock dnf": [md["stock"]["wall"], md["stock"]["rpm"]],
+                        "dnf + cow": [md["cow"]["wall"], md["cow"]["rpm"]]}, "seconds")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

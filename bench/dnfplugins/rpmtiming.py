@@ -1,0 +1,24 @@
+# rpmtiming.py -- benchmark-only dnf plugin: when did rpm's transaction run?
+"""Appends "start <t>" at pre_transaction and "end <t>" at transaction to
+the file named by $RPMCOW_BENCH_TIMING (monotonic clock).  Loaded only by
+bench/dnf_bench.py through --setopt=pluginpath."""
+import os
+import time
+
+import dnf
+
+
+class RpmTiming(dnf.Plugin):
+    name = "rpmtiming"
+
+    def _mark(self, what):
+        path = os.environ.get("RPMCOW_BENCH_TIMING")
+        if path:
+            with open(path, "a") as f:
+                f.write("%s %.6f\n" % (what, time.monotonic()))
+
+    def pre_transaction(self):
+        self._mark("start")
+
+    def transaction(self):
+        self._mark("end")
