@@ -1,13 +1,14 @@
 """Shared pieces of the benchmarks: machine description, timing, loop XFS."""
-import contextlib
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
-import tempfile
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rpmcow import scenario  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -33,10 +34,8 @@ def machine():
             "python": platform.python_version()}
 
 
-def drop_caches():
-    subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
+# one implementation of the machinery, shared with make demo
+drop_caches = scenario.drop_caches
 
 
 def used_bytes(path):
@@ -64,27 +63,9 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-@contextlib.contextmanager
-def loop_xfs(size_gib, where=None):
+def loop_xfs(size_gib):
     """A reflink-capable XFS, loop-mounted; always unmounted and removed."""
-    tmp = tempfile.mkdtemp(prefix="rpmcow-bench-", dir=where)
-    img, mnt = os.path.join(tmp, "xfs.img"), os.path.join(tmp, "mnt")
-    os.mkdir(mnt)
-    mounted = False
-    try:
-        with open(img, "wb") as f:
-            f.truncate(size_gib << 30)
-        subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", img], check=True)
-        subprocess.run(["mount", "-o", "loop", img, mnt], check=True)
-        mounted = True
-        yield mnt
-    finally:
-        if mounted:
-            for _ in range(10):
-                if subprocess.run(["umount", mnt]).returncode == 0:
-                    break
-                time.sleep(0.5)
-        shutil.rmtree(tmp, ignore_errors=True)
+    return scenario.LoopXFS(size_gib)
 
 
 def plot_bars(path, title, groups, series, ylabel):

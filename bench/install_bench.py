@@ -58,7 +58,8 @@ def main():
     args = ap.parse_args()
     results = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
                "runs": args.runs, "packages": {}}
-    with benchlib.loop_xfs(6) as mnt:
+    with benchlib.loop_xfs(6) as xfs:
+        mnt = xfs.path
         for label, define in PACKAGES:
             src = largepkg.build_large_package(args.workdir, define)
             info = largepkg.package_info(src)
