@@ -248,26 +248,6 @@ void rc_input_set_tee(rc_input *in, int fd)
     in->tee_fd = fd;
 }
 
-int rc_input_expect_eof(rc_input *in, const char *after, rc_error *err)
-{
-    uint64_t extra = 0;
-    for (;;) {
-        const uint8_t *p;
-        size_t n;
-        int rc = rc_input_peek(in, &p, &n, err);
-        if (rc)
-            return rc;
-        if (n == 0)
-            break;
-        extra += n;
-        rc_input_consume(in, n);
-    }
-    if (extra)
-        return rc_fail(err, RC_E_TRAILING, "%llu bytes of trailing data after the %s",
-                       (unsigned long long)extra, after);
-    return RC_OK;
-}
-
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err)
 {
     for (;;) {

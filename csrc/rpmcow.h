@@ -75,8 +75,6 @@ void rc_input_undefer(rc_input *in);
 void rc_input_hash_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to);
 /* wait until every handed-off block was hashed */
 void rc_input_wait_idle(rc_input *in);
-/* Read to the end: RC_E_TRAILING if any byte is left. */
-int rc_input_expect_eof(rc_input *in, const char *after, rc_error *err);
 uint64_t rc_input_total(const rc_input *in);
 /* Copy the rest of the input to fd unchanged (deny-listed packages). */
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);

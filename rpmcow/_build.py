@@ -29,9 +29,7 @@ INPUT = """
 typedef struct rc_input rc_input;
 rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *err);
 void rc_input_free(rc_input *in);
-int rc_input_begin_payload_digest(rc_input *in, const char *name, rc_error *err);
 void rc_input_set_tee(rc_input *in, int fd);
-int rc_input_expect_eof(rc_input *in, const char *after, rc_error *err);
 uint64_t rc_input_total(const rc_input *in);
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,

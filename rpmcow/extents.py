@@ -31,9 +31,6 @@ VALID_KEYSIZES = (16, 20, 28, 32, 48, 64)
 MAX_C_ALGOS = 16
 MAX_S_TEXT = 1 << 20
 
-RC_OK = 0
-RC_FAIL = 2
-
 
 @dataclass
 class Sections:

@@ -97,18 +97,11 @@ class Input:
         finally:
             lib.rc_prologue_free(pro)
 
-    def begin_payload_digest(self, algo_name):
-        _check(lib.rc_input_begin_payload_digest(self._in, algo_name.encode(), self._err),
-               self._err)
-
     def set_tee(self, fd):
         lib.rc_input_set_tee(self._in, fd)
 
     def copy_to(self, fd):
         _check(lib.rc_input_copy_to(self._in, fd, self._err), self._err)
-
-    def expect_eof(self, after):
-        _check(lib.rc_input_expect_eof(self._in, after.encode(), self._err), self._err)
 
     @property
     def total(self):

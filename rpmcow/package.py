@@ -130,12 +130,6 @@ class Package:
     nevra: str
     compressor: str
     files: FileTable
-    payload_digest_algo: object = None   # digests.Algo or None
-    payload_digests: tuple = ()          # hex strings from the header
-
-    @property
-    def is_source(self):
-        return bool(self.header[rpm.RPMTAG_SOURCEPACKAGE])
 
 
 def _enc(text):
@@ -267,15 +261,10 @@ def parse(prologue):
     compressor = _COMPRESSORS.get(comp_tag)
     if compressor is None:
         raise BadPackageError("unsupported payload compressor %r" % comp_tag)
-    palgo = None
-    if h[rpm.RPMTAG_PAYLOADDIGEST]:
-        palgo = digests.by_id(h[rpm.RPMTAG_PAYLOADDIGESTALGO] or 8)
     return Package(
         header=h,
         name=h[rpm.RPMTAG_NAME],
         nevra=nevra(h),
         compressor=compressor,
         files=_file_table(h),
-        payload_digest_algo=palgo,
-        payload_digests=tuple(h[rpm.RPMTAG_PAYLOADDIGEST] or ()),
     )

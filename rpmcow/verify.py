@@ -275,9 +275,3 @@ RECORD_PROBLEMS = {
     "unkeyed": "NOTTRUSTED (no key to check the record with)",
 }
 
-
-def require(verdict_or_items, level, nevra):
-    failure = policy_failure(getattr(verdict_or_items, "items", verdict_or_items), level)
-    if failure:
-        raise VerificationError("%s: %s (verification level %s)" % (nevra, failure, level))
-
