@@ -40,6 +40,7 @@ def install_cmd(variant, pkg, root):
 
 
 def one_run(variant, pkg, mnt, n):
+    """pkg: the original for "stock", the extents file for "cow"."""
     root = os.path.join(mnt, "root-%s-%d" % (variant, n))
     benchlib.drop_caches()
     used0 = benchlib.used_bytes(mnt)
@@ -71,8 +72,8 @@ def main():
             transcode_s = time.perf_counter() - t0
             runs = {"stock": [], "cow": []}
             for n in range(args.runs):
-                for variant in ("stock", "cow"):
-                    runs[variant].append(one_run(variant, pkg, mnt, n))
+                for variant, path in (("stock", pkg), ("cow", ext)):
+                    runs[variant].append(one_run(variant, path, mnt, n))
                     print("%s %s run %d: %s" % (label, variant, n + 1, runs[variant][-1]),
                           file=sys.stderr, flush=True)
             med = {v: {k: benchlib.median([r[k] for r in rs]) for k in rs[0]}
