@@ -70,15 +70,14 @@ def _file_digests_item(fd, pkg, sections):
     return Item("File digests", "OK")
 
 
-def evaluate(fd, target, files=False):
-    """Items for an extents file open at fd, judged now."""
+def evaluate(fd, target, files=False, pkg=None):
+    """Items for an extents file open at fd, judged now.  pkg: the parsed
+    package, if the caller has it (parsed here only when files=True)."""
     os.lseek(fd, 0, os.SEEK_SET)
     pro = native.Input(fd, []).read_prologue()
-    pkg = package.parse(pro)
     sections = extents.read_sections(fd)
     fresh = verify.header_items(target, pro.data)
-    status, stored = verify.check_record(sections.s_text, pro.data,
-                                         verify.record_key(target, create=False))
+    status, stored = verify.check_record(sections.s_text, pro.data, verify.record_keys(target))
     items = list(fresh)
     trusted = status == "valid"
     for it in stored:
@@ -92,8 +91,12 @@ def evaluate(fd, target, files=False):
         label, _, rest = verify.RECORD_PROBLEMS[status].partition(" ")
         items.append(Item("rpmcow record", label, rest.strip("()")))
     if files:
-        items.append(_file_digests_item(fd, pkg, sections))
-    return Evaluation(pkg.nevra, items, status)
+        items.append(_file_digests_item(fd, pkg or package.parse(pro), sections))
+    return Evaluation(_nevra(pro, pkg), items, status)
+
+
+def _nevra(pro, pkg):
+    return pkg.nevra if pkg else package.nevra(package.load_header(pro.data))
 
 
 def blobs_trusted(fd):
@@ -104,15 +107,15 @@ def blobs_trusted(fd):
     return st.st_uid == 0 and not st.st_mode & 0o022
 
 
-def require_for_install(fd, target, level, files=False):
+def require_for_install(fd, target, level, files=False, pkg=None):
     """Raise VerificationError unless the extents file satisfies `level`.
 
     Blobs are hashed against the signed header (as ``checksig --files``)
     when asked to, when the file has no valid record, or when someone other
     than root could have changed them since they were checked."""
-    ev = evaluate(fd, target)
+    ev = evaluate(fd, target, pkg=pkg)
     if files or ev.record != "valid" or not blobs_trusted(fd):
-        ev = evaluate(fd, target, files=True)
+        ev = evaluate(fd, target, files=True, pkg=pkg)
     failure = verify.policy_failure(ev.items, level)
     if failure:
         raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))

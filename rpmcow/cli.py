@@ -199,9 +199,7 @@ def main(argv=None):
     return _run(args.func, args, PROG)
 
 
-def rpm2extents_main(argv=None):
-    """``rpm2extents [--root R] [--dbpath D] DIGESTALGO...``: package on stdin,
-    extents file on stdout; exit 1 with nothing on stdout on any error."""
+def build_rpm2extents_parser():
     p = argparse.ArgumentParser(
         prog="rpm2extents", description="Transcode the package on standard input into an "
         "extents file on standard output, recording the input's digests in the named "
@@ -209,7 +207,14 @@ def rpm2extents_main(argv=None):
     p.add_argument("--root", help="root whose configuration and keyring apply")
     p.add_argument("--dbpath", help="rpm database path inside the root")
     p.add_argument("algos", nargs="*", metavar="DIGESTALGO")
-    args = p.parse_args(argv)
+    return p
+
+
+def rpm2extents_main(argv=None):
+    """``rpm2extents [--root R] [--dbpath D] DIGESTALGO...``: package on stdin,
+    extents file on stdout; exit 1 on any error (whatever was written to
+    stdout then has no footer: never a complete-looking file)."""
+    args = build_rpm2extents_parser().parse_args(argv)
 
     def run(a):
         if not a.algos:

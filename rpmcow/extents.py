@@ -50,16 +50,10 @@ class Sections:
 
     def lookup(self, digest):
         """Offset of the blob whose content has file digest `digest`."""
-        lo, hi = 0, len(self.table)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.table[mid][0] < digest:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < len(self.table) and self.table[lo][0] == digest:
-            return self.table[lo][1]
-        return None
+        index = self.extra.get("index")
+        if index is None:
+            index = self.extra["index"] = dict(self.table)
+        return index.get(digest)
 
 
 def encode_sections(s_offset, sections, page_size):

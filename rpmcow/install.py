@@ -161,6 +161,7 @@ def install(paths, opts=None):
             p = _Package(path)
             pkgs.append(p)
             if extents.is_transcoded(p.fd):
+                # the policy first (rpmkeys on the headers), then our parse
                 checksig.require_for_install(p.fd, target, level, files=opts.verify_files)
                 p.feed = feeder.PackageFeed(p.fd, path)
                 p.blk = blk

@@ -30,7 +30,8 @@ def plugin_path():
     beside this package."""
     env = os.environ.get("RPMCOW_PLUGIN")
     candidates = [env] if env else []
-    candidates += [os.path.join(rpm.expandMacro("%{__plugindir}"), NAME + ".so"),
+    candidates += [rpm.expandMacro("%{?_rpmcow_plugin}"),     # rpm-plugin-cow's macros file
+                   os.path.join(rpm.expandMacro("%{__plugindir}"), NAME + ".so"),
                    os.path.join(HERE, "plugins", NAME + ".so")]
     for path in candidates:
         if path and os.path.isfile(path):

@@ -251,8 +251,19 @@ def parse_record(text):
     return None
 
 
-def check_record(s_text, prologue, key):
-    """('valid' | 'missing' | 'foreign' | 'altered' | 'unkeyed', items) for a stored S text."""
+def record_keys(target):
+    """The keys a record of this host may be MACed with: the target root's
+    and the host's (both root-only secrets of this machine; a package
+    transcoded for one root may be installed into another)."""
+    keys = [record_key(target, create=False)]
+    if os.path.realpath(target.root) != "/":
+        keys.append(record_key(rpmconfig.Target(), create=False))
+    return [k for k in keys if k]
+
+
+def check_record(s_text, prologue, keys):
+    """('valid' | 'missing' | 'foreign' | 'altered' | 'unkeyed', items) for a
+    stored S text; keys: the record keys to accept (record_keys)."""
     text = s_text.decode("utf-8", "replace")
     items = parse_items(text)
     rec = parse_record(text)
@@ -260,12 +271,13 @@ def check_record(s_text, prologue, key):
         return "missing", items
     if rec.get("header-sha256") != headers_digest(prologue):
         return "foreign", items
-    if key is None or rec.get("mac") in (None, "none"):
+    if not keys or rec.get("mac") in (None, "none"):
         return "unkeyed", items
-    expected = _mac(key, rec["header-sha256"], items, rec.get("files") == "OK")
-    if not hmac.compare_digest(expected, rec.get("mac", "")):
-        return "altered", items
-    return "valid", items
+    for key in keys:
+        expected = _mac(key, rec["header-sha256"], items, rec.get("files") == "OK")
+        if hmac.compare_digest(expected, rec.get("mac", "")):
+            return "valid", items
+    return "altered", items
 
 
 RECORD_PROBLEMS = {

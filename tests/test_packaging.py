@@ -527,22 +527,9 @@ def _positionals(parser):
             if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
 
 
-class _Captured(Exception):
-    pass
-
-
-def rpm2extents_parser(monkeypatch):
-    """The parser rpm2extents_main builds (it is not exposed on its own)."""
-    def grab(self, *a, **kw):
-        raise _Captured(self)
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", grab)
-    try:
-        cli.rpm2extents_main([])
-    except _Captured as exc:
-        return exc.args[0]
-    finally:
-        monkeypatch.undo()
-    raise AssertionError("rpm2extents_main parsed no arguments")
+def rpm2extents_parser(monkeypatch=None):
+    """The parser of rpm2extents (its own builder in rpmcow.cli)."""
+    return cli.build_rpm2extents_parser()
 
 
 def _check_section(where, lines, parser):

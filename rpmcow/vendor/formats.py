@@ -30,7 +30,10 @@ separated by spaces or commas)::
 """
 import os
 import re
-import tomllib
+try:
+    import tomllib
+except ImportError:             # Python < 3.11 (EL9): the same parser, packaged
+    import tomli as tomllib
 
 from . import iniparse, match
 from .errors import PolicyFileError
