@@ -8,12 +8,12 @@ DEB="rpm python3-rpm dnf python3-dnf createrepo-c librpm-dev rpm2cpio cpio
  xfsprogs btrfs-progs e2fsprogs util-linux libzstd-dev liblzma-dev zlib1g-dev
  libbz2-dev libssl-dev python3-cffi python3-dev python3-venv python3-pip
  gcc make pkg-config clang libclang-rt-14-dev gnupg zstd xz-utils bzip2 lzma man-db
- python3-pytest rpmlint"
+ python3-pytest rpmlint time"
 RPM="rpm rpm-build python3-rpm dnf python3-dnf createrepo_c rpm-devel cpio
  xfsprogs btrfs-progs e2fsprogs util-linux libzstd-devel xz-devel zlib-devel
  bzip2-devel openssl-devel python3-cffi python3-devel python3-pip gcc make
  pkgconf-pkg-config clang compiler-rt gnupg2 zstd xz bzip2 man-db python3-pytest
- rpmlint"
+ rpmlint time"
 
 if [ "$(id -u)" != 0 ]; then
     SUDO=sudo
