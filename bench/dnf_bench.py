@@ -8,9 +8,9 @@ The packages (rpmcow.scenario: files of this machine, xz and zstd payloads,
 no dependencies) are served over HTTP on 127.0.0.1; each run installs all of
 them into a fresh installroot on one loop-mounted XFS, with dnf's default
 keepcache=0 and caches dropped before.  Measured per run: total wall time,
-the rpm transaction's time (a benchmark-only plugin, bench/dnfplugins, marks
-dnf's pre_transaction and transaction hooks; for cow its pre_transaction
-runs after cow's), bytes written to the loop device, peak disk use (sampled
+the rpm transaction's time (a measuring plugin, rpmcow/scenario_plugins,
+marks dnf's pre_transaction and transaction hooks; for cow its
+pre_transaction runs after cow's), bytes written to the loop device, peak disk use (sampled
 every 20 ms) and final disk use.
 Targets: total <= 1.0x stock, rpm transaction <= 0.5x stock, peak disk <= stock.
 Results: bench/results/dnf.{md,json,png}.
@@ -19,9 +19,6 @@ import argparse
 import datetime
 import os
 import sys
-import tempfile
-import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -34,40 +31,10 @@ CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
 
 
 def one_run(xfs, repo, names, variant, n):
-    root = os.path.join(xfs.path, "root-%s-%d" % (variant, n))
-    timing = tempfile.NamedTemporaryFile(prefix="rpmcow-timing-", delete=False).name
-    scenario.drop_caches()
-    w0, u0 = xfs.written_bytes(), xfs.used_bytes()
-    peak = [u0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.02):
-            peak[0] = max(peak[0], xfs.used_bytes())
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    os.environ["RPMCOW_BENCH_TIMING"] = timing
-    try:
-        rc, out, wall = scenario.run_dnf(
-            root, repo.url, ["install"] + names, cow=(variant == "cow"), keepcache=False,
-            extra_pluginpath=os.path.join(HERE, "dnfplugins"))
-    finally:
-        stop.set()
-        t.join()
-        del os.environ["RPMCOW_BENCH_TIMING"]
-    if rc != 0:
-        raise SystemExit("dnf failed (%s):\n%s" % (variant, out[-3000:]))
-    written = xfs.written_bytes() - w0
-    peak[0] = max(peak[0], xfs.used_bytes())
-    scenario.drop_caches()
-    final = xfs.used_bytes() - u0
-    marks = dict(line.split() for line in open(timing))
-    os.unlink(timing)
-    summary = [l for l in out.splitlines() if "of file data shared" in l]
-    return {"wall": wall, "rpm": float(marks["end"]) - float(marks["start"]),
-            "written": written, "peak": peak[0] - u0, "final": final,
-            "cow_summary": summary[0] if summary else ""}
+    r = scenario.measure_install(xfs, repo, names, variant == "cow",
+                                 "root-%s-%d" % (variant, n), keepcache=False)
+    del r["output"]
+    return r
 
 
 def main():

@@ -279,6 +279,52 @@ def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=Non
         shutil.rmtree(conf_dir, ignore_errors=True)
 
 
+TIMING_PLUGINS = os.path.join(HERE, "scenario_plugins")
+
+
+def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
+    """``dnf install`` of `names` into a fresh root on `xfs`, caches dropped
+    first.  Returns wall seconds, the rpm transaction's seconds (marked by
+    the rpmtiming plugin at dnf's pre_transaction and transaction hooks; for
+    cow after cow's own pre_transaction), bytes written to the device, peak
+    and final disk use (bytes above the start; peak sampled every 20 ms),
+    dnf's output and its cow summary line."""
+    root = os.path.join(xfs.path, root_name)
+    timing = tempfile.NamedTemporaryFile(prefix="rpmcow-timing-", delete=False).name
+    os.environ["RPMCOW_BENCH_TIMING"] = timing
+    drop_caches()
+    w0, u0 = xfs.written_bytes(), xfs.used_bytes()
+    peak = [u0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], xfs.used_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        rc, out, wall = run_dnf(root, repo.url, ["install"] + list(names), cow=cow,
+                                keepcache=keepcache, extra_pluginpath=TIMING_PLUGINS)
+    finally:
+        stop.set()
+        sampler.join()
+        del os.environ["RPMCOW_BENCH_TIMING"]
+    with open(timing) as f:
+        marks = dict(line.split() for line in f if line.strip())
+    os.unlink(timing)
+    if rc != 0:
+        raise RuntimeError("dnf failed (%s):\n%s" % ("cow" if cow else "stock", out[-3000:]))
+    written = xfs.written_bytes() - w0
+    peak[0] = max(peak[0], xfs.used_bytes())
+    drop_caches()
+    summary = [l for l in out.splitlines() if "of file data shared" in l]
+    rpm_s = float(marks["end"]) - float(marks["start"]) if len(marks) == 2 else float("nan")
+    return {"wall": wall, "rpm": rpm_s, "written": written, "peak": peak[0] - u0,
+            "final": xfs.used_bytes() - u0, "output": out,
+            "cow_summary": summary[0] if summary else ""}
+
+
 def package_names(paths):
     return [os.path.basename(p).split("-1.0-1.")[0] for p in paths]
 

@@ -1,7 +1,8 @@
-# rpmtiming.py -- benchmark-only dnf plugin: when did rpm's transaction run?
+# rpmtiming.py -- measuring dnf plugin: when did rpm's transaction run?
 """Appends "start <t>" at pre_transaction and "end <t>" at transaction to
-the file named by $RPMCOW_BENCH_TIMING (monotonic clock).  Loaded only by
-bench/dnf_bench.py through --setopt=pluginpath."""
+the file named by $RPMCOW_BENCH_TIMING (monotonic clock).  Not a plugin
+for users: rpmcow.scenario loads it (make demo, bench/dnf_bench.py) through
+--setopt=pluginpath, and it does nothing without that variable."""
 import os
 import time
 
