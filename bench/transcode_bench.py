@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import benchlib  # noqa: E402
 import largepkg  # noqa: E402
 
 MiB = 1024 * 1024
@@ -63,24 +64,14 @@ def _cmd_out(argv):
 
 
 def describe_machine(workdir):
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
+    base = benchlib.machine()
     fs = _cmd_out(["df", "--output=fstype,source", workdir]).splitlines()
     commit = _cmd_out(["git", "rev-parse", "--short", "HEAD"])
     dirty = _cmd_out(["git", "status", "--porcelain", "--", "rpmcow", "csrc"])
     return {
         "nproc": int(_cmd_out(["nproc"]) or 0),
-        "cpu": cpu,
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "cpu": base["cpu"],
+        "memory_gib": round(base["memory_mib"] / 1024, 1),
         "kernel": platform.release(),
         "os": _os_release(),
         "rpm": _cmd_out(["rpm", "--version"]),
