@@ -120,6 +120,7 @@ struct enc {
     int fd;
     rc_error *err;
     int failed;
+    int closed;               /* the reader closed the pipe: it has what it needs */
     uint8_t *out;
     size_t olen;
     uint8_t *stage;           /* data not yet framed (zstd, xz, gzip) */
@@ -132,12 +133,26 @@ struct enc {
     lzma_stream lz;
 };
 
+/* rpm reads only the headers in some passes and closes the pipe: EPIPE
+ * ends the stream quietly; any other write error is the feed's failure */
+static int out_write(struct enc *e, const void *p, size_t n)
+{
+    if (e->failed)
+        return RC_E_IO;
+    if (rc_write_all(e->fd, p, n, NULL) == RC_OK)
+        return RC_OK;
+    e->failed = 1;
+    if (errno == EPIPE) {
+        e->closed = 1;
+        return RC_E_IO;
+    }
+    return rc_fail(e->err, RC_E_IO, "cannot write the payload for rpm: %s", strerror(errno));
+}
+
 static int out_flush(struct enc *e)
 {
-    if (e->olen && !e->failed) {
-        if (rc_write_all(e->fd, e->out, e->olen, e->err) != RC_OK)
-            e->failed = 1;
-    }
+    if (e->olen)
+        out_write(e, e->out, e->olen);
     e->olen = 0;
     return e->failed ? RC_E_IO : RC_OK;
 }
@@ -503,10 +518,9 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
     uint8_t *buf = malloc(1u << 20);
     int rc = buf ? RC_OK : rc_fail(err, RC_E_NOMEM, "out of memory");
     /* the prologue is not compressed: it goes before the container */
-    if (rc == RC_OK && rc_write_all(out_fd, f->prologue, f->prologue_len, err) != RC_OK) {
-        rc = RC_E_IO;
-        e.failed = 1;
-    }
+    e.err = err;
+    if (rc == RC_OK)
+        rc = out_write(&e, f->prologue, f->prologue_len);
     if (rc == RC_OK)
         rc = enc_start(&e, err);
     for (uint32_t i = 0; rc == RC_OK && i < f->count; i++) {
@@ -535,6 +549,8 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
         rc = cpio_trailer(&e);
     if (rc == RC_OK)
         rc = enc_finish(&e);
+    if (e.closed)
+        rc = RC_OK;         /* rpm stopped reading early: not an error */
     enc_free(&e);
     free(buf);
     return rc;

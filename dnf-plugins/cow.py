@@ -105,8 +105,7 @@ class Cow(dnf.Plugin):
         self.pool = None
         self.jobs = {}              # localPkg path -> future
         self.stock = {}             # localPkg path -> reason
-        self.feeds = {}             # localPkg path -> (feed, fd)
-        self.done = []
+        self.feeds = {}             # localPkg path -> (feed, fd, transcode result)
         self._patched = None
         self._lock = threading.Lock()
 
@@ -330,6 +329,9 @@ class Cow(dnf.Plugin):
     def transaction(self):
         if not self.active:
             return
+        for feed, _, _ in self.feeds.values():
+            if feed.error is not None:      # rpm failed that package: say why
+                logger.error("cow: feeding %s to rpm failed: %s", feed.nevra, feed.error)
         shared = sum(r.blob_bytes for _, _, r in self.feeds.values())
         n, total = len(self.feeds), len(self._installing())
         self._undo()

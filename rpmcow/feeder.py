@@ -34,6 +34,7 @@ class PackageFeed:
         self.header = self.package.header
         self._files = self._describe()
         self._threads = []
+        self.error = None            # what failed a feeder thread, for rpm's error report
 
     @property
     def nevra(self):
@@ -87,8 +88,8 @@ class PackageFeed:
     def _run(self, w, blk):
         try:
             self.write(w, blk)
-        except Exception as exc:       # noqa: BLE001 - reported by rpm's failure
-            self.error = exc
+        except Exception as exc:       # noqa: BLE001 - reported with rpm's failure
+            self.error = exc           # (rpm then sees a short stream and fails the package)
         finally:
             os.close(w)
 

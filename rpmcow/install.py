@@ -13,7 +13,6 @@ payload digests or file digests, which the fed payload does not match.
 """
 import contextlib
 import os
-import threading
 from dataclasses import dataclass, field
 
 import rpm
@@ -63,7 +62,6 @@ class _Package:
         self.feed = None
         self.blk = 0
         self._open = []
-        self.lock = threading.Lock()
 
     @property
     def is_extents(self):
@@ -143,7 +141,9 @@ class _Callback:
             # rpm closes its own copy after we return: never join a feeder here
             key.close_payload()
         elif what in (rpm.RPMCALLBACK_UNPACK_ERROR, rpm.RPMCALLBACK_CPIO_ERROR):
-            self.errors.append("%s: unpacking failed" % (key.path if key else "?"))
+            cause = getattr(key.feed, "error", None) if key and key.feed else None
+            self.errors.append("%s: unpacking failed%s" % (key.path if key else "?",
+                                                          " (%s)" % cause if cause else ""))
         elif what == rpm.RPMCALLBACK_SCRIPT_ERROR and total:   # total: fatal scriptlet
             self.errors.append("%s: scriptlet failed" % (key.path if key else "?"))
         return None

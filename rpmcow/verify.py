@@ -27,7 +27,7 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import rpmconfig
 from .errors import RpmcowError, VerificationError
@@ -228,7 +228,6 @@ class Verdict:
     headers_sha256: str
     files_ok: bool = True
     rpmkeys_rc: int = 0
-    record: dict = field(default_factory=dict)
 
     @property
     def rc(self):
