@@ -128,6 +128,18 @@ def dnf_cmd(work, *args, plugin=True, cacheonly=True):
     return cmd + list(args)
 
 
+# A dnf.Base on the benchmark's world, offline (shared by both scripts below).
+BASE = r'''
+b = dnf.Base()
+b.conf.read(os.path.join(work, "dnf.conf"))
+b.conf.installroot = os.path.join(work, "root")
+b.conf.reposdir = [os.path.join(work, "repos.d")]
+b.conf.cachedir = os.path.join(work, "root", "var/cache/dnf")
+b.conf.cacheonly = True
+b.conf.substitutions["releasever"] = "1"
+'''
+
+
 # dnf's own resolution through its API, with the real plugin hooks (a stub
 # CLI says the command is `upgrade`): fill_sack (sack hook) + upgrade_all +
 # resolve (solve, transaction, resolved hook).  One process per mode and run.
@@ -142,15 +154,9 @@ class Cli:
     command = Cmd()
     def register_command(self, c):
         pass
-b = dnf.Base()
-b.conf.read(os.path.join(work, "dnf.conf"))
-b.conf.installroot = os.path.join(work, "root")
-b.conf.reposdir = [os.path.join(work, "repos.d")]
-b.conf.cachedir = os.path.join(work, "root", "var/cache/dnf")
-b.conf.cacheonly = True
+''' + BASE + r'''
 b.conf.pluginpath = [%(plugins)r]
 b.conf.pluginconfpath = [os.path.join(work, "pluginconf")]
-b.conf.substitutions["releasever"] = "1"
 b.init_plugins(["cow"] + ([] if plugin else ["sticky-vendor"]), [], Cli())
 b.read_all_repos()
 logging.getLogger("dnf").setLevel(logging.WARNING)
@@ -172,13 +178,7 @@ sys.path.insert(0, %(root)r)
 import dnf, hawkey
 from rpmcow.vendor import formats, sack as sack_mod
 work = %(work)r
-b = dnf.Base()
-b.conf.read(os.path.join(work, "dnf.conf"))
-b.conf.installroot = os.path.join(work, "root")
-b.conf.reposdir = [os.path.join(work, "repos.d")]
-b.conf.cachedir = os.path.join(work, "root", "var/cache/dnf")
-b.conf.cacheonly = True
-b.conf.substitutions["releasever"] = "1"
+''' + BASE + r'''
 b.read_all_repos()
 t = time.perf_counter(); b.fill_sack(); load = time.perf_counter() - t
 sack = b.sack
