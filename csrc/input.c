@@ -1,21 +1,37 @@
 /* Bytes in: reads from the package fd into a ring of fixed blocks.
  *
- * Every consumed byte goes through the input digests (the C section); from
- * the start of the payload on, also through the payload digest and the
- * optional tee fd.  In immediate mode that happens as bytes are consumed.
- * In deferred mode (while the layout's sink thread runs) each block is
- * handed to a callback once consumed, and the sink hashes it and releases
- * it: the reading thread only decompresses. */
+ * Every consumed byte goes through the input digests (the C section) and
+ * the range digests (verification: the payload digest from the payload's
+ * start, the legacy MD5 from the main header's start), and to the optional
+ * tee fd.  In immediate mode that happens as bytes are consumed.  In
+ * deferred mode (while the layout's sink thread runs) each block is handed
+ * to a callback once consumed, and the sink hashes it and releases it: the
+ * reading thread only decompresses.
+ *
+ * When the input is a regular file, all digests can instead be computed by
+ * a hashing thread of their own that reads the file again with pread
+ * (rc_input_hash_in_background): the compressed bytes need no decompressing,
+ * so that thread starts while the headers are still being checked and
+ * parsed, and the data path is left with decompressing, file digests and
+ * writes.  At the end both must have seen the same number of bytes. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "rpmcow.h"
 
 #define IN_BLOCK (256u << 10)
 #define IN_NBLOCKS 8
+#define BG_CHUNK (1u << 20)
+
+struct range_digest {
+    rc_digest *md;
+    uint64_t start;                 /* absolute offset of its first byte */
+};
 
 struct rc_input {
     int fd;
@@ -29,10 +45,18 @@ struct rc_input {
     size_t hashed;                  /* bytes of the current block hashed */
     uint64_t total;                 /* bytes consumed */
     uint64_t block_start;           /* absolute offset of block byte 0 */
-    uint64_t payload_start;         /* UINT64_MAX: no payload digest */
     int nalgos;
     rc_digest *md[RC_MAX_ALGOS];
-    rc_digest *payload_md;
+    int nranges;
+    struct range_digest ranges[RC_MAX_RANGES];
+    /* background hashing (a regular file read again with pread) */
+    off_t origin;                   /* file offset of input byte 0, -1: not seekable */
+    int regular;
+    int bg_running;
+    pthread_t bg_thread;
+    int bg_stop;                    /* atomic */
+    uint64_t bg_hashed;
+    int bg_errno;
     /* deferred mode */
     rc_input_handoff handoff;
     void *handoff_arg;
@@ -55,7 +79,9 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
     pthread_cond_init(&in->freed, NULL);
     in->fd = fd;
     in->tee_fd = -1;
-    in->payload_start = UINT64_MAX;
+    struct stat st;
+    in->regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    in->origin = in->regular ? lseek(fd, 0, SEEK_CUR) : -1;
     for (int i = 0; i < IN_NBLOCKS; i++) {
         if ((in->blocks[i] = malloc(IN_BLOCK)) == NULL) {
             rc_input_free(in);
@@ -74,13 +100,24 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
     return in;
 }
 
+static void stop_background(rc_input *in)
+{
+    if (in->bg_running) {
+        __atomic_store_n(&in->bg_stop, 1, __ATOMIC_RELAXED);
+        pthread_join(in->bg_thread, NULL);
+        in->bg_running = 0;
+    }
+}
+
 void rc_input_free(rc_input *in)
 {
     if (in == NULL)
         return;
+    stop_background(in);
     for (int i = 0; i < in->nalgos; i++)
         rc_digest_free(in->md[i]);
-    rc_digest_free(in->payload_md);
+    for (int i = 0; i < in->nranges; i++)
+        rc_digest_free(in->ranges[i].md);
     for (int i = 0; i < IN_NBLOCKS; i++)
         free(in->blocks[i]);
     pthread_mutex_destroy(&in->lock);
@@ -88,21 +125,30 @@ void rc_input_free(rc_input *in)
     free(in);
 }
 
+/* Hash bytes p[0, n), whose first byte is at absolute offset `at`, into
+ * every input and range digest. */
+static void hash_bytes(rc_input *in, const uint8_t *p, uint64_t at, size_t n)
+{
+    for (int i = 0; i < in->nalgos; i++)
+        rc_digest_update(in->md[i], p, n);
+    for (int i = 0; i < in->nranges; i++) {
+        uint64_t start = in->ranges[i].start;
+        if (at + n > start) {
+            size_t skip = at >= start ? 0 : (size_t)(start - at);
+            rc_digest_update(in->ranges[i].md, p + skip, n - skip);
+        }
+    }
+}
+
 /* Hash bytes [from, to) of block `idx`, whose byte 0 is at absolute offset
- * `base`, into every digest, and copy them to the tee. */
+ * `base`, into every digest (unless the hashing thread does that), and copy
+ * them to the tee. */
 static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t from, size_t to)
 {
     if (to <= from)
         return;
-    for (int i = 0; i < in->nalgos; i++)
-        rc_digest_update(in->md[i], p + from, to - from);
-    if (in->payload_md) {
-        uint64_t a = base + from, b = base + to;
-        if (b > in->payload_start) {
-            size_t skip = a >= in->payload_start ? 0 : (size_t)(in->payload_start - a);
-            rc_digest_update(in->payload_md, p + from + skip, to - from - skip);
-        }
-    }
+    if (!in->bg_running)
+        hash_bytes(in, p + from, base + from, to - from);
     if (in->tee_fd >= 0 && !in->tee_failed) {
         /* the tee's reader may stop early (it saw enough): not our error */
         if (rc_write_all(in->tee_fd, p + from, to - from, NULL) != RC_OK)
@@ -235,12 +281,75 @@ void rc_input_wait_idle(rc_input *in)
     pthread_mutex_unlock(&in->lock);
 }
 
-int rc_input_begin_payload_digest(rc_input *in, const char *name, rc_error *err)
+int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
+                              const uint8_t *prefix, size_t prefix_len, rc_error *err)
 {
-    rc_digest_free(in->payload_md);
-    in->payload_md = rc_digest_new(name, err);
-    in->payload_start = in->total;
-    return in->payload_md ? RC_OK : err->code;
+    if (in->bg_running)
+        return rc_fail(err, RC_E_INTERNAL, "range digest added after hashing started");
+    if (in->nranges == RC_MAX_RANGES)
+        return rc_fail(err, RC_E_INTERNAL, "at most %d range digests", RC_MAX_RANGES);
+    if (start > in->total || in->total - start != prefix_len || (prefix_len && !prefix))
+        return rc_fail(err, RC_E_INTERNAL, "range digest prefix does not reach the "
+                       "current position");
+    rc_digest *md = rc_digest_new(name, err);
+    if (md == NULL)
+        return err->code;
+    if (prefix_len)
+        rc_digest_update(md, prefix, prefix_len);
+    in->ranges[in->nranges].md = md;
+    in->ranges[in->nranges].start = start;
+    return in->nranges++;
+}
+
+static void *background_main(void *arg)
+{
+    rc_input *in = arg;
+    uint8_t *buf = malloc(BG_CHUNK);
+    if (buf == NULL) {
+        in->bg_errno = ENOMEM;
+        return NULL;
+    }
+    uint64_t off = 0;
+    while (!__atomic_load_n(&in->bg_stop, __ATOMIC_RELAXED)) {
+        ssize_t r = pread(in->fd, buf, BG_CHUNK, in->origin + (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            in->bg_errno = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        hash_bytes(in, buf, off, (size_t)r);
+        off += (uint64_t)r;
+    }
+    in->bg_hashed = off;
+    free(buf);
+    return NULL;
+}
+
+int rc_input_hash_in_background(rc_input *in, rc_error *err)
+{
+    if (in->bg_running)
+        return 1;
+    if (!in->regular || in->origin < 0 || in->handoff)
+        return 0;
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(in->fd, in->origin, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    /* start over from byte 0: what was hashed so far is hashed again */
+    for (int i = 0; i < in->nalgos; i++)
+        if (rc_digest_reset(in->md[i]) != RC_OK)
+            return rc_fail(err, RC_E_NOMEM, "cannot restart a digest");
+    for (int i = 0; i < in->nranges; i++)
+        if (rc_digest_reset(in->ranges[i].md) != RC_OK)
+            return rc_fail(err, RC_E_NOMEM, "cannot restart a digest");
+    __atomic_store_n(&in->bg_stop, 0, __ATOMIC_RELAXED);
+    in->bg_errno = 0;
+    if (pthread_create(&in->bg_thread, NULL, background_main, in) != 0)
+        return rc_fail(err, RC_E_NOMEM, "cannot start the hashing thread");
+    in->bg_running = 1;
+    return 1;
 }
 
 void rc_input_set_tee(rc_input *in, int fd)
@@ -270,14 +379,21 @@ uint64_t rc_input_total(const rc_input *in)
 }
 
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
-                    uint8_t *payload_out, int *payload_len, rc_error *err)
+                    uint8_t *range_out, int *range_lens, rc_error *err)
 {
-    (void)err;
+    if (in->bg_running) {
+        pthread_join(in->bg_thread, NULL);
+        in->bg_running = 0;
+        if (in->bg_errno)
+            return rc_fail(err, RC_E_IO, "read failed: %s", strerror(in->bg_errno));
+        if (in->bg_hashed != in->total)
+            return rc_fail(err, RC_E_IO, "the package changed while it was read (%llu "
+                           "bytes read, %llu bytes hashed)", (unsigned long long)in->total,
+                           (unsigned long long)in->bg_hashed);
+    }
     for (int i = 0; i < in->nalgos; i++)
         lens[i] = rc_digest_final(in->md[i], out + (size_t)i * RC_MAX_DIGEST);
-    if (payload_len)
-        *payload_len = 0;
-    if (in->payload_md && payload_out && payload_len)
-        *payload_len = rc_digest_final(in->payload_md, payload_out);
+    for (int i = 0; range_out && range_lens && i < in->nranges; i++)
+        range_lens[i] = rc_digest_final(in->ranges[i].md, range_out + (size_t)i * RC_MAX_DIGEST);
     return RC_OK;
 }

@@ -37,6 +37,7 @@ typedef struct rc_error {
 /* ---- digests (digest.c) --------------------------------------------- */
 #define RC_MAX_DIGEST 64
 #define RC_MAX_ALGOS  8
+#define RC_MAX_RANGES 4
 
 typedef struct rc_digest rc_digest;
 /* name: OpenSSL digest name ("MD5", "SHA1", "SHA224", "SHA256", ...) */
@@ -60,9 +61,17 @@ int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_err
 /* Zero-copy access to buffered bytes: *n == 0 means end of input. */
 int rc_input_peek(rc_input *in, const uint8_t **p, size_t *n, rc_error *err);
 void rc_input_consume(rc_input *in, size_t n);
-/* Start hashing everything consumed from now on with algorithm `name`
- * (the compressed payload digest). */
-int rc_input_begin_payload_digest(rc_input *in, const char *name, rc_error *err);
+/* Add a digest of the input from absolute offset `start` to its end (the
+ * payload digest, the legacy header+payload MD5).  prefix: the bytes from
+ * `start` to the current position, already consumed.  Returns the digest's
+ * index (0, 1, ...) or a negative RC_E_*. */
+int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
+                              const uint8_t *prefix, size_t prefix_len, rc_error *err);
+/* Compute every input and range digest on a thread of its own that reads
+ * the (regular) input file again with pread, from its byte 0.  Returns 1 if
+ * started, 0 if the input is not a regular file (the data path keeps
+ * hashing), or a negative RC_E_*.  Add range digests first. */
+int rc_input_hash_in_background(rc_input *in, rc_error *err);
 /* Copy every byte consumed from now on to fd (e.g. a verifier's pipe). */
 void rc_input_set_tee(rc_input *in, int fd);
 /* Deferred hashing: while set, each consumed block is handed to `handoff`
@@ -78,10 +87,12 @@ void rc_input_wait_idle(rc_input *in);
 uint64_t rc_input_total(const rc_input *in);
 /* Copy the rest of the input to fd unchanged (deny-listed packages). */
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
-/* Finalise the digests; out must hold nalgos * RC_MAX_DIGEST bytes,
- * lens nalgos ints.  payload_out/payload_len may be NULL. */
+/* Finalise the digests; out must hold nalgos * RC_MAX_DIGEST bytes, lens
+ * nalgos ints; range_out RC_MAX_RANGES * RC_MAX_DIGEST bytes and range_lens
+ * RC_MAX_RANGES ints (both may be NULL).  Fails if the hashing thread could
+ * not read the file or saw a different length than the data path. */
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
-                    uint8_t *payload_out, int *payload_len, rc_error *err);
+                    uint8_t *range_out, int *range_lens, rc_error *err);
 
 /* ---- lead and headers (header.c) ------------------------------------ */
 #define RC_LEAD_SIZE 96

@@ -26,14 +26,18 @@ typedef struct rc_error { int code; char msg[512]; } rc_error;
 INPUT = """
 #define RC_MAX_DIGEST ...
 #define RC_MAX_ALGOS ...
+#define RC_MAX_RANGES ...
 typedef struct rc_input rc_input;
 rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *err);
 void rc_input_free(rc_input *in);
 void rc_input_set_tee(rc_input *in, int fd);
 uint64_t rc_input_total(const rc_input *in);
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
+int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
+                              const uint8_t *prefix, size_t prefix_len, rc_error *err);
+int rc_input_hash_in_background(rc_input *in, rc_error *err);
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
-                    uint8_t *payload_out, int *payload_len, rc_error *err);
+                    uint8_t *range_out, int *range_lens, rc_error *err);
 """
 
 HEADER = """

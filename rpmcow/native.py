@@ -107,19 +107,40 @@ class Input:
     def total(self):
         return lib.rc_input_total(self._in)
 
+    def add_range_digest(self, name, start, prefix):
+        """Add a digest of the input from absolute offset `start` to its end;
+        prefix: the bytes from `start` already read.  Returns its index."""
+        buf = ffi.from_buffer(prefix) if prefix else ffi.NULL
+        rc = lib.rc_input_add_range_digest(self._in, name.encode(), start, buf, len(prefix),
+                                           self._err)
+        if rc < 0:
+            _raise(self._err)
+        self._nranges = rc + 1
+        return rc
+
+    def hash_in_background(self):
+        """Compute every digest on a thread of its own that reads the file
+        again (a regular file only).  True if started."""
+        rc = lib.rc_input_hash_in_background(self._in, self._err)
+        if rc < 0:
+            _raise(self._err)
+        return rc == 1
+
     def finish(self):
-        """(input digests as [(name, bytes)], payload digest bytes or None)."""
+        """(input digests as [(name, bytes)], range digests as [bytes])."""
         n = len(self._algos)
         out = ffi.new("uint8_t[]", max(n, 1) * lib.RC_MAX_DIGEST)
         lens = ffi.new("int[]", max(n, 1))
-        pout = ffi.new("uint8_t[]", lib.RC_MAX_DIGEST)
-        plen = ffi.new("int *")
-        _check(lib.rc_input_finish(self._in, out, lens, pout, plen, self._err), self._err)
+        rout = ffi.new("uint8_t[]", lib.RC_MAX_RANGES * lib.RC_MAX_DIGEST)
+        rlens = ffi.new("int[]", lib.RC_MAX_RANGES)
+        _check(lib.rc_input_finish(self._in, out, lens, rout, rlens, self._err), self._err)
         buf = ffi.buffer(out)
         digests = [(name, bytes(buf[i * lib.RC_MAX_DIGEST:i * lib.RC_MAX_DIGEST + lens[i]]))
                    for i, name in enumerate(self._algos)]
-        payload = bytes(ffi.buffer(pout, plen[0])) if plen[0] else None
-        return digests, payload
+        rbuf = ffi.buffer(rout)
+        ranges = [bytes(rbuf[i * lib.RC_MAX_DIGEST:i * lib.RC_MAX_DIGEST + rlens[i]])
+                  for i in range(getattr(self, "_nranges", 0))]
+        return digests, ranges
 
     def layout_payload(self, compressor, table, out_fd, out_pos, page_size):
         """Run the C layout over the payload; `table` is a package.FileTable."""

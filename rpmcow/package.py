@@ -251,9 +251,9 @@ def nevra(h):
     return h["nevra"]
 
 
-def parse(prologue):
-    """Package facts from a native.Prologue."""
-    h = load_header(prologue.data)
+def parse(prologue, header=None):
+    """Package facts from a native.Prologue (and its header, if loaded)."""
+    h = header if header is not None else load_header(prologue.data)
     fmt = h[rpm.RPMTAG_PAYLOADFORMAT]
     if fmt not in (None, "cpio"):
         raise BadPackageError("unsupported payload format %r" % fmt)

@@ -52,7 +52,19 @@ def eval_macro(target, expr):
 
 def verify_level(target, override=None):
     """The effective %_pkgverify_level: the override, else the root's."""
-    level = override or eval_macro(target, "%{?_pkgverify_level}") or "digest"
+    if override:
+        level = override
+    elif not _root_macro_args(target.root):
+        level = rpmkeys_verify_level()      # the host's: read in-process
+    else:
+        level = eval_macro(target, "%{?_pkgverify_level}") or "digest"
     if level not in LEVELS:
         raise UsageError("unknown verification level %r (one of: %s)" % (level, ", ".join(LEVELS)))
     return level
+
+
+def rpmkeys_verify_level():
+    """The %_pkgverify_level rpmkeys applies (rpm reads the host's macro
+    files even with --root), read by librpm in this process."""
+    import rpm
+    return rpm.expandMacro("%{?_pkgverify_level}") or "digest"

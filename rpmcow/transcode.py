@@ -11,11 +11,14 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
+import rpm
+
 from . import denylist, extents, native, package, rpmconfig, verify
-from .digests import by_name
-from .errors import OutputError, RpmcowError, VerificationError
+from .digests import by_id, by_name
+from .errors import BadPackageError, OutputError, RpmcowError, VerificationError
 
 DEFAULT_ALGOS = ("SHA256",)
+PGPHASHALGO_SHA256 = 8
 
 
 @dataclass
@@ -62,39 +65,62 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
 
     inp = native.Input(in_fd, algo_names)
     pro = inp.read_prologue()
-    # verify the headers before anything else reads them, and before a
-    # single payload byte is decompressed
-    if _verify:
-        _judge(verify.header_items(target, pro.data), level, enforce,
-               _lead_name(pro), header_only=True)
-    pkg = package.parse(pro)
-    result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
-                    files=pkg.files.count)
-
-    hit = denylist.matches(pkg.name, deny)
-    if hit:
-        _write(out_fd, pro.data)
-        inp.copy_to(out_fd)
-        result.passthrough, result.denied_by = True, hit
-        result.input_len = result.output_len = inp.total
-        return result
-
-    check = verify.Check(target) if _verify else None
+    # rpmkeys checks the headers in the background; meanwhile the input's
+    # digests are computed (no decompression) and the header is parsed.
+    # Not a payload byte is decompressed before its verdict is in.
+    hcheck = verify.HeaderCheck(target, pro.data) if _verify else None
+    check = None
     try:
-        if check:
+        try:
+            header = package.load_header(pro.data)
+        except BadPackageError:
+            if hcheck:     # rpmkeys names what is wrong with a header best
+                _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
+            raise
+        ranges = _add_verification_digests(inp, pro, header) if _verify else {}
+        inp.hash_in_background()
+        pkg = package.parse(pro, header=header)
+        if hcheck:
+            _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
+        result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
+                        files=pkg.files.count)
+
+        hit = denylist.matches(pkg.name, deny)
+        if hit:
+            _write(out_fd, pro.data)
+            inp.copy_to(out_fd)
+            inp.finish()
+            result.passthrough, result.denied_by = True, hit
+            result.input_len = result.output_len = inp.total
+            return result
+
+        plan = verify.PayloadPlan(hcheck.wait()) if hcheck else None
+        if plan and (plan.full_check or not set(plan.digests.values()) <= set(ranges)):
+            # a legacy header+payload signature: rpmkeys reads it all
+            check = verify.Check(target)
             check.feed(pro.data)
             inp.set_tee(check.fd)
         _write(out_fd, pro.data)
         lay = inp.layout_payload(pkg.compressor, pkg.files, out_fd, len(pro.data), page_size)
+        input_digests, range_digests = inp.finish()
     except BaseException:
         if check:
             check.abort()
+        if hcheck:
+            hcheck.abort()
         raise
-    input_digests, _ = inp.finish()
-    rpmkeys_rc, items = check.finish() if check else (1, [])
+    if check:
+        rpmkeys_rc, items = check.finish()
+    elif plan:
+        computed = {label: range_digests[ranges[what]].hex()
+                    for label, what in plan.digests.items()}
+        items = verify.payload_items(plan, computed, rpmconfig.rpmkeys_verify_level())
+        rpmkeys_rc = 0 if all(it.result == "OK" for it in items) else 1
+    else:
+        rpmkeys_rc, items = 1, []
     verdict = verify.Verdict(items, verify.headers_digest(pro.data), files_ok=True,
                              rpmkeys_rc=rpmkeys_rc)
-    if check:
+    if _verify:
         _judge(items, level, enforce, pkg.nevra)
 
     table = [(d, off) for d, off in zip(pkg.files.group_digest(), lay.group_offsets)
@@ -114,6 +140,21 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     result.verdict = verdict
     result.input_digests = tuple(input_digests)
     return result
+
+
+def _add_verification_digests(inp, pro, header):
+    """Digests of the compressed input that rpmkeys' payload items need:
+    the payload digest (its algorithm from the header) from the payload's
+    start, and the legacy MD5 of header + payload.  Returns
+    {(algorithm, "payload" | "header+payload"): range digest index}."""
+    ranges = {}
+    algo = by_id(header[rpm.RPMTAG_PAYLOADDIGESTALGO] or PGPHASHALGO_SHA256)
+    if algo is not None:
+        ranges[(algo.name, "payload")] = inp.add_range_digest(algo.openssl, len(pro.data), b"")
+    if header[rpm.RPMTAG_SIGMD5]:
+        ranges[("MD5", "header+payload")] = inp.add_range_digest(
+            "MD5", pro.hdr_off, pro.data[pro.hdr_off:])
+    return ranges
 
 
 def _lead_name(pro):

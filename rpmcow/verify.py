@@ -6,12 +6,21 @@ keyring of the target root: no OpenPGP code of ours.
 Order of work while transcoding (nothing untrusted reaches a decompressor
 before the header is checked):
 
-1. ``header_items``: rpmkeys checks the lead, signature header and main
+1. ``HeaderCheck``: rpmkeys checks the lead, signature header and main
    header alone (header signatures, header digests).  A BAD item, or an
-   unmet signature requirement, stops the transcode here.
-2. ``Check``: a second rpmkeys reads the whole original stream, fed by the
-   C input stage's tee while the payload is transcoded, and reports every
-   item (payload digests, legacy header+payload signatures and MD5).
+   unmet signature requirement, stops the transcode here.  The same run
+   lists every item rpmkeys would report for the whole package, and the
+   expected value of each payload digest (which it finds missing).
+2. Payload items.  rpmkeys computes the payload digests (PAYLOADDIGEST and,
+   in rpm 4.18, ALT too) and the legacy MD5 over the *compressed* bytes: the
+   C input stage computes exactly those digests while the payload is
+   transcoded (``PayloadPlan``), and ``payload_items`` applies rpmkeys' own
+   rules for which items it reports and how (``rpmvsVerify``: a failed digest
+   with a verified alternative is not reported; a NOTFOUND item only when
+   its range is otherwise unverified).  A package with a legacy
+   header+payload *signature* needs OpenPGP over the whole package: then a
+   second rpmkeys (``Check``) reads the original stream from the input
+   stage's tee and reports every item itself.
 3. The C layout checks every file's content against its header digest.
 
 The verdict is stored in the S section in upstream's layout (rc, the
@@ -106,17 +115,150 @@ def _rpmkeys(target):
     return ["rpmkeys", "-Kv", *target.rpm_args(), "-"]
 
 
+class HeaderCheck:
+    """rpmkeys -Kv on lead + signature header + header alone, running in the
+    background from construction until ``wait``."""
+
+    def __init__(self, target, prologue):
+        fd = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, prologue)
+            os.lseek(fd, 0, os.SEEK_SET)
+            self._proc = subprocess.Popen(_rpmkeys(target), stdin=fd, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE)
+        except OSError as exc:
+            raise VerificationError("cannot run rpmkeys: %s" % exc) from None
+        finally:
+            os.close(fd)
+        self.items = None
+
+    def wait(self):
+        """Every item rpmkeys printed (payload items judged on no payload)."""
+        if self.items is None:
+            try:
+                out, err = self._proc.communicate(timeout=120)
+            except subprocess.SubprocessError as exc:
+                self._proc.kill()
+                self._proc.wait()
+                raise VerificationError("cannot run rpmkeys: %s" % exc) from None
+            self.items = parse_items(out.decode("utf-8", "replace"))
+            if not any(it.header_only for it in self.items):
+                raise VerificationError("rpmkeys could not read the package header: %s"
+                                        % err.decode("utf-8", "replace").strip())
+        return self.items
+
+    @property
+    def header_items(self):
+        return [it for it in self.wait() if it.header_only]
+
+    def abort(self):
+        if self.items is None:
+            self._proc.kill()
+            self._proc.communicate()
+
+
 def header_items(target, prologue):
     """Items rpmkeys can judge from lead + signature header + header alone."""
-    try:
-        r = subprocess.run(_rpmkeys(target), input=prologue, capture_output=True, timeout=120)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise VerificationError("cannot run rpmkeys: %s" % exc) from None
-    items = [it for it in parse_items(r.stdout.decode("utf-8", "replace")) if it.header_only]
-    if not items:
-        raise VerificationError("rpmkeys could not read the package header: %s"
-                                % r.stderr.decode("utf-8", "replace").strip())
-    return items
+    return HeaderCheck(target, prologue).header_items
+
+
+# ---- payload items, computed by the C input stage --------------------------
+
+_PAYLOAD_DIGEST = re.compile(r"^Payload (?P<algo>[A-Z0-9]+)(?P<alt> ALT)? digest$")
+_EXPECTED = re.compile(r"^Expected (?P<want>[0-9a-fA-F]+) != [0-9a-fA-F]*$")
+_DIG, _SIG = 1, 2                   # rpmvs item types
+_HEADER, _PAYLOAD = 1, 2            # rpmvs ranges
+_LEVEL_BITS = {"none": 0, "digest": _DIG, "signature": _SIG, "all": _DIG | _SIG}
+
+
+def _range(item):
+    if item.label.startswith("Header "):
+        return _HEADER
+    if item.label.startswith("Payload "):
+        return _PAYLOAD
+    return _HEADER | _PAYLOAD
+
+
+def _type(item):
+    return _SIG if item.is_signature else _DIG
+
+
+class PayloadPlan:
+    """Which digests of the compressed input stand in for rpmkeys' payload
+    items, judged from the prologue-only rpmkeys run.
+
+    digests: {label: (algorithm name, "payload" | "header+payload")}.
+    full_check: True if some item needs rpmkeys itself over the whole
+    package (a legacy header+payload signature, or anything unexpected).
+    """
+
+    def __init__(self, items):
+        self.items = list(items)
+        self.digests = {}
+        self.expected = {}
+        self.full_check = False
+        for it in self.items:
+            if it.header_only or it.result == "NOTFOUND":
+                continue
+            m = _PAYLOAD_DIGEST.match(it.label)
+            if m:
+                what = (m["algo"], "payload")
+            elif it.label == "MD5 digest":
+                what = ("MD5", "header+payload")
+            else:
+                self.full_check = True      # a signature over header+payload
+                continue
+            want = _EXPECTED.match(it.detail) if it.result == "BAD" else None
+            if want is None:
+                self.full_check = True      # not what an absent payload gives
+                continue
+            self.digests[it.label] = what
+            self.expected[it.label] = want["want"].lower()
+
+
+def payload_items(plan, computed, level):
+    """Every item, as ``rpmkeys -Kv`` prints them for the whole package.
+
+    computed: {label: hex digest} for plan.digests; level: rpmkeys'
+    %_pkgverify_level.  The reporting rules are rpmvsVerify's."""
+    judged = []
+    for it in plan.items:
+        if it.label in plan.digests:
+            want, got = plan.expected[it.label], computed[it.label].lower()
+            it = Item(it.label, "OK") if want == got else \
+                Item(it.label, "BAD", "Expected %s != %s" % (want, got))
+        judged.append(it)
+    verified = {_DIG: 0, _SIG: 0}
+    strengths, ranges = [], 0
+    for it in judged:
+        strength = _type(it)
+        # digests inside a header whose signature verified count as signed
+        if it.label.startswith("Payload ") and verified[_SIG] & _HEADER:
+            strength = _SIG
+        strengths.append(strength)
+        if it.result == "OK":
+            verified[_type(it)] |= _range(it)
+            verified[strength] |= _range(it)
+        ranges |= _range(it)
+    vfylevel = _LEVEL_BITS.get(level, _DIG) | (_SIG if verified[_SIG] else 0)
+    out = []
+    for it, strength in zip(judged, strengths):
+        if it.result == "BAD" and it.label.startswith("Payload "):
+            # PAYLOADDIGEST and its ALT stand in for each other
+            alt = it.label.replace(" ALT digest", " digest") if " ALT " in it.label \
+                else it.label.replace(" digest", " ALT digest")
+            if any(o.label == alt and o.result == "OK" for o in judged):
+                it = Item(it.label, "NOTFOUND")
+        bits = _type(it) | strength
+        required = 0
+        if vfylevel & bits & _DIG:
+            required |= ranges & ~verified[_DIG] & _range(it)
+        if vfylevel & bits & _SIG:
+            required |= ranges & ~verified[_SIG] & _range(it)
+        if not required and it.result == "NOTFOUND":
+            continue
+        out.append(it)
+    return out
 
 
 class Check:

@@ -306,3 +306,66 @@ def test_policy_levels():
     bad = items + [verify.Item("MD5 digest", "BAD")]
     assert verify.policy_failure(bad, "digest") == "MD5 digest: BAD"
     assert verify.policy_failure(items[1:2], "digest") == "no payload digest verified"
+
+
+# ---- payload items from the C input stage ------------------------------------
+
+def _prologue_items(target, pkg):
+    data = Path(pkg).read_bytes()
+    _, end = _headers_end(data)
+    return verify.HeaderCheck(target, data[:end]).wait()
+
+
+def test_payload_items_come_from_rpmkeys_only_for_legacy_signatures(keyed_root):
+    # header-only signed and unsigned packages: payload digests and MD5 are
+    # computed by the C input stage, no second rpmkeys
+    plan = verify.PayloadPlan(_prologue_items(keyed_root, UNSIGNED))
+    assert not plan.full_check
+    assert set(plan.digests.values()) == {("SHA256", "payload"), ("MD5", "header+payload")}
+    # a header+payload (legacy) signature needs OpenPGP over the whole package
+    legacy = CORPUS / "real" / "dnf-automatic-4.2.6-1.3.noarch.rpm"
+    assert verify.PayloadPlan(_prologue_items(keyed_root, legacy)).full_check
+
+
+def _recompressed(src, dst, flip_last_byte=False):
+    """src with its payload decompressed and compressed again (gzip -1): the
+    headers, and their digests, stay valid; the payload digests do not."""
+    import gzip
+    data = Path(src).read_bytes()
+    _, end = _headers_end(data)
+    raw = gzip.decompress(data[end:])
+    if flip_last_byte:
+        raw = raw[:-1] + bytes([raw[-1] ^ 1])
+    Path(dst).write_bytes(data[:end] + gzip.compress(raw, compresslevel=1, mtime=0))
+    return dst
+
+
+@pytest.mark.parametrize("flip", [False, True], ids=["recompressed", "recompressed-altered"])
+def test_bad_payload_items_equal_rpmkeys(flip, empty_root, tmp_path):
+    bad = _recompressed(UNSIGNED, tmp_path / "bad.rpm", flip)
+    rc, text = _rpmkeys(empty_root, bad)
+    expected = verify.parse_items(text)
+    assert rc != 0 and any(i.label.startswith("Payload") and i.result == "BAD"
+                           for i in expected)
+    first_bad = next(i for i in expected if i.result == "BAD")
+    with pytest.raises(VerificationError) as exc:
+        _transcode(bad, tmp_path / "bad.rpme", empty_root, level="digest")
+    assert first_bad.line.strip() in str(exc.value)     # rpmkeys' line, digests and all
+    assert not (tmp_path / "bad.rpme").exists()
+    r = subprocess.run([sys.executable, "-c", "import sys; from rpmcow.cli import "
+                        "rpm2extents_main as m; sys.exit(m())", "--root", empty_root.root,
+                        "--dbpath", empty_root.dbpath, "SHA256"],
+                       input=bad.read_bytes(), capture_output=True)
+    assert r.returncode == 1 and first_bad.line.strip().encode() in r.stderr
+
+
+def test_items_equal_whether_the_input_is_a_file_or_a_pipe(empty_root, tmp_path):
+    # a file is hashed by the background thread, a pipe in the data path
+    a = tmp_path / "file.rpme"
+    _transcode(UNSIGNED, a, empty_root, level="digest")
+    r = subprocess.run([sys.executable, "-c", "import sys; from rpmcow.cli import main; sys.exit(main())",
+                        "transcode", "--root", empty_root.root,
+                        "--dbpath", empty_root.dbpath, "-", "-o", "-", "-q"],
+                       input=UNSIGNED.read_bytes(), capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == a.read_bytes()

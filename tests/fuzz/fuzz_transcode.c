@@ -235,8 +235,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         out_pos = pro.len;
         rc_prologue_free(&pro);
-        if ((rc = rc_input_begin_payload_digest(in, "SHA256", &err)) != RC_OK) {
-            check_error("rc_input_begin_payload_digest", rc, &err);
+        if ((rc = rc_input_add_range_digest(in, "SHA256", out_pos, NULL, 0, &err)) < 0) {
+            check_error("rc_input_add_range_digest", rc, &err);
             abort();
         }
     }
@@ -289,9 +289,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             }
         }
-        uint8_t out[RC_MAX_ALGOS * RC_MAX_DIGEST], pout[RC_MAX_DIGEST];
-        int lens[RC_MAX_ALGOS], plen = 0;
-        rc_input_finish(in, out, lens, pout, &plen, &err);
+        uint8_t out[RC_MAX_ALGOS * RC_MAX_DIGEST], rout[RC_MAX_RANGES * RC_MAX_DIGEST];
+        int lens[RC_MAX_ALGOS], rlens[RC_MAX_RANGES];
+        rc_input_finish(in, out, lens, rout, rlens, &err);
         if (rc_input_total(in) != size) {
             fprintf(stderr, "rc_layout_payload: RC_OK after reading %llu of %zu bytes\n",
                     (unsigned long long)rc_input_total(in), size);
