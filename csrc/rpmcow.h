@@ -6,6 +6,7 @@
  *   header.c   framing of lead, signature header and main header (sizes only)
  *   payload.c  decompression of the payload (zstd, xz, lzma, gzip, bzip2, none)
  *   cpio.c     cpio archive entries (newc and rpm's stripped form)
+ *   filetab.c  the file table, from the main header's file tags
  *   layout.c   extents layout: dedupe, page alignment, file digests, writes
  *   digest.c   digest contexts (OpenSSL EVP)
  *
@@ -143,6 +144,33 @@ typedef struct rc_filetab {
     const char *const *names;
     const uint32_t *name_fx;     /* file index of names[i] */
 } rc_filetab;
+
+/* ---- the file table from the main header (filetab.c) ----------------- */
+#define RC_MAX_FILES (1u << 24)
+enum rc_kind { RC_KIND_GHOST = 0, RC_KIND_REG, RC_KIND_DIR, RC_KIND_LINK, RC_KIND_OTHER };
+
+typedef struct rc_ftable {
+    rc_filetab ft;               /* what the layout reads */
+    int algo;                    /* PGPHASHALGO_* of the file digests */
+    uint64_t *sizes;             /* header file sizes */
+    uint64_t *stripped;          /* content size in a stripped archive */
+    uint8_t *flags;              /* RC_FT_* */
+    uint8_t *kinds;              /* RC_KIND_* */
+    uint8_t *digests;            /* count * digest size, zeros where none */
+    int32_t *groups;             /* distinct-digest group, -1 */
+    uint8_t *group_digests;      /* ngroups * keysize */
+    const char **linktos;        /* symlink target ("" for others) */
+    char *link_pool;
+    const char **paths;          /* archive name by file index */
+    char *path_pool;
+    uint32_t *order;             /* archive order (file indices, no ghosts) */
+    uint32_t norder;
+} rc_ftable;
+
+/* Build the file table from the main header (magic, il, dl, index, data)
+ * as read from the package; the table does not point into it. */
+int rc_ftable_build(const uint8_t *hdr, size_t len, rc_ftable **out, rc_error *err);
+void rc_ftable_free(rc_ftable *t);
 
 /* ---- extents layout (layout.c) -------------------------------------- */
 typedef struct rc_layout_result {

@@ -57,6 +57,34 @@ enum rc_compressor {
 };
 """
 
+FILETAB = """
+#define RC_KIND_GHOST ...
+#define RC_KIND_REG ...
+#define RC_KIND_DIR ...
+#define RC_KIND_LINK ...
+#define RC_KIND_OTHER ...
+typedef struct rc_filetab rc_filetab;
+typedef struct rc_ftable {
+    rc_filetab ft;
+    int algo;
+    uint64_t *sizes;
+    uint64_t *stripped;
+    uint8_t *flags;
+    uint8_t *kinds;
+    uint8_t *digests;
+    int32_t *groups;
+    uint8_t *group_digests;
+    const char **linktos;
+    char *link_pool;
+    const char **paths;
+    char *path_pool;
+    uint32_t *order;
+    uint32_t norder;
+} rc_ftable;
+int rc_ftable_build(const uint8_t *hdr, size_t len, rc_ftable **out, rc_error *err);
+void rc_ftable_free(rc_ftable *t);
+"""
+
 LAYOUT = """
 #define RC_FT_REG ...
 #define RC_FT_KEYED ...
@@ -98,8 +126,8 @@ typedef struct rc_feed {
 int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err);
 """
 
-SOURCES = ["util.c", "digest.c", "input.c", "header.c", "payload.c", "cpio.c", "layout.c",
-           "feed.c"]
+SOURCES = ["util.c", "digest.c", "input.c", "header.c", "payload.c", "cpio.c", "filetab.c",
+           "layout.c", "feed.c"]
 
 # warnings are errors; hardening flags; no executable stack
 CFLAGS = [
@@ -110,7 +138,7 @@ LDFLAGS = ["-pthread", "-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now"]
 LIBRARIES = ["zstd", "lzma", "z", "bz2", "crypto"]
 
 ffibuilder = FFI()
-ffibuilder.cdef(ERRORS + INPUT + HEADER + PAYLOAD + LAYOUT + FEED)
+ffibuilder.cdef(ERRORS + INPUT + HEADER + PAYLOAD + LAYOUT + FILETAB + FEED)
 ffibuilder.set_source(
     "rpmcow._core",
     '#include "rpmcow.h"',

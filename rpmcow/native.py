@@ -3,7 +3,9 @@
 No cffi object and no C error code leaves this module: failures become
 ``rpmcow.errors`` exceptions carrying the core's one-line message.
 """
-from . import errors
+from functools import cached_property
+
+from . import digests as _digests, errors
 
 try:
     from ._core import ffi, lib
@@ -143,16 +145,89 @@ class Input:
         return digests, ranges
 
     def layout_payload(self, compressor, table, out_fd, out_pos, page_size):
-        """Run the C layout over the payload; `table` is a package.FileTable."""
-        ft = ffi.new("rc_filetab *")
-        keep = table.to_c(ffi, ft)
+        """Run the C layout over the payload; `table` is a FileTable."""
         offsets = ffi.new("uint64_t[]", max(table.ngroups, 1))
         res = ffi.new("rc_layout_result *")
-        rc = lib.rc_layout_payload(self._in, COMPRESSORS[compressor], ft, out_fd, out_pos,
-                                   page_size, offsets, res, self._err)
-        del keep
+        rc = lib.rc_layout_payload(self._in, COMPRESSORS[compressor], table.c_filetab, out_fd,
+                                   out_pos, page_size, offsets, res, self._err)
         _check(rc, self._err)
-        return LayoutResult(res, [offsets[i] for i in range(table.ngroups)])
+        return LayoutResult(res, ffi.unpack(offsets, table.ngroups))
+
+
+class FileTable:
+    """What the main header says about each file, in header order: built in
+    C from the header's file tags (csrc/filetab.c); the per-file lists are
+    made on first use only (the transcoder needs none of them)."""
+
+    REG, KEYED, NOCONTENT, GHOST = lib.RC_FT_REG, lib.RC_FT_KEYED, lib.RC_FT_NOCONTENT, \
+        lib.RC_FT_GHOST
+    KIND_GHOST, KIND_REG, KIND_DIR, KIND_LINK, KIND_OTHER = lib.RC_KIND_GHOST, \
+        lib.RC_KIND_REG, lib.RC_KIND_DIR, lib.RC_KIND_LINK, lib.RC_KIND_OTHER
+
+    def __init__(self, main_header):
+        err = ffi.new("rc_error *")
+        out = ffi.new("rc_ftable **")
+        _check(lib.rc_ftable_build(ffi.from_buffer(main_header), len(main_header), out, err),
+               err)
+        self._t = ffi.gc(out[0], lib.rc_ftable_free)
+        self.count = self._t.ft.count
+        self.ngroups = self._t.ft.ngroups
+        self.keysize = self._t.ft.keysize        # 0 for a package without files
+        self.algo = _digests.by_id(self._t.algo) or _digests.DEFAULT_FILE_ALGO
+
+    @property
+    def c_filetab(self):
+        return ffi.addressof(self._t[0], "ft")
+
+    def _ints(self, array):
+        return ffi.unpack(array, self.count) if self.count else []
+
+    @cached_property
+    def sizes(self):
+        return self._ints(self._t.sizes)
+
+    @cached_property
+    def stripped_sizes(self):
+        return self._ints(self._t.stripped)
+
+    @cached_property
+    def flags(self):
+        return self._ints(self._t.flags)
+
+    @cached_property
+    def kinds(self):
+        return self._ints(self._t.kinds)
+
+    @cached_property
+    def groups(self):
+        return self._ints(self._t.groups)
+
+    @cached_property
+    def digests(self):
+        """Binary digest of each file (b"" where it has none)."""
+        size = self.algo.size
+        raw = ffi.buffer(self._t.digests, self.count * size)[:] if self.count else b""
+        return [raw[i * size:(i + 1) * size] if f & self.KEYED else b""
+                for i, f in enumerate(self.flags)]
+
+    @cached_property
+    def paths(self):
+        """Archive names (bytes, no leading "/")."""
+        return [ffi.string(self._t.paths[i]) for i in range(self.count)]
+
+    @cached_property
+    def linktos(self):
+        return [ffi.string(self._t.linktos[i]) for i in range(self.count)]
+
+    def archive_order(self):
+        """File indices in the order rpm's writer puts them in the archive."""
+        return ffi.unpack(self._t.order, self._t.norder) if self._t.norder else []
+
+    def group_digest(self):
+        """The digest of each distinct-content group, by group number."""
+        n, size = self.ngroups, self.keysize
+        raw = ffi.buffer(self._t.group_digests, n * size)[:] if n else b""
+        return [raw[i * size:(i + 1) * size] for i in range(n)]
 
 
 def feed_write(extents_fd, compressor, blk, prologue, files, order, out_fd):

@@ -15,12 +15,13 @@
  *              (framed by rc_read_prologue), then the payload, which
  *              rc_layout_payload decompresses and walks as cpio.
  *
- * The stream is fed through a memfd, like a package file.  Header tags are
- * interpreted by librpm on the Python side, not in C, so the payload is
- * checked against a small fixed file table (FILES below, digests computed
- * at start-up) instead of the one the header would give; make_seeds.py
- * writes archives matching this table so the fuzzer starts deep inside the
- * layout code.  Output goes to /dev/null.
+ * The stream is fed through a memfd, like a package file.  The main header's
+ * file tags go through rc_ftable_build (csrc/filetab.c), whose result is
+ * checked for consistency; the payload, though, is checked against a small
+ * fixed file table (FILES below, digests computed at start-up) instead of
+ * the one the header gives, so that make_seeds.py can write archives
+ * matching it and the fuzzer starts deep inside the layout code.  Output
+ * goes to /dev/null.
  *
  * Besides the sanitizers, the harness checks the core's contract and aborts
  * (a crash for libFuzzer) when it is broken:
@@ -28,7 +29,9 @@
  *     non-empty one-line message (no newline);
  *   - RC_OK leaves err.code at RC_OK, and every blob offset handed back is
  *     page-aligned and inside the output;
- *   - the prologue frames add up (lead 96 bytes, signature header padded to 8).
+ *   - the prologue frames add up (lead 96 bytes, signature header padded to 8);
+ *   - a file table built from the main header is consistent: names sorted,
+ *     indices and groups in range, archive order a subset of the files.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -42,6 +45,45 @@
 #include <unistd.h>
 
 #include "rpmcow.h"
+
+static void check_error(const char *what, int rc, const rc_error *err);
+
+/* rc_ftable_build on the main header: a clean error or a consistent table */
+static void check_filetab_build(const uint8_t *hdr, size_t len)
+{
+    rc_ftable *t = NULL;
+    rc_error err = {0, ""};
+    int rc = rc_ftable_build(hdr, len, &t, &err);
+    if (rc != RC_OK) {
+        check_error("rc_ftable_build", rc, &err);
+        if (t != NULL) {
+            fprintf(stderr, "rc_ftable_build: failed but returned a table\n");
+            abort();
+        }
+        return;
+    }
+    const rc_filetab *ft = &t->ft;
+    for (uint32_t i = 0; i < ft->count; i++) {
+        if (ft->name_fx[i] >= ft->count || ft->names[i] != t->paths[ft->name_fx[i]] ||
+            (i > 0 && strcmp(ft->names[i - 1], ft->names[i]) > 0) ||
+            ((ft->flags[i] & RC_FT_KEYED) &&
+             (ft->groups[i] < 0 || (uint32_t)ft->groups[i] >= ft->ngroups)) ||
+            t->kinds[i] > RC_KIND_OTHER || t->linktos[i] == NULL) {
+            fprintf(stderr, "rc_ftable_build: inconsistent table at %u\n", i);
+            abort();
+        }
+    }
+    if (t->norder > ft->count || ft->ngroups > ft->count) {
+        fprintf(stderr, "rc_ftable_build: inconsistent counts\n");
+        abort();
+    }
+    for (uint32_t i = 0; i < t->norder; i++)
+        if (t->order[i] >= ft->count) {
+            fprintf(stderr, "rc_ftable_build: archive order out of range\n");
+            abort();
+        }
+    rc_ftable_free(t);
+}
 
 /* ---- the fixed file table ------------------------------------------- */
 
@@ -234,6 +276,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         out_pos = pro.len;
+        check_filetab_build(pro.data + pro.hdr_off, pro.hdr_len);
         rc_prologue_free(&pro);
         if ((rc = rc_input_add_range_digest(in, "SHA256", out_pos, NULL, 0, &err)) < 0) {
             check_error("rc_input_add_range_digest", rc, &err);
