@@ -260,6 +260,10 @@ int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_err
 
 void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg)
 {
+    /* with the hashing thread and no tee, a consumed block needs nothing
+     * more: the reading thread reuses it at once */
+    if (in->bg_running && in->tee_fd < 0)
+        return;
     in->handoff = handoff;
     in->handoff_arg = arg;
 }

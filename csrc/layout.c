@@ -8,19 +8,23 @@
  * sends an ordered stream of operations to the sink thread, which hashes
  * (file digests, input and payload digests) and writes.  Buffers come from
  * fixed pools and are returned by the sink, so memory stays constant. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "cpio.h"
 
 #define OUT_BUFSIZE (1u << 20)
-#define OUT_NBUFS 4
-#define RING 4096
+#define OUT_NBUFS 8
+#define RING 16384
 #define BATCH 256
 #define SINK_FAILED (-100)
+#define SINK_IOV 512              /* writes gathered into one writev */
 
 static const uint8_t ZEROS[65536];
 
@@ -63,6 +67,8 @@ struct layout {
     rc_layout_result *res;
     /* sink only */
     rc_digest *fmd;
+    struct iovec iov[SINK_IOV];   /* output not yet written, in order */
+    int niov;
 };
 
 static const char *file_name(const rc_filetab *ft, uint32_t fx)
@@ -85,6 +91,54 @@ static void sink_fail(struct layout *L, int code, const char *msg)
     pthread_mutex_unlock(&L->lock);
 }
 
+/* Write what was gathered.  Output is gathered, not written piece by piece
+ * (a blob, then its padding: two small writes per file otherwise), and
+ * written before the buffer it points into is released. */
+static int sink_flush(struct layout *L, rc_error *err)
+{
+    struct iovec *v = L->iov;
+    int n = L->niov;
+    L->niov = 0;
+    while (n > 0) {
+        ssize_t w = writev(L->out_fd, v, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return rc_fail(err, RC_E_IO, "write failed: %s", strerror(errno));
+        }
+        while (n > 0 && (size_t)w >= v->iov_len) {
+            w -= (ssize_t)v->iov_len;
+            v++;
+            n--;
+        }
+        if (n > 0) {
+            v->iov_base = (uint8_t *)v->iov_base + w;
+            v->iov_len -= (size_t)w;
+        }
+    }
+    return RC_OK;
+}
+
+static int sink_write(struct layout *L, const void *p, size_t n, rc_error *err)
+{
+    if (L->niov > 0) {
+        struct iovec *last = &L->iov[L->niov - 1];
+        if ((const uint8_t *)last->iov_base + last->iov_len == (const uint8_t *)p) {
+            last->iov_len += n;         /* contiguous in the same buffer */
+            return RC_OK;
+        }
+    }
+    if (L->niov == SINK_IOV) {
+        int rc = sink_flush(L, err);
+        if (rc)
+            return rc;
+    }
+    L->iov[L->niov].iov_base = (void *)p;
+    L->iov[L->niov].iov_len = n;
+    L->niov++;
+    return RC_OK;
+}
+
 static void sink_do(struct layout *L, const struct op *o, int *failed)
 {
     rc_error err = {0, ""};
@@ -103,7 +157,7 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
             *failed = 1;
             break;
         }
-        if (o->write && rc_write_all(L->out_fd, o->p, o->n, &err) != RC_OK) {
+        if (o->write && sink_write(L, o->p, o->n, &err) != RC_OK) {
             sink_fail(L, err.code, err.msg);
             *failed = 1;
         }
@@ -123,23 +177,22 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
         }
         break;
     }
-    case OP_PAD: {
-        size_t left = o->n;
-        while (!*failed && left > 0) {
-            size_t k = left > sizeof(ZEROS) ? sizeof(ZEROS) : left;
-            if (rc_write_all(L->out_fd, ZEROS, k, &err) != RC_OK) {
-                sink_fail(L, err.code, err.msg);
-                *failed = 1;
-            }
-            left -= k;
+    case OP_PAD:
+        /* less than a page: ZEROS holds the largest page size */
+        if (!*failed && sink_write(L, ZEROS, o->n, &err) != RC_OK) {
+            sink_fail(L, err.code, err.msg);
+            *failed = 1;
         }
         break;
-    }
     case OP_INBLOCK:
         /* always: it releases the block to the reader */
         rc_input_hash_block(L->in, o->idx, o->base, o->from, o->n);
         break;
     case OP_RELEASE:
+        if (!*failed && sink_flush(L, &err) != RC_OK) {
+            sink_fail(L, err.code, err.msg);
+            *failed = 1;
+        }
         pthread_mutex_lock(&L->lock);
         L->buf_busy[o->idx] = 0;
         pthread_cond_signal(&L->buf_free);
@@ -172,6 +225,9 @@ static void *sink_main(void *arg)
         pthread_mutex_unlock(&L->lock);
         for (size_t i = 0; i < n; i++) {
             if (local[i].kind == OP_STOP) {
+                rc_error err = {0, ""};
+                if (!failed && sink_flush(L, &err) != RC_OK)
+                    sink_fail(L, err.code, err.msg);
                 L->res->sink_cpu_ns = thread_cpu_ns() - cpu0;
                 return NULL;
             }
@@ -495,5 +551,59 @@ out:
     pthread_cond_destroy(&L->can_get);
     pthread_cond_destroy(&L->buf_free);
     free(L);
+    return rc;
+}
+
+/* ---- the layout on a thread of its own -------------------------------- */
+
+struct rc_layout_job {
+    pthread_t thread;
+    rc_input *in;
+    int compressor;
+    const rc_filetab *ft;
+    int out_fd;
+    uint64_t out_pos;
+    uint32_t page_size;
+    uint64_t *group_offsets;
+    rc_layout_result *res;
+    int rc;
+    rc_error err;
+};
+
+static void *job_main(void *arg)
+{
+    rc_layout_job *j = arg;
+    j->rc = rc_layout_payload(j->in, j->compressor, j->ft, j->out_fd, j->out_pos,
+                              j->page_size, j->group_offsets, j->res, &j->err);
+    return NULL;
+}
+
+int rc_layout_start(rc_input *in, int compressor, const rc_filetab *ft,
+                    int out_fd, uint64_t out_pos, uint32_t page_size,
+                    uint64_t *group_offsets, rc_layout_result *res,
+                    rc_layout_job **job, rc_error *err)
+{
+    rc_layout_job *j = calloc(1, sizeof(*j));
+    *job = NULL;
+    if (j == NULL)
+        return rc_fail(err, RC_E_NOMEM, "out of memory");
+    *j = (rc_layout_job){.in = in, .compressor = compressor, .ft = ft, .out_fd = out_fd,
+                         .out_pos = out_pos, .page_size = page_size,
+                         .group_offsets = group_offsets, .res = res};
+    if (pthread_create(&j->thread, NULL, job_main, j) != 0) {
+        free(j);
+        return rc_fail(err, RC_E_NOMEM, "cannot start the reader thread");
+    }
+    *job = j;
+    return RC_OK;
+}
+
+int rc_layout_wait(rc_layout_job *job, rc_error *err)
+{
+    pthread_join(job->thread, NULL);
+    int rc = job->rc;
+    if (rc != RC_OK)
+        *err = job->err;
+    free(job);
     return rc;
 }

@@ -77,7 +77,8 @@ int rc_input_hash_in_background(rc_input *in, rc_error *err);
 void rc_input_set_tee(rc_input *in, int fd);
 /* Deferred hashing: while set, each consumed block is handed to `handoff`
  * instead of being hashed; whoever receives it must call
- * rc_input_hash_block() (from any one thread) to hash and release it. */
+ * rc_input_hash_block() (from any one thread) to hash and release it.
+ * A no-op while the hashing thread runs and there is no tee. */
 typedef void (*rc_input_handoff)(void *arg, int idx, uint64_t base, size_t from, size_t to);
 void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg);
 /* hand off the rest of the current block and return to immediate mode */
@@ -191,6 +192,16 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
                       int out_fd, uint64_t out_pos, uint32_t page_size,
                       uint64_t *group_offsets, rc_layout_result *res,
                       rc_error *err);
+
+/* The same on a thread of its own, so that the caller can go on (e.g. let
+ * librpm check the header) meanwhile: rc_layout_wait joins it, returns its
+ * result and frees the job.  Every pointer must stay valid until then. */
+typedef struct rc_layout_job rc_layout_job;
+int rc_layout_start(rc_input *in, int compressor, const rc_filetab *ft,
+                    int out_fd, uint64_t out_pos, uint32_t page_size,
+                    uint64_t *group_offsets, rc_layout_result *res,
+                    rc_layout_job **job, rc_error *err);
+int rc_layout_wait(rc_layout_job *job, rc_error *err);
 
 /* ---- payload feeding (feed.c) -------------------------------------- */
 #define RC_FEED_NONE 0      /* no content: directory, device, hardlink member */

@@ -110,6 +110,12 @@ typedef struct rc_layout_result {
 int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
                       int out_fd, uint64_t out_pos, uint32_t page_size,
                       uint64_t *group_offsets, rc_layout_result *res, rc_error *err);
+typedef struct rc_layout_job rc_layout_job;
+int rc_layout_start(rc_input *in, int compressor, const rc_filetab *ft,
+                    int out_fd, uint64_t out_pos, uint32_t page_size,
+                    uint64_t *group_offsets, rc_layout_result *res,
+                    rc_layout_job **job, rc_error *err);
+int rc_layout_wait(rc_layout_job *job, rc_error *err);
 """
 
 FEED = """

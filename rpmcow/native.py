@@ -146,12 +146,36 @@ class Input:
 
     def layout_payload(self, compressor, table, out_fd, out_pos, page_size):
         """Run the C layout over the payload; `table` is a FileTable."""
-        offsets = ffi.new("uint64_t[]", max(table.ngroups, 1))
-        res = ffi.new("rc_layout_result *")
-        rc = lib.rc_layout_payload(self._in, COMPRESSORS[compressor], table.c_filetab, out_fd,
-                                   out_pos, page_size, offsets, res, self._err)
-        _check(rc, self._err)
-        return LayoutResult(res, ffi.unpack(offsets, table.ngroups))
+        return self.start_layout(compressor, table, out_fd, out_pos, page_size).wait()
+
+    def start_layout(self, compressor, table, out_fd, out_pos, page_size):
+        """The C layout on a thread of its own (see LayoutJob)."""
+        return LayoutJob(self, compressor, table, out_fd, out_pos, page_size)
+
+
+class LayoutJob:
+    """The payload being laid out by C threads while Python goes on; wait()
+    must be called (it joins them) before the input or output is touched."""
+
+    def __init__(self, inp, compressor, table, out_fd, out_pos, page_size):
+        self._keep = (inp, table)
+        self._ngroups = table.ngroups
+        self._offsets = ffi.new("uint64_t[]", max(table.ngroups, 1))
+        self._res = ffi.new("rc_layout_result *")
+        self._err = ffi.new("rc_error *")
+        job = ffi.new("rc_layout_job **")
+        _check(lib.rc_layout_start(inp._in, COMPRESSORS[compressor], table.c_filetab, out_fd,
+                                   out_pos, page_size, self._offsets, self._res, job,
+                                   self._err), self._err)
+        self._job = job[0]
+
+    def wait(self):
+        """The LayoutResult, or the layout's error (None if already waited for)."""
+        if self._job is None:
+            return None
+        job, self._job = self._job, None
+        _check(lib.rc_layout_wait(job, self._err), self._err)
+        return LayoutResult(self._res, ffi.unpack(self._offsets, self._ngroups))
 
 
 class FileTable:

@@ -68,6 +68,18 @@ class Package:
     files: FileTable
 
 
+def check_files(h):
+    """librpm's own checks of the file tags (rpm.files: every per-file array,
+    user and group names, classes, dependencies...): a header rpm could not
+    install is refused, even where the C file table needs less of it."""
+    if h[rpm.RPMTAG_BASENAMES] or h[rpm.RPMTAG_OLDFILENAMES]:
+        try:
+            rpm.files(h)
+        except (ValueError, TypeError) as exc:
+            raise BadPackageError("inconsistent file information in the header (%s)"
+                                  % exc) from None
+
+
 def nevra(h):
     """name-[epoch:]version-release.arch, with arch "src" for source packages
     (their header's arch is the build host's)."""
@@ -76,9 +88,12 @@ def nevra(h):
     return h["nevra"]
 
 
-def parse(prologue, header=None):
-    """Package facts from a native.Prologue (and its header, if loaded)."""
+def parse(prologue, header=None, files_checked=True):
+    """Package facts from a native.Prologue (and its header, if loaded).
+    files_checked=False leaves check_files to the caller."""
     h = header if header is not None else load_header(prologue.data)
+    if files_checked:
+        check_files(h)
     fmt = h[rpm.RPMTAG_PAYLOADFORMAT]
     if fmt not in (None, "cpio"):
         raise BadPackageError("unsupported payload format %r" % fmt)

@@ -69,7 +69,7 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     # digests are computed (no decompression) and the header is parsed.
     # Not a payload byte is decompressed before its verdict is in.
     hcheck = verify.HeaderCheck(target, pro.data) if _verify else None
-    check = None
+    check = job = None
     try:
         try:
             header = package.load_header(pro.data)
@@ -79,7 +79,7 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
             raise
         ranges = _add_verification_digests(inp, pro, header) if _verify else {}
         inp.hash_in_background()
-        pkg = package.parse(pro, header=header)
+        pkg = package.parse(pro, header=header, files_checked=False)
         if hcheck:
             _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
         result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
@@ -87,6 +87,7 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
 
         hit = denylist.matches(pkg.name, deny)
         if hit:
+            package.check_files(header)
             _write(out_fd, pro.data)
             inp.copy_to(out_fd)
             inp.finish()
@@ -101,13 +102,22 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
             check.feed(pro.data)
             inp.set_tee(check.fd)
         _write(out_fd, pro.data)
-        lay = inp.layout_payload(pkg.compressor, pkg.files, out_fd, len(pro.data), page_size)
+        job = inp.start_layout(pkg.compressor, pkg.files, out_fd, len(pro.data), page_size)
+        # librpm's own checks of the file tags, while C threads stream (a
+        # header error is reported before whatever it led the layout into)
+        package.check_files(header)
+        lay = job.wait()
         input_digests, range_digests = inp.finish()
-    except BaseException:
+    except BaseException as exc:
         if check:
             check.abort()
         if hcheck:
             hcheck.abort()
+        if job:
+            try:
+                job.wait()       # the C threads must be done with the fds
+            except RpmcowError:
+                pass             # an earlier error is the cause
         raise
     if check:
         rpmkeys_rc, items = check.finish()
