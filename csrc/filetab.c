@@ -558,3 +558,42 @@ void rc_ftable_free(rc_ftable *t)
     free((void *)t->ft.name_fx);
     free(t);
 }
+
+/* ---- the T section's entries ------------------------------------------- */
+
+static int cmp_group(const void *a, const void *b, void *arg)
+{
+    const rc_ftable *t = arg;
+    uint32_t ks = t->ft.keysize;
+    return memcmp(t->group_digests + (size_t)*(const uint32_t *)a * ks,
+                  t->group_digests + (size_t)*(const uint32_t *)b * ks, ks);
+}
+
+static void le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+size_t rc_ftable_t_entries(const rc_ftable *t, const uint64_t *offsets, uint8_t *out,
+                           size_t cap)
+{
+    uint32_t ks = t->ft.keysize, n = 0;
+    uint32_t *idx = malloc((t->ft.ngroups ? t->ft.ngroups : 1) * sizeof(*idx));
+    if (idx == NULL)
+        return SIZE_MAX;
+    for (uint32_t g = 0; g < t->ft.ngroups; g++)
+        if (offsets[g] != UINT64_MAX)
+            idx[n++] = g;
+    if ((size_t)n * (ks + 8) > cap) {
+        free(idx);
+        return SIZE_MAX;
+    }
+    qsort_r(idx, n, sizeof(*idx), cmp_group, (void *)t);
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(out + (size_t)i * (ks + 8), t->group_digests + (size_t)idx[i] * ks, ks);
+        le64(out + (size_t)i * (ks + 8) + ks, offsets[idx[i]]);
+    }
+    free(idx);
+    return n;
+}

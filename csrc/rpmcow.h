@@ -172,6 +172,12 @@ typedef struct rc_ftable {
  * as read from the package; the table does not point into it. */
 int rc_ftable_build(const uint8_t *hdr, size_t len, rc_ftable **out, rc_error *err);
 void rc_ftable_free(rc_ftable *t);
+/* The T section's entries for the groups placed at `offsets` (ngroups of
+ * them, UINT64_MAX: not placed): (digest, little-endian uint64 offset),
+ * sorted by digest, into out (cap bytes).  Returns their count, or
+ * SIZE_MAX if out is too small or memory runs out. */
+size_t rc_ftable_t_entries(const rc_ftable *t, const uint64_t *offsets, uint8_t *out,
+                           size_t cap);
 
 /* ---- extents layout (layout.c) -------------------------------------- */
 typedef struct rc_layout_result {

@@ -83,6 +83,8 @@ typedef struct rc_ftable {
 } rc_ftable;
 int rc_ftable_build(const uint8_t *hdr, size_t len, rc_ftable **out, rc_error *err);
 void rc_ftable_free(rc_ftable *t);
+size_t rc_ftable_t_entries(const rc_ftable *t, const uint64_t *offsets, uint8_t *out,
+                           size_t cap);
 """
 
 LAYOUT = """

@@ -39,6 +39,7 @@ class Sections:
     s_text: bytes
     keysize: int
     table: list                  # [(digest bytes, offset)], sorted by digest
+    # or, when writing, the T entries already encoded: (count, bytes)
     input_len: int
     input_digests: list          # [(name str, digest bytes)]
     version: int = 2
@@ -61,9 +62,13 @@ def encode_sections(s_offset, sections, page_size):
     s_offset.  Padding follows upstream: S_end + 24 rounded up to a page."""
     text = sections.s_text
     s = S_HEAD.pack(sections.s_rc, len(text)) + text
-    entries = sorted(sections.table)
-    t = T_HEAD.pack(len(entries), sections.keysize) + b"".join(
-        d + OFFSET.pack(off) for d, off in entries)
+    if isinstance(sections.table, tuple):
+        count, raw = sections.table
+        t = T_HEAD.pack(count, sections.keysize) + raw
+    else:
+        entries = sorted(sections.table)
+        t = T_HEAD.pack(len(entries), sections.keysize) + b"".join(
+            d + OFFSET.pack(off) for d, off in entries)
     c = C_HEAD.pack(sections.input_len, len(sections.input_digests)) + b"".join(
         C_ALGO.pack(len(name), len(dig)) + name.encode() + dig
         for name, dig in sections.input_digests)

@@ -61,7 +61,7 @@ class Prologue:
 
 
 class LayoutResult:
-    def __init__(self, res, group_offsets):
+    def __init__(self, res, group_offsets, c_offsets=None):
         self.out_pos = res.out_pos
         self.blobs = res.blobs
         self.blob_bytes = res.blob_bytes
@@ -71,6 +71,7 @@ class LayoutResult:
         self.reader_cpu = res.reader_cpu_ns / 1e9
         self.sink_cpu = res.sink_cpu_ns / 1e9
         self.group_offsets = group_offsets
+        self.c_offsets = c_offsets       # the same, as the C array
 
 
 class Input:
@@ -175,7 +176,7 @@ class LayoutJob:
             return None
         job, self._job = self._job, None
         _check(lib.rc_layout_wait(job, self._err), self._err)
-        return LayoutResult(self._res, ffi.unpack(self._offsets, self._ngroups))
+        return LayoutResult(self._res, ffi.unpack(self._offsets, self._ngroups), self._offsets)
 
 
 class FileTable:
@@ -246,6 +247,16 @@ class FileTable:
     def archive_order(self):
         """File indices in the order rpm's writer puts them in the archive."""
         return ffi.unpack(self._t.order, self._t.norder) if self._t.norder else []
+
+    def t_entries(self, layout):
+        """(count, bytes) of the T section's entries for a LayoutResult:
+        (digest, offset) of every placed group, sorted by digest."""
+        cap = max(self.ngroups, 1) * (self.keysize + 8)
+        out = ffi.new("uint8_t[]", cap)
+        n = lib.rc_ftable_t_entries(self._t, layout.c_offsets, out, cap)
+        if n == 2 ** 64 - 1:
+            raise errors.BadPackageError("out of memory building the table")
+        return n, ffi.buffer(out, n * (self.keysize + 8))[:]
 
     def group_digest(self):
         """The digest of each distinct-content group, by group number."""

@@ -133,11 +133,9 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     if _verify:
         _judge(items, level, enforce, pkg.nevra)
 
-    table = [(d, off) for d, off in zip(pkg.files.group_digest(), lay.group_offsets)
-             if off != native.Input.NO_OFFSET]
     sections = extents.Sections(
         s_rc=verdict.rc, s_text=verdict.s_text(verify.record_key(target)),
-        keysize=pkg.files.keysize, table=table,
+        keysize=pkg.files.keysize, table=pkg.files.t_entries(lay),
         input_len=inp.total, input_digests=input_digests)
     tail = extents.encode_sections(lay.out_pos, sections, page_size)
     _write(out_fd, tail)
