@@ -82,6 +82,26 @@ static void check_filetab_build(const uint8_t *hdr, size_t len)
             fprintf(stderr, "rc_ftable_build: archive order out of range\n");
             abort();
         }
+    /* the T entries of every group: all of them, sorted by digest */
+    size_t entry = (size_t)ft->keysize + 8, cap = (ft->ngroups ? ft->ngroups : 1) * entry;
+    uint64_t *offsets = malloc((ft->ngroups ? ft->ngroups : 1) * sizeof(*offsets));
+    uint8_t *out = malloc(cap);
+    if (offsets && out) {
+        for (uint32_t g = 0; g < ft->ngroups; g++)
+            offsets[g] = (uint64_t)g * 4096;
+        size_t n = rc_ftable_t_entries(t, offsets, out, cap);
+        if (n != ft->ngroups) {
+            fprintf(stderr, "rc_ftable_t_entries: %zu of %u groups\n", n, ft->ngroups);
+            abort();
+        }
+        for (size_t i = 1; i < n; i++)
+            if (memcmp(out + (i - 1) * entry, out + i * entry, ft->keysize) >= 0) {
+                fprintf(stderr, "rc_ftable_t_entries: not sorted\n");
+                abort();
+            }
+    }
+    free(offsets);
+    free(out);
     rc_ftable_free(t);
 }
 
