@@ -90,6 +90,22 @@ PROFILES = {
         min_bytes=330 * MiB,
         min_files=12000,
     ),
+    # The profile of the package behind ../shared/reference/stock-rpm-cow.md
+    # (10,812 entries, 353 MB): fewer, larger files than "large" -- mostly
+    # shared libraries and executables.  An extents install's new disk space
+    # is about one block per file (the last, partial block is the file's
+    # own), so it depends on the file count as much as on the bytes.
+    "reference": Profile(
+        name="reference",
+        sources=(
+            Source("/usr/lib/x86_64-linux-gnu", "lib", 200 * MiB, match=_SO),
+            Source("/usr/bin", "bin", 90 * MiB),
+            Source("/usr/lib/python3.11", "python3.11", 40 * MiB,
+                   skip_dirs=("site-packages", "dist-packages")),
+            Source("/usr/share/man", "man", 12 * MiB),
+            Source("/usr/share/doc", "doc", 10 * MiB),
+        ),
+    ),
     # A few MiB: the same kinds of content, for "does memory grow with size".
     "small": Profile(
         name="small",
