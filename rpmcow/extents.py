@@ -11,6 +11,7 @@ Layout (all integers little-endian; see docs/format.md):
 This module writes the sections after the blobs and reads them back (both
 our files and upstream's, V1 and V2), bounds-checking everything it reads.
 """
+import operator
 import os
 import struct
 from dataclasses import dataclass, field
@@ -111,17 +112,14 @@ def _parse_t(fd, t_offset, c_offset, blob_end):
     if count * entry != c_offset - t_offset - T_HEAD.size:
         raise BadExtentsError("T section count %d does not fit its place" % count)
     raw = _read(fd, t_offset + T_HEAD.size, count * entry, "T section")
-    table = []
-    prev = None
-    for i in range(count):
-        d = raw[i * entry:i * entry + keysize]
-        off, = OFFSET.unpack_from(raw, i * entry + keysize)
-        if off > blob_end:
-            raise BadExtentsError("T entry %d points past the blobs" % i)
-        if prev is not None and d <= prev:
-            raise BadExtentsError("T section is not sorted and unique")
-        prev = d
-        table.append((d, off))
+    table = list(struct.iter_unpack("<%dsQ" % keysize, raw)) if count else []
+    digests = [d for d, _ in table]
+    offsets = [off for _, off in table]
+    if count and max(offsets) > blob_end:
+        i = next(i for i, off in enumerate(offsets) if off > blob_end)
+        raise BadExtentsError("T entry %d points past the blobs" % i)
+    if not all(map(operator.lt, digests, digests[1:])):
+        raise BadExtentsError("T section is not sorted and unique")
     return keysize, table
 
 
