@@ -5,11 +5,10 @@ code of their kind (rpmcow.errors); nothing here prints a traceback for an
 error a user can cause.
 """
 import argparse
-import json
 import os
 import sys
 
-from . import __version__, errors, rpmconfig, transcode
+from . import __version__, errors, rpmconfig
 from .digests import ALGOS, by_name
 
 PROG = "rpmcow"
@@ -34,6 +33,7 @@ def _page_size(text):
 
 
 def cmd_transcode(args):
+    from . import transcode
     if args.output is None:
         if args.input != "-":
             raise errors.UsageError("name the output with -o FILE (or -o - for stdout)")
@@ -94,6 +94,7 @@ def cmd_inspect(args):
     from . import inspect as inspect_mod
     report = inspect_mod.inspect_path(args.file, with_table=args.table or args.json)
     if args.json:
+        import json
         json.dump(report, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
@@ -217,6 +218,7 @@ def rpm2extents_main(argv=None):
     args = build_rpm2extents_parser().parse_args(argv)
 
     def run(a):
+        from . import transcode
         if not a.algos:
             raise errors.RpmcowError("no digest algorithm given (for example: SHA256)")
         for name in a.algos:
