@@ -14,7 +14,21 @@
  *
  * Regular files of at least `blk` bytes are fed as zeros for their whole
  * blocks and real bytes for the last partial block; the plugin replaces the
- * zeros by cloning the blob.  Smaller files are fed for real. */
+ * zeros by cloning the blob.  Smaller files are fed for real.
+ *
+ * The gate: an entry of kind RC_FEED_GATE in the order (private to the
+ * feeder and rpmcow/feeder.py; its `blob` is a file descriptor) writes no
+ * archive member.  It ends the container's current frame (zstd) or member
+ * (gzip) and writes a filler that decodes to nothing -- a skippable frame,
+ * a member header with a long comment -- so that rpm, whose decompressors
+ * read their input in fixed-size chunks and wait until a chunk is full,
+ * can unpack every archive member written so far.  Then the feed waits for
+ * one byte on that descriptor: 'y' goes on in a new frame/member (the
+ * installer has checked that the cow plugin's work for every member so far
+ * succeeded), anything else ends the stream there, short of the archive's
+ * trailer, so that rpm fails the package before committing any file; end
+ * of file ends the stream quietly (rpm stopped reading it).  zstd and gzip
+ * only: rpm's xz reader takes one stream and xz has no filler to skip. */
 #include <bzlib.h>
 #include <errno.h>
 #include <lzma.h>
@@ -31,8 +45,11 @@
 #define XZ_CHUNK (64u << 10)
 #define GZ_STORED 65535u
 #define STAGE_CAP (128u << 10)
+#define RC_FEED_GATE 0x80   /* see the comment at the top; feeder.py FEED_GATE */
 
 static const uint8_t ZEROS[1u << 16];
+static const uint8_t ZSTD_FRAME_HEADER[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38};  /* window 128 KiB */
+static const uint8_t GZIP_HEADER[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
 
 /* ---- pre-encoded zero runs (built once per process) ------------------ */
 
@@ -129,6 +146,7 @@ struct enc {
     uint64_t xz_block;        /* xz: block header + chunk bytes so far */
     int xz_first;             /* xz: the next chunk must reset the dictionary */
     uint32_t crc;             /* gzip */
+    uint64_t member_start;    /* gzip: `total` where the current member began */
     bz_stream bz;
     lzma_stream lz;
 };
@@ -348,10 +366,8 @@ static int enc_start(struct enc *e, rc_error *err)
     if (!e->out || !e->stage)
         return rc_fail(err, RC_E_NOMEM, "out of memory");
     switch (e->kind) {
-    case RC_COMP_ZSTD: {
-        static const uint8_t hdr[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38};  /* window 128 KiB */
-        return out_put(e, hdr, sizeof(hdr));
-    }
+    case RC_COMP_ZSTD:
+        return out_put(e, ZSTD_FRAME_HEADER, sizeof(ZSTD_FRAME_HEADER));
     case RC_COMP_XZ: {
         uint8_t sh[12] = {0xfd, '7', 'z', 'X', 'Z', 0x00, 0x00, 0x00};
         put_le32(sh + 8, (uint32_t)crc32(0, sh + 6, 2));
@@ -368,11 +384,9 @@ static int enc_start(struct enc *e, rc_error *err)
         out_put(e, sh, 12);
         return out_put(e, bh, 12);
     }
-    case RC_COMP_GZIP: {
-        static const uint8_t hdr[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+    case RC_COMP_GZIP:
         e->crc = (uint32_t)crc32(0, NULL, 0);
-        return out_put(e, hdr, sizeof(hdr));
-    }
+        return out_put(e, GZIP_HEADER, sizeof(GZIP_HEADER));
     case RC_COMP_BZIP2:
         if (BZ2_bzCompressInit(&e->bz, 1, 0, 0) != BZ_OK)
             return rc_fail(err, RC_E_NOMEM, "cannot start the bzip2 encoder");
@@ -430,7 +444,7 @@ static int enc_finish(struct enc *e)
         stage_flush(e);
         uint8_t t[13] = {0x01, 0x00, 0x00, 0xff, 0xff};      /* final empty stored block */
         put_le32(t + 5, e->crc);
-        put_le32(t + 9, (uint32_t)e->total);
+        put_le32(t + 9, (uint32_t)(e->total - e->member_start));
         out_put(e, t, 13);
         break;
     }
@@ -506,6 +520,68 @@ static int feed_real(struct enc *e, int fd, uint64_t off, uint64_t n, uint8_t *b
     return RC_OK;
 }
 
+#define GATE_FILLER (512u << 10)   /* > any decompressor's input chunk, with margin */
+
+
+static int out_filler(struct enc *e, uint8_t byte, size_t n)
+{
+    uint8_t buf[4096];
+    memset(buf, byte, sizeof(buf));
+    while (n > 0 && !e->failed) {
+        size_t k = n > sizeof(buf) ? sizeof(buf) : n;
+        out_put(e, buf, k);
+        n -= k;
+    }
+    return e->failed ? RC_E_IO : RC_OK;
+}
+
+/* end the frame/member, write everything out with a filler behind it, and
+ * wait for the installer's verdict (see the comment at the top) */
+static int feed_gate(struct enc *e, int gate_fd, rc_error *err)
+{
+    stage_flush(e);
+    if (e->kind == RC_COMP_ZSTD) {
+        static const uint8_t last[3] = {0x01, 0, 0};          /* empty raw last block */
+        uint8_t skip[8] = {0x50, 0x2a, 0x4d, 0x18};          /* skippable frame */
+        put_le32(skip + 4, GATE_FILLER);
+        out_put(e, last, 3);
+        out_put(e, skip, 8);
+        out_filler(e, 0, GATE_FILLER);
+    } else if (e->kind == RC_COMP_GZIP) {
+        uint8_t t[13] = {0x01, 0x00, 0x00, 0xff, 0xff};      /* final empty stored block */
+        put_le32(t + 5, e->crc);
+        put_le32(t + 9, (uint32_t)(e->total - e->member_start));
+        uint8_t h[sizeof(GZIP_HEADER)];
+        memcpy(h, GZIP_HEADER, sizeof(h));
+        h[3] = 0x10;                                          /* FCOMMENT */
+        out_put(e, t, 13);
+        out_put(e, h, sizeof(h));
+        out_filler(e, 'x', GATE_FILLER);
+        out_filler(e, 0, 1);                                  /* the comment's end */
+        e->crc = (uint32_t)crc32(0, NULL, 0);
+        e->member_start = e->total;
+    } else {
+        return rc_fail(err, RC_E_INTERNAL, "a gate needs a zstd or gzip container");
+    }
+    if (out_flush(e) != RC_OK)
+        return RC_E_IO;
+    char c = 0;
+    ssize_t r;
+    do
+        r = read(gate_fd, &c, 1);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        e->closed = 1;      /* no verdict: rpm is not reading this stream any more */
+        return RC_E_IO;
+    }
+    if (r != 1 || c != 'y')
+        return rc_fail(err, RC_E_IO, "the cow plugin failed on a file of this package: "
+                       "the payload was cut short so that rpm fails it");
+    if (e->kind == RC_COMP_ZSTD)
+        return out_put(e, ZSTD_FRAME_HEADER, sizeof(ZSTD_FRAME_HEADER));
+    return RC_OK;           /* gzip: the member has begun */
+}
+
 int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
 {
     if (f->compressor < RC_COMP_NONE || f->compressor > RC_COMP_ZSTD)
@@ -530,6 +606,10 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
             break;
         }
         const rc_feed_file *ff = &f->files[fx];
+        if (ff->kind == RC_FEED_GATE) {
+            rc = feed_gate(&e, (int)ff->blob, err);
+            continue;
+        }
         if ((rc = cpio_header(&e, fx)) != RC_OK)
             break;
         if (ff->kind == RC_FEED_LINK) {

@@ -8,7 +8,16 @@ by clones -- inside a container matching the header's PAYLOADCOMPRESSOR
 that costs next to nothing to decode.
 
 Each ``open()`` gives a fresh stream (rpm opens a package once per pass:
-verification, %pretrans, install), written by a thread into a pipe.
+verification, %pretrans, install), written by a thread into a pipe: the
+headers first, from here -- rpm reads them while the C feeder is set up,
+and a pass that wants only the headers ends there -- then the archive.
+
+A *gated* stream (``open_stream(blk, gated=True)``) withholds the archive's
+trailer until ``Stream.release(ok)``: the installer's check that the cow
+plugin, which may still be working on earlier files in a thread of its own,
+has finished them all -- see csrc/rpm_plugin_cow.c.  ``gate_at`` is the
+archive offset (rpm's progress ``amount``) past which rpm has read the last
+entry's header.
 """
 import fcntl
 import os
@@ -19,20 +28,55 @@ from .errors import BadExtentsError
 
 F_SETPIPE_SZ = 1031
 CHEAP = ("zstd", "xz", "gzip", "none")      # containers with a stored mode
+GATED = ("zstd", "gzip")                     # containers a gate can pause (feed.c)
+FEED_GATE = 0x80                             # csrc/feed.c: RC_FEED_GATE
+NO_GATE = float("inf")
+
+
+class Stream:
+    """One stream of a package's payload: the fd rpm reads, and the gate."""
+
+    def __init__(self, fd, gate_fd=None, gate_at=NO_GATE):
+        self.fd = fd
+        self._gate = gate_fd
+        self.gate_at = gate_at if gate_fd is not None else NO_GATE
+
+    def release(self, ok):
+        """Let the feed write the archive's trailer (ok) or cut it short."""
+        self.gate_at = NO_GATE
+        if self._gate is not None:
+            try:
+                os.write(self._gate, b"y" if ok else b"n")
+            except OSError:
+                pass                  # the feed is gone already
+            self.close_gate()
+
+    def close_gate(self):
+        """No verdict: the feed ends quietly (rpm is done with the stream)."""
+        self.gate_at = NO_GATE
+        if self._gate is not None:
+            os.close(self._gate)
+            self._gate = None
 
 
 class PackageFeed:
-    """What is needed to feed rpm one package from its extents file."""
+    """What is needed to feed rpm one package from its extents file.
+    prologue, sections, pkg: what the caller has read and parsed already."""
 
-    def __init__(self, fd, path="extents file"):
+    def __init__(self, fd, path="extents file", prologue=None, sections=None, pkg=None):
         self.fd = fd
         self.path = path
-        os.lseek(fd, 0, os.SEEK_SET)
-        self.prologue = native.Input(fd, []).read_prologue()
-        self.package = package.parse(self.prologue)
-        self.sections = extents.read_sections(fd)
+        if prologue is None:
+            os.lseek(fd, 0, os.SEEK_SET)
+            prologue = native.Input(fd, []).read_prologue()
+        self.prologue = prologue
+        self.package = pkg or package.parse(self.prologue)
+        self.sections = sections or extents.read_sections(fd)
         self.header = self.package.header
         self._files = self._describe()
+        self._order = self.package.files.archive_order()
+        self.last = self._order[-1] if self._order else None
+        self.gate_at = self._last_header_offset()
         self._threads = []
         self.error = None            # what failed a feeder thread, for rpm's error report
 
@@ -44,54 +88,100 @@ class PackageFeed:
     def cheap(self):
         return self.package.compressor in CHEAP
 
+    @property
+    def gateable(self):
+        return self.package.compressor in GATED
+
     def _describe(self):
+        """Per file index: (RC_FEED_* kind, size, blob offset, symlink target)."""
         ft = self.package.files
+        link_kind, reg_kind, none_kind = (native.lib.RC_FEED_LINK, native.lib.RC_FEED_REG,
+                                          native.lib.RC_FEED_NONE)
+        KIND_LINK, KIND_REG, NOCONTENT, KEYED = ft.KIND_LINK, ft.KIND_REG, ft.NOCONTENT, ft.KEYED
+        lookup = self.sections.lookup
+        limit = self.sections.s_offset if self.sections.version >= 2 else None
+        nothing = (none_kind, 0, 0, b"")
         out = []
-        for fx in range(ft.count):
-            kind = ft.kinds[fx]
-            if kind == ft.KIND_LINK:
-                out.append((native.lib.RC_FEED_LINK, len(ft.linktos[fx]), 0, ft.linktos[fx]))
-            elif kind == ft.KIND_REG and not ft.flags[fx] & ft.NOCONTENT and ft.sizes[fx]:
-                if not ft.flags[fx] & ft.KEYED:
+        append = out.append
+        for fx, (kind, size, flags) in enumerate(zip(ft.kinds, ft.sizes, ft.flags)):
+            if kind == KIND_REG and size and not flags & NOCONTENT:
+                if not flags & KEYED:
                     raise BadExtentsError(
                         "%s: /%s has no file digest, so its content is not in the extents "
                         "file; install the original package"
                         % (self.nevra, ft.paths[fx].decode("utf-8", "replace")))
-                off = self.sections.lookup(ft.digests[fx])
-                if off is None or off + ft.sizes[fx] > self.sections.s_offset and \
-                        self.sections.version >= 2:
+                off = lookup(ft.digests[fx])
+                if off is None or limit is not None and off + size > limit:
                     raise BadExtentsError("%s: the extents file has no content for /%s"
                                           % (self.nevra, ft.paths[fx].decode("utf-8", "replace")))
-                out.append((native.lib.RC_FEED_REG, ft.sizes[fx], off, b""))
+                append((reg_kind, size, off, b""))
+            elif kind == KIND_LINK:
+                link = ft.linktos[fx]
+                append((link_kind, len(link), 0, link))
             else:
-                out.append((native.lib.RC_FEED_NONE, 0, 0, b""))
+                append(nothing)
         return out
 
-    def write(self, out_fd, blk):
+    def _last_header_offset(self):
+        """Archive offset where the last entry's header starts (feed.c's
+        layout: 4-aligned 14-byte headers, content, no other padding)."""
+        files, pos, start = self._files, 0, 0
+        for fx in self._order:
+            start = (pos + 3) & ~3
+            pos = start + 16 + files[fx][1]        # NONE entries have size 0
+        return start
+
+    def clones(self, blk):
+        """Whether the plugin has work for this package at feed block size blk."""
+        return any(k == native.lib.RC_FEED_REG and size >= blk
+                   for k, size, _, _ in self._files)
+
+    def write(self, out_fd, blk, gate_fd=None):
         """Write the whole payload stream to out_fd (blocking)."""
-        native.feed_write(self.fd, self.package.compressor, blk, self.prologue.data,
-                          self._files, self.package.files.archive_order(), out_fd)
+        view = memoryview(self.prologue.data)
+        try:
+            while view:
+                view = view[os.write(out_fd, view):]
+        except BrokenPipeError:
+            return                    # rpm wanted the headers only
+        files, order = self._files, self._order
+        if gate_fd is not None:
+            files = files + [(FEED_GATE, 0, gate_fd, b"")]
+            order = order + [len(files) - 1]
+        native.feed_write(self.fd, self.package.compressor, blk, b"", files, order, out_fd)
 
     def open(self, blk):
         """A read fd on a fresh stream, filled by a thread."""
+        return self.open_stream(blk).fd
+
+    def open_stream(self, blk, gated=False):
+        """A fresh stream, filled by a thread; gated: see the module's doc."""
         r, w = os.pipe2(os.O_CLOEXEC)
         try:
             fcntl.fcntl(w, F_SETPIPE_SZ, 1 << 20)
         except OSError:
             pass
-        t = threading.Thread(target=self._run, args=(w, blk), daemon=True,
+        gate_r = gate_w = None
+        if gated and self._order:
+            if not self.gateable:
+                raise BadExtentsError("%s: a %s payload cannot be gated"
+                                      % (self.nevra, self.package.compressor))
+            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+        t = threading.Thread(target=self._run, args=(w, blk, gate_r), daemon=True,
                              name="rpmcow-feed-%s" % self.nevra)
         t.start()
         self._threads.append(t)
-        return r
+        return Stream(r, gate_w, self.gate_at)
 
-    def _run(self, w, blk):
+    def _run(self, w, blk, gate_r):
         try:
-            self.write(w, blk)
+            self.write(w, blk, gate_r)
         except Exception as exc:       # noqa: BLE001 - reported with rpm's failure
             self.error = exc           # (rpm then sees a short stream and fails the package)
         finally:
             os.close(w)
+            if gate_r is not None:
+                os.close(gate_r)
 
     def join(self):
         for t in self._threads:
