@@ -3,24 +3,45 @@
  * rpmcow's installer feeds rpm a payload whose regular files carry zeros
  * for their whole blocks (and real bytes for the last partial one).  After
  * rpm has written a file and set its metadata, fsm_file_prepare replaces
- * the zeros: read the tail back from the page cache, truncate to 0 (which
- * drops rpm's dirty zero pages without writing them), close the read fd
- * (clears XFS's flush-on-close flag), FICLONERANGE the whole blocks from
- * the extents file, write the tail, restore file capabilities and mtime.
+ * the zeros: read the tail from the extents file (cached: the feed has just
+ * read it), open the file read-only, truncate it to 0 (which drops rpm's
+ * dirty zero pages without writing them), close the read-only descriptor
+ * (closing any descriptor of a file truncated down, while it has no
+ * delayed-allocation blocks, clears XFS's flush-on-close flag without a
+ * flush), FICLONERANGE the whole blocks from the extents file, write the
+ * tail, restore file capabilities and mtime.
  * Where the filesystem cannot clone (other filesystem, no reflink, blocks
  * not aligned) the blocks are copied instead, with one warning per package.
  * Any other failure fails the package and rpm rolls it back.
  *
  * Loaded only when %__transaction_cow is defined -- rpmcow's installer does
  * that in its own process -- and active only for the packages listed in
- * %_rpmcow_map ("KEY=FD:BLK ...", KEY the header's SHA256HEADER, else
- * SHA1HEADER, else NEVRA; FD the open extents file; BLK the feed's block
- * size).  Everything is static except the hooks table at the bottom. */
+ * %_rpmcow_map ("KEY=FD:BLK[:LAST] ...", KEY the header's SHA256HEADER,
+ * else SHA1HEADER, else NEVRA; FD the open extents file; BLK the feed's
+ * block size; LAST, see below).
+ *
+ * Worker thread.  With LAST (the file index of the archive's last entry)
+ * the work of each file goes to a worker thread and rpm moves on to the
+ * next file.  rpm ignores fsm_file_post's result, so a failure must reach
+ * rpm through fsm_file_pre or fsm_file_prepare of a later file: every such
+ * hook first reports a failed job, the last entry's hooks wait for all jobs
+ * and its own work is done at once, and -- for the case where rpm skips
+ * the last entry (no hook at all) -- the installer withholds the archive's
+ * trailer until it has called rpmcow_plugin_drain() after rpm read the last
+ * entry's header, and aborts the stream if that reports a failure: rpm then
+ * fails the package before committing a single file, and rolls it back.
+ * Without LAST (dnf's plugin, rpm < 4.18) everything happens in the hook.
+ * The installer asks for LAST only where no other enabled plugin looks at
+ * file content in its own fsm_file_prepare (ima, fsverity): with the worker
+ * they would see it before the clone.
+ *
+ * Everything is static except the hooks table and rpmcow_plugin_drain(). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/fs.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,19 +109,53 @@ struct pkg {
     int active;
     int fd;                  /* the extents file (the installer's fd) */
     uint32_t blk;            /* whole blocks of this size were fed as zeros */
+    int async;               /* work on the worker thread (LAST was given) */
+    uint32_t last;           /* file index of the archive's last entry */
     uint32_t count, keysize;
     uint8_t *table;          /* count x (digest, le64 offset) */
     uint64_t fs_blk;         /* block size of the target filesystem */
-    int copying;             /* cannot clone: copy (said once) */
+    const char *copy_why;    /* cannot clone: copy (said once, by rpm's thread) */
+    int copy_said;
     char *nevra;
+    const char *fault;       /* $RPMCOW_TEST_FAULT_PATH: tests only */
     uint64_t cloned, copied;
+    /* the first failure, written under the worker's lock */
+    int failed, reported;
+    char err[768];
+};
+
+/* the work for one file, done by the worker or in the hook */
+struct job {
+    int fd;                  /* the file being installed (worker: our dup) */
+    uint64_t off, head, tail;
+    time_t mtime;
+    int caps;                /* the header gives it file capabilities */
+    char *path;
+};
+
+#define QCAP 32u
+#define BATCH 8u                 /* jobs queued before the worker is woken */
+
+struct worker {
+    pthread_t thread;
+    int running, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t work;     /* a job was queued, or stop */
+    pthread_cond_t changed;  /* a job was taken or finished */
+    struct job q[QCAP];
+    unsigned head, count;
+    int busy;
 };
 
 struct cow {
     struct pkg pkg;
+    struct worker w;
     uint8_t tail[MAX_BLK];
     uint8_t copybuf[1u << 16];
 };
+
+/* the package being installed, for rpmcow_plugin_drain() */
+static struct cow *active_cow;
 
 static struct cow *fallback_state;   /* rpm < 4.17 has no plugin data */
 
@@ -134,8 +189,11 @@ static int read_exact(int fd, void *buf, size_t n, off_t off)
         ssize_t r = pread(fd, b, n, off);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
+        if (r <= 0) {
+            if (r == 0)
+                errno = EIO;         /* short file */
             return -1;
+        }
         b += r;
         n -= (size_t)r;
         off += r;
@@ -185,6 +243,257 @@ static int64_t lookup(const struct pkg *P, const unsigned char *d, size_t len)
     return -1;
 }
 
+/* ---- failures ------------------------------------------------------------ */
+
+/* Record the first failure of this package (any thread); `e` is the errno. */
+static void record_failure(struct cow *c, const char *path, const char *what, int e)
+{
+    struct pkg *P = &c->pkg;
+    pthread_mutex_lock(&c->w.mu);
+    if (!P->failed) {
+        snprintf(P->err, sizeof(P->err), "cow: %s: %s: %s: %s\n", P->nevra, path, what,
+                 strerror(e));
+        __atomic_store_n(&P->failed, 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&c->w.mu);
+}
+
+/* In rpm's thread: the warning that the package is copied, once. */
+static void say_copying_now(struct pkg *P)
+{
+    const char *why = __atomic_load_n(&P->copy_why, __ATOMIC_ACQUIRE);
+    if (why && !P->copy_said) {
+        rpmlog(RPMLOG_WARNING, "cow: %s: %s: copying file data instead of cloning\n",
+               P->nevra, why);
+        P->copy_said = 1;
+    }
+}
+
+/* In rpm's thread: say what the worker found (once), and whether the
+ * package has failed. */
+static rpmRC report(struct cow *c)
+{
+    struct pkg *P = &c->pkg;
+    say_copying_now(P);
+    if (!__atomic_load_n(&P->failed, __ATOMIC_ACQUIRE))
+        return RPMRC_OK;
+    if (!P->reported) {
+        rpmlog(RPMLOG_ERR, "%s", P->err);
+        P->reported = 1;
+    }
+    return RPMRC_FAIL;
+}
+
+/* ---- the work for one file ------------------------------------------------ */
+
+static void say_copying(struct pkg *P, const char *why)
+{
+    const char *none = NULL;
+    __atomic_compare_exchange_n(&P->copy_why, &none, why, 0, __ATOMIC_RELEASE,
+                                __ATOMIC_RELAXED);
+}
+
+static int copy_blocks(struct cow *c, int fd, uint64_t off, uint64_t n)
+{
+    struct pkg *P = &c->pkg;
+    loff_t src = (loff_t)off, dst = 0;
+    while (n > 0) {
+        ssize_t r = copy_file_range(P->fd, &src, fd, &dst, n, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n -= (uint64_t)r;
+    }
+    while (n > 0) {             /* copy_file_range refused: plain copy */
+        size_t k = n > sizeof(c->copybuf) ? sizeof(c->copybuf) : (size_t)n;
+        if (read_exact(P->fd, c->copybuf, k, src) < 0)
+            return -1;
+        ssize_t w = pwrite(fd, c->copybuf, k, dst);
+        if (w != (ssize_t)k) {
+            if (w >= 0)
+                errno = EIO;
+            return -1;
+        }
+        src += (loff_t)k;
+        dst += (loff_t)k;
+        n -= k;
+    }
+    P->copied += (uint64_t)dst;
+    return 0;
+}
+
+static int cannot_clone(int e)
+{
+    return e == EXDEV || e == EOPNOTSUPP || e == EINVAL || e == ENOTTY || e == ENOSYS;
+}
+
+static int job_fail(struct cow *c, const struct job *j, const char *what)
+{
+    record_failure(c, j->path, what, errno ? errno : EIO);
+    return -1;
+}
+
+/* Replace rpm's zeros by the blob: see the comment at the top.  Runs on the
+ * worker, or in rpm's thread while the worker is idle; -1 on failure (then
+ * recorded). */
+static int run_job(struct cow *c, const struct job *j)
+{
+    struct pkg *P = &c->pkg;
+    int fd = j->fd;
+    errno = 0;
+    if (P->fault && strstr(j->path, P->fault)) {
+        errno = EIO;
+        return job_fail(c, j, "cannot clone (fault injected by RPMCOW_TEST_FAULT_PATH)");
+    }
+    if (P->fs_blk == 0) {
+        struct statfs sfs;
+        P->fs_blk = fstatfs(fd, &sfs) == 0 && sfs.f_bsize > 0 ? (uint64_t)sfs.f_bsize : 4096;
+    }
+    uint8_t caps[256];
+    ssize_t caplen = -1;
+    if (j->caps)
+        caplen = fgetxattr(fd, "security.capability", caps, sizeof(caps));
+
+    int clone = __atomic_load_n(&P->copy_why, __ATOMIC_ACQUIRE) == NULL;
+    if (clone && (j->off % P->fs_blk || j->head % P->fs_blk)) {
+        say_copying(P, "blobs are not aligned to this filesystem's blocks");
+        clone = 0;
+    }
+    if (clone) {
+        /* the last block's bytes come from the extents file (the feed has
+         * just read them: cached); the read-only descriptor is only there
+         * to be closed after the truncation (see the comment at the top) */
+        if (j->tail && read_exact(P->fd, c->tail, (size_t)j->tail, (off_t)(j->off + j->head)) < 0)
+            return job_fail(c, j, "cannot read the last block from the extents file");
+        int ro = j->tail ? open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+        int tr = ftruncate(fd, 0), e = errno;
+        if (ro >= 0)
+            close(ro);               /* clears XFS's flush-on-close after truncation */
+        errno = e;
+        if (tr < 0)
+            return job_fail(c, j, "cannot truncate");
+        struct file_clone_range r = {.src_fd = P->fd, .src_offset = j->off,
+                                     .src_length = j->head, .dest_offset = 0};
+        if (ioctl(fd, FICLONERANGE, &r) == 0) {
+            P->cloned += j->head;
+        } else if (cannot_clone(errno)) {
+            say_copying(P, errno == EXDEV ? "the extents file is on another filesystem"
+                                          : "this filesystem cannot clone");
+            if (copy_blocks(c, fd, j->off, j->head) < 0)
+                return job_fail(c, j, "cannot copy");
+        } else {
+            return job_fail(c, j, "cannot clone");
+        }
+        if (j->tail) {
+            ssize_t w = pwrite(fd, c->tail, (size_t)j->tail, (off_t)j->head);
+            if (w != (ssize_t)j->tail) {
+                if (w >= 0)
+                    errno = EIO;
+                return job_fail(c, j, "cannot write the last block");
+            }
+        }
+    } else if (copy_blocks(c, fd, j->off, j->head) < 0) {
+        return job_fail(c, j, "cannot copy");
+    }
+
+    if (caplen > 0 && fsetxattr(fd, "security.capability", caps, (size_t)caplen, 0) < 0)
+        return job_fail(c, j, "cannot restore file capabilities");
+    struct timespec ts[2] = {{.tv_sec = j->mtime}, {.tv_sec = j->mtime}};
+    if (futimens(fd, ts) < 0)
+        return job_fail(c, j, "cannot restore mtime");
+    return 0;
+}
+
+/* ---- the worker ------------------------------------------------------------ */
+
+static void *worker_main(void *arg)
+{
+    struct cow *c = arg;
+    struct worker *w = &c->w;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->count == 0 && !w->stop)
+            pthread_cond_wait(&w->work, &w->mu);
+        if (w->count == 0)
+            break;                           /* stop, and nothing left */
+        struct job j = w->q[w->head];
+        w->head = (w->head + 1) % QCAP;
+        w->count--;
+        w->busy = 1;
+        pthread_cond_broadcast(&w->changed);
+        pthread_mutex_unlock(&w->mu);
+        /* after a failure rpm fails the package: the rest is not worth doing */
+        if (!__atomic_load_n(&c->pkg.failed, __ATOMIC_ACQUIRE))
+            run_job(c, &j);
+        close(j.fd);
+        free(j.path);
+        pthread_mutex_lock(&w->mu);
+        w->busy = 0;
+        pthread_cond_broadcast(&w->changed);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* queue a job (taking over j->fd and j->path); -1 if no worker can run */
+static int enqueue(struct cow *c, struct job *j)
+{
+    struct worker *w = &c->w;
+    pthread_mutex_lock(&w->mu);
+    if (!w->running) {
+        w->stop = 0;
+        if (pthread_create(&w->thread, NULL, worker_main, c) != 0) {
+            pthread_mutex_unlock(&w->mu);
+            return -1;
+        }
+        w->running = 1;
+    }
+    while (w->count == QCAP) {
+        pthread_cond_signal(&w->work);
+        pthread_cond_wait(&w->changed, &w->mu);
+    }
+    w->q[(w->head + w->count) % QCAP] = *j;
+    w->count++;
+    if (w->count >= BATCH)       /* fewer wake-ups; drain() wakes it for the rest */
+        pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+/* wait until every queued job is done, and end the worker */
+static void drain(struct cow *c)
+{
+    struct worker *w = &c->w;
+    pthread_mutex_lock(&w->mu);
+    if (!w->running) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    w->stop = 1;
+    pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    w->running = 0;
+    w->stop = 0;
+}
+
+/* The installer calls this (in rpm's thread, from its progress callback)
+ * once rpm has read the header of the archive's last entry, before it lets
+ * rpm read the trailer: 0 when every file so far was done, -1 after a
+ * failure (logged here if no hook has reported it yet) -- or if no package
+ * of the map is being installed, when the installer expected one. */
+__attribute__((visibility("default"))) int rpmcow_plugin_drain(void)
+{
+    struct cow *c = active_cow;
+    if (c == NULL) {
+        rpmlog(RPMLOG_ERR, "cow: the package rpm is installing is not one of rpmcow's\n");
+        return -1;
+    }
+    drain(c);
+    return report(c) == RPMRC_OK ? 0 : -1;
+}
+
 /* ---- hooks ------------------------------------------------------------- */
 
 static rpmRC cow_init(rpmPlugin plugin, rpmts ts)
@@ -194,6 +503,9 @@ static rpmRC cow_init(rpmPlugin plugin, rpmts ts)
     if (c == NULL)
         return RPMRC_FAIL;
     c->pkg.fd = -1;
+    pthread_mutex_init(&c->w.mu, NULL);
+    pthread_cond_init(&c->w.work, NULL);
+    pthread_cond_init(&c->w.changed, NULL);
     if (rpmPluginSetData)
         rpmPluginSetData(plugin, c);
     else
@@ -205,7 +517,13 @@ static void cow_cleanup(rpmPlugin plugin)
 {
     struct cow *c = state(plugin);
     if (c) {
+        drain(c);
+        if (active_cow == c)
+            active_cow = NULL;
         pkg_reset(&c->pkg);
+        pthread_mutex_destroy(&c->w.mu);
+        pthread_cond_destroy(&c->w.work);
+        pthread_cond_destroy(&c->w.changed);
         free(c);
     }
     if (!rpmPluginSetData)
@@ -223,8 +541,9 @@ static char *te_key(rpmte te)
     return key;
 }
 
-/* find "KEY=FD:BLK" in the map */
-static int map_lookup(const char *map, const char *key, int *fd, uint32_t *blk)
+/* find "KEY=FD:BLK[:LAST]" in the map; returns the number of fields, or -1 */
+static int map_lookup(const char *map, const char *key, int *fd, uint32_t *blk,
+                      uint32_t *last)
 {
     size_t klen = strlen(key);
     const char *p = map;
@@ -232,11 +551,13 @@ static int map_lookup(const char *map, const char *key, int *fd, uint32_t *blk)
         while (*p == ' ' || *p == '\t' || *p == '\n')
             p++;
         if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
-            unsigned f, b;
-            if (sscanf(p + klen + 1, "%u:%u", &f, &b) == 2 && b <= MAX_BLK) {
+            unsigned f, b, l;
+            int n = sscanf(p + klen + 1, "%u:%u:%u", &f, &b, &l);
+            if (n >= 2 && b <= MAX_BLK) {
                 *fd = (int)f;
                 *blk = b;
-                return 0;
+                *last = n == 3 ? l : 0;
+                return n;
             }
             return -1;
         }
@@ -245,9 +566,12 @@ static int map_lookup(const char *map, const char *key, int *fd, uint32_t *blk)
     return -1;
 }
 
+static int async_abi = 1;            /* cleared for rpm < 4.18 (no fd in the hook) */
+
 static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
 {
     struct cow *c = state(plugin);
+    drain(c);
     pkg_reset(&c->pkg);
     if (rpmteType(te) != TR_ADDED)
         return RPMRC_OK;
@@ -255,14 +579,20 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     char *key = te_key(te);
     struct pkg *P = &c->pkg;
     rpmRC rc = RPMRC_OK;
-    if (map && key && map_lookup(map, key, &P->fd, &P->blk) == 0) {
+    int n = map && key ? map_lookup(map, key, &P->fd, &P->blk, &P->last) : -1;
+    if (n >= 2) {
         P->active = 1;
+        P->async = n == 3 && async_abi;
         P->nevra = strdup(rpmteNEVRA(te));
+        P->fault = getenv("RPMCOW_TEST_FAULT_PATH");
+        if (P->fault && !*P->fault)
+            P->fault = NULL;
         if (load_table(P) < 0) {
             rpmlog(RPMLOG_ERR, "cow: %s: cannot read the extents file's table\n",
                    rpmteNEVRA(te));
             rc = RPMRC_FAIL;
         }
+        active_cow = c;
     }
     free(map);
     free(key);
@@ -272,132 +602,81 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
 static rpmRC cow_psm_post(rpmPlugin plugin, rpmte te, int res)
 {
     (void)te;
-    (void)res;
     struct cow *c = state(plugin);
-    if (c->pkg.active)
-        rpmlog(RPMLOG_DEBUG, "cow: %s: %llu bytes cloned, %llu copied\n", c->pkg.nevra,
-               (unsigned long long)c->pkg.cloned, (unsigned long long)c->pkg.copied);
-    pkg_reset(&c->pkg);
+    struct pkg *P = &c->pkg;
+    drain(c);
+    if (P->active) {
+        say_copying_now(P);
+        /* a failure no hook could report: with the installer's trailer
+         * check this cannot happen; say so loudly if it does */
+        if (P->failed && !P->reported && res == RPMRC_OK)
+            rpmlog(RPMLOG_ERR, "%scow: %s: that failure came too late to fail the package, "
+                   "which is damaged\n", P->err, P->nevra);
+        rpmlog(RPMLOG_DEBUG, "cow: %s: %llu bytes cloned, %llu copied\n", P->nevra,
+               (unsigned long long)P->cloned, (unsigned long long)P->copied);
+    }
+    if (active_cow == c)
+        active_cow = NULL;
+    pkg_reset(P);
     return RPMRC_OK;
 }
 
-static void say_copying(struct pkg *P, const char *why)
+static rpmRC cow_file_pre(rpmPlugin plugin, rpmfi fi, const char *path, mode_t mode,
+                          rpmFsmOp op)
 {
-    if (!P->copying)
-        rpmlog(RPMLOG_WARNING, "cow: %s: %s: copying file data instead of cloning\n",
-               P->nevra, why);
-    P->copying = 1;
-}
-
-static int copy_blocks(struct cow *c, int fd, uint64_t off, uint64_t n)
-{
-    struct pkg *P = &c->pkg;
-    loff_t src = (loff_t)off, dst = 0;
-    while (n > 0) {
-        ssize_t r = copy_file_range(P->fd, &src, fd, &dst, n, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n -= (uint64_t)r;
-    }
-    while (n > 0) {             /* copy_file_range refused: plain copy */
-        size_t k = n > sizeof(c->copybuf) ? sizeof(c->copybuf) : (size_t)n;
-        if (read_exact(P->fd, c->copybuf, k, src) < 0 ||
-            pwrite(fd, c->copybuf, k, dst) != (ssize_t)k)
-            return -1;
-        src += (loff_t)k;
-        dst += (loff_t)k;
-        n -= k;
-    }
-    P->copied += (uint64_t)dst;
-    return 0;
-}
-
-static int cannot_clone(int e)
-{
-    return e == EXDEV || e == EOPNOTSUPP || e == EINVAL || e == ENOTTY || e == ENOSYS;
-}
-
-static rpmRC fail(struct pkg *P, const char *path, const char *what)
-{
-    rpmlog(RPMLOG_ERR, "cow: %s: %s: %s: %s\n", P->nevra, path, what, strerror(errno));
-    return RPMRC_FAIL;
+    (void)path;
+    (void)mode;
+    (void)op;
+    struct cow *c = state(plugin);
+    if (!c->pkg.active || fi == NULL)
+        return RPMRC_OK;
+    if (c->pkg.async && (uint32_t)rpmfiFX(fi) == c->pkg.last)
+        drain(c);                    /* the last entry: nothing may be left behind */
+    return report(c);
 }
 
 static rpmRC prepare(struct cow *c, rpmfi fi, int fd, const char *path, mode_t mode,
                      rpmFsmOp op)
 {
     struct pkg *P = &c->pkg;
-    if (!P->active || fd < 0 || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH || P->blk == 0)
+    if (!P->active)
         return RPMRC_OK;
+    if (report(c) != RPMRC_OK)
+        return RPMRC_FAIL;
+    int last = P->async && fi && (uint32_t)rpmfiFX(fi) == P->last;
+    if (last)
+        drain(c);
+    if (fd < 0 || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH || P->blk == 0)
+        return report(c);
     uint64_t size = (uint64_t)rpmfiFSize(fi);
     if (size < P->blk)
-        return RPMRC_OK;             /* fed for real */
+        return report(c);            /* fed for real */
     size_t dlen = 0;
     const unsigned char *digest = rpmfiFDigest(fi, NULL, &dlen);
     int64_t off = digest ? lookup(P, digest, dlen) : -1;
     if (off < 0) {
-        errno = ENOENT;
-        return fail(P, path, "no blob for this file in the extents file");
+        record_failure(c, path, "no blob for this file in the extents file", ENOENT);
+        return report(c);
     }
-    uint64_t head = size - size % P->blk, tail = size - head;
-
-    if (P->fs_blk == 0) {
-        struct statfs sfs;
-        P->fs_blk = fstatfs(fd, &sfs) == 0 && sfs.f_bsize > 0 ? (uint64_t)sfs.f_bsize : 4096;
-    }
-    uint8_t caps[256];
-    ssize_t caplen = -1;
     const char *fcaps = rpmfiFCaps(fi);
-    if (fcaps && *fcaps)
-        caplen = fgetxattr(fd, "security.capability", caps, sizeof(caps));
-
-    int clone = !P->copying;
-    if (clone && ((uint64_t)off % P->fs_blk || head % P->fs_blk)) {
-        say_copying(P, "blobs are not aligned to this filesystem's blocks");
-        clone = 0;
+    struct job j = {.fd = fd, .off = (uint64_t)off, .head = size - size % P->blk,
+                    .tail = size % P->blk, .mtime = (time_t)rpmfiFMtime(fi),
+                    .caps = fcaps && *fcaps, .path = (char *)path};
+    if (P->async && !last) {
+        /* rpm closes fd when we return: the worker gets its own */
+        j.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        j.path = strdup(path);
+        if (j.fd >= 0 && j.path && enqueue(c, &j) == 0)
+            return RPMRC_OK;
+        if (j.fd >= 0)
+            close(j.fd);
+        free(j.path);
+        j.fd = fd;                   /* no worker: do it here */
+        j.path = (char *)path;
+        drain(c);
     }
-    if (clone) {
-        int ro = -1;
-        if (tail) {
-            ro = open(path, O_RDONLY | O_CLOEXEC);
-            if (ro < 0 || read_exact(ro, c->tail, (size_t)tail, (off_t)head) < 0) {
-                if (ro >= 0)
-                    close(ro);
-                return fail(P, path, "cannot read back the last block");
-            }
-        }
-        int tr = ftruncate(fd, 0);
-        if (ro >= 0)
-            close(ro);               /* clears XFS's flush-on-close after truncation */
-        if (tr < 0)
-            return fail(P, path, "cannot truncate");
-        struct file_clone_range r = {.src_fd = P->fd, .src_offset = (uint64_t)off,
-                                     .src_length = head, .dest_offset = 0};
-        if (ioctl(fd, FICLONERANGE, &r) == 0) {
-            P->cloned += head;
-        } else if (cannot_clone(errno)) {
-            say_copying(P, errno == EXDEV ? "the extents file is on another filesystem"
-                                          : "this filesystem cannot clone");
-            if (copy_blocks(c, fd, (uint64_t)off, head) < 0)
-                return fail(P, path, "cannot copy");
-        } else {
-            return fail(P, path, "cannot clone");
-        }
-        if (tail && pwrite(fd, c->tail, (size_t)tail, (off_t)head) != (ssize_t)tail)
-            return fail(P, path, "cannot write the last block");
-    } else if (copy_blocks(c, fd, (uint64_t)off, head) < 0) {
-        return fail(P, path, "cannot copy");
-    }
-
-    if (caplen > 0 && fsetxattr(fd, "security.capability", caps, (size_t)caplen, 0) < 0)
-        return fail(P, path, "cannot restore file capabilities");
-    struct timespec ts[2] = {{.tv_sec = (time_t)rpmfiFMtime(fi)},
-                             {.tv_sec = (time_t)rpmfiFMtime(fi)}};
-    if (futimens(fd, ts) < 0)
-        return fail(P, path, "cannot restore mtime");
-    return RPMRC_OK;
+    run_job(c, &j);
+    return report(c);
 }
 
 static rpmRC cow_prepare(rpmPlugin plugin, rpmfi fi, int fd, const char *path,
@@ -416,8 +695,10 @@ static rpmRC cow_prepare_416(rpmPlugin plugin, rpmfi fi, const char *path,
     if (!c->pkg.active || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH)
         return RPMRC_OK;
     int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return fail(&c->pkg, path, "cannot open");
+    if (fd < 0) {
+        record_failure(c, path, "cannot open", errno);
+        return report(c);
+    }
     rpmRC rc = prepare(c, fi, fd, path, mode, op);
     close(fd);
     return rc;
@@ -428,6 +709,7 @@ struct rpmPluginHooks_s cow_hooks = {
     .cleanup = cow_cleanup,
     .psm_pre = cow_psm_pre,
     .psm_post = cow_psm_post,
+    .fsm_file_pre = cow_file_pre,
     .fsm_file_prepare = (void *)cow_prepare,
 };
 
@@ -435,6 +717,8 @@ struct rpmPluginHooks_s cow_hooks = {
 __attribute__((constructor)) static void cow_pick_abi(void)
 {
     int major = 0, minor = 0;
-    if (sscanf(RPMVERSION, "%d.%d", &major, &minor) == 2 && (major == 4 && minor < 18))
+    if (sscanf(RPMVERSION, "%d.%d", &major, &minor) == 2 && (major == 4 && minor < 18)) {
         cow_hooks.fsm_file_prepare = (void *)cow_prepare_416;
+        async_abi = 0;
+    }
 }
