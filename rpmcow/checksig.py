@@ -17,7 +17,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import extents, native, package, verify
 from .errors import RpmcowError, VerificationError
@@ -28,9 +28,15 @@ _KEYID = re.compile(r"key ID ([0-9a-f]+)")
 
 @dataclass
 class Evaluation:
-    nevra: str
     items: list
     record: str           # check_record status
+    prologue: object = field(default=None, repr=False)
+    package: object = None   # the parsed package, if the evaluation needed it
+    sections: object = field(default=None, repr=False)
+
+    @property
+    def nevra(self):
+        return _nevra(self.prologue, self.package)
 
 
 def _refresh_legacy(it, fresh):
@@ -70,14 +76,32 @@ def _file_digests_item(fd, pkg, sections):
     return Item("File digests", "OK")
 
 
-def evaluate(fd, target, files=False, pkg=None):
+def _check(fd, target, prologue, sections):
+    """(prologue, sections, header items judged now, record status, stored
+    items); rpmkeys runs while the sections and the record are read."""
+    if prologue is None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        prologue = native.Input(fd, []).read_prologue()
+    check = verify.HeaderCheck(target, prologue.data)
+    try:
+        sections = sections or extents.read_sections(fd)
+        status, stored = verify.check_record(sections.s_text, prologue.data,
+                                             verify.record_keys(target))
+        fresh = check.header_items
+    except BaseException:
+        check.abort()
+        raise
+    return prologue, sections, fresh, status, stored
+
+
+def evaluate(fd, target, files=False, pkg=None, prologue=None, sections=None):
     """Items for an extents file open at fd, judged now.  pkg: the parsed
-    package, if the caller has it (parsed here only when files=True)."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    pro = native.Input(fd, []).read_prologue()
-    sections = extents.read_sections(fd)
-    fresh = verify.header_items(target, pro.data)
-    status, stored = verify.check_record(sections.s_text, pro.data, verify.record_keys(target))
+    package, if the caller has it (parsed here only when files=True);
+    prologue, sections: what the caller has read of the file already."""
+    return _evaluate(fd, files, pkg, *_check(fd, target, prologue, sections))
+
+
+def _evaluate(fd, files, pkg, pro, sections, fresh, status, stored):
     items = list(fresh)
     trusted = status == "valid"
     for it in stored:
@@ -91,8 +115,9 @@ def evaluate(fd, target, files=False, pkg=None):
         label, _, rest = verify.RECORD_PROBLEMS[status].partition(" ")
         items.append(Item("rpmcow record", label, rest.strip("()")))
     if files:
-        items.append(_file_digests_item(fd, pkg or package.parse(pro), sections))
-    return Evaluation(_nevra(pro, pkg), items, status)
+        pkg = pkg or package.parse(pro)
+        items.append(_file_digests_item(fd, pkg, sections))
+    return Evaluation(items, status, pro, pkg, sections)
 
 
 def _nevra(pro, pkg):
@@ -107,15 +132,19 @@ def blobs_trusted(fd):
     return st.st_uid == 0 and not st.st_mode & 0o022
 
 
-def require_for_install(fd, target, level, files=False, pkg=None):
-    """Raise VerificationError unless the extents file satisfies `level`.
+def require_for_install(fd, target, level, files=False, pkg=None, prologue=None,
+                        sections=None):
+    """Raise VerificationError unless the extents file satisfies `level`;
+    returns the Evaluation (with the prologue and sections it read, and the
+    package if it had to parse it).
 
     Blobs are hashed against the signed header (as ``checksig --files``)
     when asked to, when the file has no valid record, or when someone other
     than root could have changed them since they were checked."""
-    ev = evaluate(fd, target, pkg=pkg)
-    if files or ev.record != "valid" or not blobs_trusted(fd):
-        ev = evaluate(fd, target, files=True, pkg=pkg)
+    checked = _check(fd, target, prologue, sections)
+    status = checked[3]
+    files = files or status != "valid" or not blobs_trusted(fd)
+    ev = _evaluate(fd, files, pkg, *checked)
     failure = verify.policy_failure(ev.items, level)
     if failure:
         raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))
@@ -156,6 +185,7 @@ def checksig(paths, target, verbose=False, files=False, out=None, err=None):
                 failed += r.returncode != 0
                 continue
             ev = evaluate(fd, target, files=files)
+            ev.nevra                # a header librpm cannot load is an error here
         except RpmcowError as exc:
             print("rpmcow: %s: %s" % (path, exc), file=err)
             failed += 1
