@@ -10,6 +10,11 @@ Verification: the effective %_pkgverify_level is enforced before rpm runs,
 for extents files by their verdict (rpmcow.checksig), for plain packages by
 rpmkeys.  rpm itself then checks every header again; it is told not to read
 payload digests or file digests, which the fed payload does not match.
+
+The plugin clones on a thread of its own where it may (rpmplugin.worker_ok):
+each such package's feed then withholds the archive's trailer until the
+progress callback, once rpm has read the last entry's header, has waited
+for the plugin's work and found it done (feeder.Stream).
 """
 import contextlib
 import os
@@ -61,6 +66,10 @@ class _Package:
             raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
         self.feed = None
         self.blk = 0
+        self.gated = False           # the plugin works on its thread: gate the feed
+        self.plugin = None           # the rpmplugin.Activation, for drain()
+        self.stream = None
+        self.gate_at = feeder.NO_GATE
         self._open = []
 
     @property
@@ -72,11 +81,28 @@ class _Package:
             fd = os.dup(self.fd)
             os.lseek(fd, 0, os.SEEK_SET)
         else:
-            fd = self.feed.open(self.blk)
+            self.stream = self.feed.open_stream(self.blk, gated=self.gated)
+            self.gate_at = self.stream.gate_at
+            fd = self.stream.fd
         self._open.append(fd)
         return fd
 
+    def release_gate(self):
+        """rpm has read the last entry's header: the plugin's work on every
+        file before it must be done, or the stream is cut short.  Never
+        raises (rpm's Python bindings exit the process when a callback does)."""
+        self.gate_at = feeder.NO_GATE
+        try:
+            ok = self.plugin.drain()
+        except Exception:              # noqa: BLE001 - fail the package, not the process
+            ok = False
+        self.stream.release(ok)
+
     def close_payload(self):
+        self.gate_at = feeder.NO_GATE
+        if self.stream is not None:
+            self.stream.close_gate()
+            self.stream = None
         while self._open:
             os.close(self._open.pop())
 
@@ -130,23 +156,36 @@ def _prob_filter(opts):
     return f
 
 
-class _Callback:
-    def __init__(self):
-        self.errors = []
+def _callback(errors):
+    """rpm's callback; called after every archive entry of every package,
+    so INST_PROGRESS comes first and costs one comparison."""
+    progress = rpm.RPMCALLBACK_INST_PROGRESS
+    open_file, close_file = rpm.RPMCALLBACK_INST_OPEN_FILE, rpm.RPMCALLBACK_INST_CLOSE_FILE
+    unpack_errors = (rpm.RPMCALLBACK_UNPACK_ERROR, rpm.RPMCALLBACK_CPIO_ERROR)
+    script_error = rpm.RPMCALLBACK_SCRIPT_ERROR
 
-    def __call__(self, what, amount, total, key, data):
-        if what == rpm.RPMCALLBACK_INST_OPEN_FILE:
+    def callback(what, amount, total, key, data):
+        if what == progress:
+            try:
+                gate_at = key.gate_at
+            except AttributeError:     # not one of our packages
+                return None
+            if amount > gate_at:
+                key.release_gate()
+            return None
+        if what == open_file:
             return key.open_payload()
-        if what == rpm.RPMCALLBACK_INST_CLOSE_FILE:
+        if what == close_file:
             # rpm closes its own copy after we return: never join a feeder here
             key.close_payload()
-        elif what in (rpm.RPMCALLBACK_UNPACK_ERROR, rpm.RPMCALLBACK_CPIO_ERROR):
+        elif what in unpack_errors:
             cause = getattr(key.feed, "error", None) if key and key.feed else None
-            self.errors.append("%s: unpacking failed%s" % (key.path if key else "?",
-                                                          " (%s)" % cause if cause else ""))
-        elif what == rpm.RPMCALLBACK_SCRIPT_ERROR and total:   # total: fatal scriptlet
-            self.errors.append("%s: scriptlet failed" % (key.path if key else "?"))
+            errors.append("%s: unpacking failed%s" % (key.path if key else "?",
+                                                     " (%s)" % cause if cause else ""))
+        elif what == script_error and total:   # total: fatal scriptlet
+            errors.append("%s: scriptlet failed" % (key.path if key else "?"))
         return None
+    return callback
 
 
 def install(paths, opts=None):
@@ -162,8 +201,9 @@ def install(paths, opts=None):
             pkgs.append(p)
             if extents.is_transcoded(p.fd):
                 # the policy first (rpmkeys on the headers), then our parse
-                checksig.require_for_install(p.fd, target, level, files=opts.verify_files)
-                p.feed = feeder.PackageFeed(p.fd, path)
+                ev = checksig.require_for_install(p.fd, target, level, files=opts.verify_files)
+                p.feed = feeder.PackageFeed(p.fd, path, prologue=ev.prologue,
+                                            sections=ev.sections, pkg=ev.package)
                 p.blk = blk
             else:
                 _require_plain(p, target, level)
@@ -192,18 +232,33 @@ def _read_header(ts, p):
         raise InstallError("%s: %s" % (p.path, exc)) from None
 
 
+def _plugin_map(pkgs, act):
+    """The plugin's entries; packages it may work on in its thread get the
+    archive's last entry and a gated feed."""
+    entries = {}
+    for p in pkgs:
+        if not p.is_extents:
+            continue
+        p.plugin = act
+        p.gated = act.worker_ok and p.feed.gateable and p.feed.clones(p.blk)
+        entries[_key(p.feed.header)] = (p.fd, p.blk, p.feed.last) if p.gated else (p.fd, p.blk)
+    act.set_map(entries)
+
+
 def _run(pkgs, opts, target):
-    cow = {_key(p.feed.header): (p.fd, p.blk) for p in pkgs if p.is_extents}
+    any_cow = any(p.is_extents for p in pkgs)
     macros = {}
     if opts.dbpath:
         macros["_dbpath"] = opts.dbpath
     for name, value in macros.items():
         rpm.addMacro(name, value)
     try:
-        with rpmplugin.enabled(cow) if cow else contextlib.nullcontext():
+        with rpmplugin.enabled() if any_cow else contextlib.nullcontext() as act:
+            if any_cow:
+                _plugin_map(pkgs, act)
             ts = rpm.TransactionSet(opts.root)
             try:
-                return _transact(ts, pkgs, opts, bool(cow))
+                return _transact(ts, pkgs, opts, any_cow)
             finally:
                 ts.closeDB()
     finally:
@@ -229,16 +284,16 @@ def _transact(ts, pkgs, opts, any_cow):
             raise InstallError("Failed dependencies:\n" + "\n".join(
                 "\t%s" % pr for pr in ts.problems()))
     ts.order()
-    cb = _Callback()
+    errors = []
     rpm.setVerbosity(rpm.RPMLOG_WARNING)   # rpm's and the plugin's messages go to stderr
-    problems = ts.run(cb, None)
+    problems = ts.run(_callback(errors), None)
     # rpm's answer: None when all went well, a list of problems when the
     # transaction could not start, an empty list when elements failed
     if problems:
         raise InstallError("\n".join(str(pr[0]) if isinstance(pr, tuple) else str(pr)
                                      for pr in problems))
-    if problems is not None or cb.errors:
-        raise InstallError("; ".join(cb.errors) or
+    if problems is not None or errors:
+        raise InstallError("; ".join(errors) or
                            "rpm failed to install some packages (see its messages above)")
     return result
 

@@ -85,9 +85,9 @@ def rpmcow_argv():
     return [sys.executable, "-m", "rpmcow"]
 
 
-def run(argv, check=False, timeout=600):
-    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=ENV,
-                       timeout=timeout)
+def run(argv, check=False, timeout=600, env=None):
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                       env=dict(ENV, **(env or {})), timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError("%s failed (exit %d):\n%s\n%s"
                              % (" ".join(map(str, argv)), r.returncode, r.stdout, r.stderr))
@@ -411,8 +411,9 @@ class Site:
         run(argv, check=True)
         return out
 
-    def install(self, *args, root=None, ok=True):
-        r = run(rpmcow_argv() + ["install", "--root", root or self.cow, "--dbpath", DB, *args])
+    def install(self, *args, root=None, ok=True, env=None):
+        r = run(rpmcow_argv() + ["install", "--root", root or self.cow, "--dbpath", DB, *args],
+                env=env)
         self.last = r
         if ok:
             assert r.returncode == 0, "rpmcow install %s: exit %d\n%s" % (
@@ -1084,3 +1085,124 @@ def test_upstream_extents_files_refused(xfs_site, name, level):
     assert "hello-2.0-1.x86_64" in r.stderr, r.stderr
     assert installed(site.cow) == []
     assert not (site.cow / "usr").exists()
+
+
+# ================================================================ the plugin's worker thread
+#
+# On zstd and gzip payloads the plugin clones on a thread of its own, rpm
+# moving on to the next file meanwhile (csrc/rpm_plugin_cow.c). A failed
+# clone must still fail the package before rpm commits a file: reported at a
+# later file's hook, done at once for the archive's last entry, and -- when
+# rpm skips the last entry, so that no hook follows -- by the feed, which
+# withholds the archive's trailer until the plugin's work is found done.
+# RPMCOW_TEST_FAULT_PATH makes the plugin fail the file whose path holds it.
+
+FAULT = "RPMCOW_TEST_FAULT_PATH"
+
+
+def worker_files(doc_last=False):
+    """Cloneable files in archive order a..j (+ a %doc file sorting last)."""
+    files = [directory("/opt/wt")]
+    files += [regular("/opt/wt/f%s" % c, pattern(20000 + i * 4096 + 7, 40 + i))
+              for i, c in enumerate("abcdefghij")]
+    files.append(regular("/opt/wt/small", b"small\n"))
+    if doc_last:
+        files.append(regular("/opt/wt/zz-README", pattern(9000, 60), directives="%doc"))
+    return files
+
+
+@pytest.fixture(scope="module")
+def worker_pkgs(pkgbuilder):
+    return {
+        "wt": pkgbuilder.build("wt", worker_files()),
+        "wtdoc": pkgbuilder.build("wtdoc", worker_files(doc_last=True)),
+        "wtgz": pkgbuilder.build("wtgz", worker_files(), compressor="gzip"),
+    }
+
+
+def _wt_absent(site, name):
+    assert name not in " ".join(installed(site.cow))
+    left = [p for p in (site.cow / "opt/wt").rglob("*") if not p.is_dir()] \
+        if (site.cow / "opt/wt").exists() else []
+    assert not left, left
+    assert not leftovers(site.cow), leftovers(site.cow)
+
+
+@pytest.mark.parametrize("pkg,fault", [
+    ("wt", "/opt/wt/fc;"),          # midway: reported at a later file's hook
+    ("wt", "/opt/wt/fa;"),          # the first file
+    ("wt", "/opt/wt/fj;"),          # the last clone; the archive's last entry is 'small'
+    ("wtgz", "/opt/wt/fe;"),        # gzip: gated too
+])
+def test_worker_failure_rolls_back(xfs_site, worker_pkgs, pkg, fault):
+    site = xfs_site
+    ext = site.transcode(worker_pkgs[pkg])
+    r = site.install("--nodeps", "--noscripts", ext, ok=False, env={FAULT: fault})
+    assert r.returncode != 0, r.stderr
+    assert "fault injected" in r.stderr and fault.rstrip(";") in r.stderr, r.stderr
+    # the work was queued: rpm learns of the failure at a later file's hook
+    assert re.search(r"failed on file /opt/wt/", r.stderr), r.stderr
+    assert "failed on file %s" % fault not in r.stderr, r.stderr
+    _wt_absent(site, pkg)
+    # and without the fault it goes in like stock rpm's
+    site.install("--nodeps", "--noscripts", ext)
+    site.rpm("-i", "--nodeps", "--noscripts", worker_pkgs[pkg])
+    site.assert_same(shared=installed(site.cow))
+
+
+def test_worker_failure_when_rpm_skips_the_last_entry(xfs_site, worker_pkgs):
+    """--excludedocs: rpm skips the archive's last entry (a %doc file) and
+    calls no hook after the last clone's.  The feed's gate must fail it."""
+    site = xfs_site
+    ext = site.transcode(worker_pkgs["wtdoc"])
+    r = site.install("--excludedocs", "--nodeps", "--noscripts", ext, ok=False,
+                     env={FAULT: "/opt/wt/small;"})     # not cloned: no failure
+    assert r.returncode == 0, r.stderr
+    site.rpm("-i", "--excludedocs", "--nodeps", "--noscripts", worker_pkgs["wtdoc"])
+    site.assert_same(shared=installed(site.cow))
+    site.rpm("-e", "--nodeps", "--noscripts", "wtdoc", root=site.cow)
+    site.rpm("-e", "--nodeps", "--noscripts", "wtdoc")
+    r = site.install("--excludedocs", "--nodeps", "--noscripts", ext, ok=False,
+                     env={FAULT: "/opt/wt/fj;"})        # the last entry with a hook
+    assert r.returncode != 0, r.stderr
+    assert "fault injected" in r.stderr and "cut short" in r.stderr, r.stderr
+    _wt_absent(site, "wtdoc")
+
+
+def test_worker_failure_in_second_package_keeps_the_first(xfs_site, worker_pkgs, pair):
+    site = xfs_site
+    fa = pair("fa")
+    r = site.install("--nodeps", "--noscripts", site.transcode(fa),
+                     site.transcode(worker_pkgs["wt"]), ok=False, env={FAULT: "/opt/wt/fd;"})
+    assert r.returncode != 0, r.stderr
+    assert installed(site.cow) == ["fa-1.0-1.noarch"]
+    _wt_absent(site, "wt")
+    site.rpm("-i", "--nodeps", "--noscripts", fa)
+    site.assert_same(shared=installed(site.cow))
+
+
+def test_no_worker_when_a_plugin_reads_content(tmp_path):
+    """ima and fsverity look at a file's content in their own hooks, which
+    run while the worker may still be cloning it: no worker with them.  (rpm
+    loads a plugin whose file is in %__plugindir and whose macro is set.)"""
+    import rpm as rpmlib
+    from rpmcow import rpmplugin
+    plugdir = tmp_path / "plugins"
+    plugdir.mkdir()
+    for name in ("selinux", "fsverity", "syslog"):
+        (plugdir / (name + ".so")).write_bytes(b"")
+    pushed = ["__plugindir", "__transaction_selinux", "__transaction_syslog",
+              "__transaction_fsverity"]
+    for name, value in zip(pushed, [plugdir, plugdir / "selinux.so", plugdir / "syslog.so",
+                                    "%{nil}"]):           # fsverity turned off
+        rpmlib.addMacro(name, str(value))
+    try:
+        with rpmplugin.enabled() as act:
+            assert act.others == ["selinux", "syslog"] and act.worker_ok
+        rpmlib.addMacro("__transaction_fsverity", str(plugdir / "fsverity.so"))
+        pushed.append("__transaction_fsverity")
+        with rpmplugin.enabled() as act:
+            assert act.others == ["fsverity", "selinux", "syslog"] and not act.worker_ok
+    finally:
+        for name in pushed:
+            rpmlib.delMacro(name)
