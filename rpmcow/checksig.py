@@ -132,23 +132,58 @@ def blobs_trusted(fd):
     return st.st_uid == 0 and not st.st_mode & 0o022
 
 
+class InstallCheck:
+    """``require_for_install`` in two steps.  The constructor reads the
+    headers and the sections, starts rpmkeys on the headers in the
+    background and checks the record; ``require`` waits for rpmkeys and
+    judges.  In between the caller may parse the header (as the transcoder
+    does while rpmkeys runs) -- but must not act on the package."""
+
+    def __init__(self, fd, target, prologue=None, sections=None):
+        self.fd = fd
+        if prologue is None:
+            os.lseek(fd, 0, os.SEEK_SET)
+            prologue = native.Input(fd, []).read_prologue()
+        self.prologue = prologue
+        self._hcheck = verify.HeaderCheck(target, prologue.data)
+        try:
+            self.sections = sections or extents.read_sections(fd)
+            self._status, self._stored = verify.check_record(
+                self.sections.s_text, prologue.data, verify.record_keys(target))
+        except BaseException:
+            self._hcheck.abort()
+            raise
+
+    def require(self, level, files=False, pkg=None):
+        """Raise VerificationError unless the file satisfies `level`; returns
+        the Evaluation (with the prologue and sections read, and the package
+        if it was parsed here).  pkg: the parsed package, if the caller has it.
+
+        Blobs are hashed against the signed header (as ``checksig --files``)
+        when asked to, when the file has no valid record, or when someone
+        other than root could have changed them since they were checked."""
+        try:
+            fresh = self._hcheck.header_items
+        except BaseException:
+            self._hcheck.abort()
+            raise
+        files = files or self._status != "valid" or not blobs_trusted(self.fd)
+        ev = _evaluate(self.fd, files, pkg, self.prologue, self.sections, fresh,
+                       self._status, self._stored)
+        failure = verify.policy_failure(ev.items, level)
+        if failure:
+            raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))
+        return ev
+
+    def abort(self):
+        self._hcheck.abort()
+
+
 def require_for_install(fd, target, level, files=False, pkg=None, prologue=None,
                         sections=None):
     """Raise VerificationError unless the extents file satisfies `level`;
-    returns the Evaluation (with the prologue and sections it read, and the
-    package if it had to parse it).
-
-    Blobs are hashed against the signed header (as ``checksig --files``)
-    when asked to, when the file has no valid record, or when someone other
-    than root could have changed them since they were checked."""
-    checked = _check(fd, target, prologue, sections)
-    status = checked[3]
-    files = files or status != "valid" or not blobs_trusted(fd)
-    ev = _evaluate(fd, files, pkg, *checked)
-    failure = verify.policy_failure(ev.items, level)
-    if failure:
-        raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))
-    return ev
+    returns the Evaluation (see InstallCheck.require)."""
+    return InstallCheck(fd, target, prologue, sections).require(level, files, pkg)
 
 
 def summary(items):

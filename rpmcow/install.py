@@ -200,10 +200,7 @@ def install(paths, opts=None):
             p = _Package(path)
             pkgs.append(p)
             if extents.is_transcoded(p.fd):
-                # the policy first (rpmkeys on the headers), then our parse
-                ev = checksig.require_for_install(p.fd, target, level, files=opts.verify_files)
-                p.feed = feeder.PackageFeed(p.fd, path, prologue=ev.prologue,
-                                            sections=ev.sections, pkg=ev.package)
+                p.feed = _checked_feed(p, target, level, opts.verify_files)
                 p.blk = blk
             else:
                 _require_plain(p, target, level)
@@ -211,6 +208,26 @@ def install(paths, opts=None):
     finally:
         for p in pkgs:
             p.close()
+
+
+def _checked_feed(p, target, level, verify_files):
+    """The feed of an extents file that satisfies the policy.  rpmkeys judges
+    its headers in the background while librpm parses them for us and the
+    feed is described -- nothing is read of the blobs, and rpm runs only
+    after the verdict.  A failed verification is the error to report, even
+    where the header could not be parsed either."""
+    check = checksig.InstallCheck(p.fd, target)
+    try:
+        feed = feeder.PackageFeed(p.fd, p.path, prologue=check.prologue,
+                                  sections=check.sections)
+    except RpmcowError:
+        check.require(level, files=verify_files)
+        raise
+    except BaseException:
+        check.abort()
+        raise
+    check.require(level, files=verify_files, pkg=feed.package)
+    return feed
 
 
 def _require_plain(p, target, level):
