@@ -1150,6 +1150,19 @@ def test_worker_failure_rolls_back(xfs_site, worker_pkgs, pkg, fault):
     site.assert_same(shared=installed(site.cow))
 
 
+def test_failure_on_the_last_entry_is_synchronous(xfs_site, worker_pkgs):
+    """The archive's last entry is cloned in its own hook, after every queued
+    job: rpm fails the package on that very file."""
+    site = xfs_site
+    ext = site.transcode(worker_pkgs["wtdoc"])
+    r = site.install("--nodeps", "--noscripts", ext, ok=False,
+                     env={FAULT: "/opt/wt/zz-README;"})
+    assert r.returncode != 0, r.stderr
+    assert "fault injected" in r.stderr, r.stderr
+    assert "failed on file /opt/wt/zz-README;" in r.stderr, r.stderr
+    _wt_absent(site, "wtdoc")
+
+
 def test_worker_failure_when_rpm_skips_the_last_entry(xfs_site, worker_pkgs):
     """--excludedocs: rpm skips the archive's last entry (a %doc file) and
     calls no hook after the last clone's.  The feed's gate must fail it."""
