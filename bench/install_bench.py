@@ -4,7 +4,8 @@ install`` of the extents file, in the same run, on a loop-mounted XFS.
 
     .venv/bin/python bench/install_bench.py [--runs 3]
 
-For each large package (zstd-19 and xz-9, built by bench/largepkg.py):
+For each large package (zstd-19 and xz-9, of the "large" and "reference"
+profiles, built by bench/largepkg.py):
 transcode once onto the XFS (timed separately), then alternate N runs of
 each install into a fresh root on the same XFS, with caches dropped before
 every run.  Reported per variant (medians): wall, CPU (user+sys of the
@@ -27,8 +28,15 @@ sys.path.insert(0, HERE)
 import benchlib  # noqa: E402
 import largepkg  # noqa: E402
 
-PACKAGES = [("zstd-19", "w19T2.zstdio"), ("xz-9", "w9T2.xzdio")]
-TARGETS = {"zstd-19": 0.75, "xz-9": 0.35}
+# (label, payload, largepkg profile): "large" has 25.8k entries in 337 MiB;
+# "reference" has the shape of the package measured in
+# ../shared/reference/stock-rpm-cow.md (10.9k entries, 332 MiB).  New disk
+# space is about one block per file, so it is the file count that decides it.
+PACKAGES = [("zstd-19", "w19T2.zstdio", "large"), ("xz-9", "w9T2.xzdio", "large"),
+            ("reference zstd-19", "w19T2.zstdio", "reference"),
+            ("reference xz-9", "w9T2.xzdio", "reference")]
+TARGETS = {"zstd-19": 0.75, "xz-9": 0.35, "reference zstd-19": 0.75, "reference xz-9": 0.35}
+NAMES = {"large": "rpmcow-bench-large", "reference": "rpmcow-bench-reference"}
 RPMCOW = os.path.join(benchlib.REPO, ".venv", "bin", "rpmcow")
 
 
@@ -61,8 +69,9 @@ def main():
                "runs": args.runs, "packages": {}}
     with benchlib.loop_xfs(6) as xfs:
         mnt = xfs.path
-        for label, define in PACKAGES:
-            src = largepkg.build_large_package(args.workdir, define)
+        for label, define, profile in PACKAGES:
+            src = largepkg.build_large_package(args.workdir, define, name=NAMES[profile],
+                                               profile=profile)
             info = largepkg.package_info(src)
             pkg = os.path.join(mnt, os.path.basename(src))
             shutil.copyfile(src, pkg)

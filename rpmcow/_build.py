@@ -170,8 +170,8 @@ def build_plugin(out_dir=PLUGIN_DIR, cc=None):
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, "cow.so")
     cc = cc or os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
-    cflags = [f for f in CFLAGS if f != "-pthread"]
-    cmd = [cc, "-shared", "-fPIC", *cflags, *LDFLAGS[1:], "-o", out + ".tmp",
+    # -pthread: the plugin runs a worker thread (glibc < 2.34 needs libpthread)
+    cmd = [cc, "-shared", "-fPIC", *CFLAGS, *LDFLAGS, "-o", out + ".tmp",
            os.path.join(CSRC, PLUGIN_SOURCE), "-lrpm", "-lrpmio"]
     subprocess.run(cmd, check=True)
     os.replace(out + ".tmp", out)
