@@ -12,6 +12,7 @@ verification level) install the stock way in the same transaction.
 Used only when the dnf cache and the install root are on one filesystem
 that really clones; never for --downloadonly.
 """
+import atexit
 import concurrent.futures
 import fcntl
 import logging
@@ -146,6 +147,9 @@ class Cow(dnf.Plugin):
         except Exception as exc:          # noqa: BLE001
             logger.warning(MSG_NOT_USED, exc)
             return
+        # dnf calls no hook when the transaction fails before rpm runs (e.g.
+        # its gpgcheck): the private plugin directory goes at exit then
+        atexit.register(self.activation.close)
         self.active = True
         workers = self.workers or os.cpu_count() or 1
         self.pool = concurrent.futures.ThreadPoolExecutor(workers, "rpmcow")

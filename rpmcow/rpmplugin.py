@@ -69,6 +69,10 @@ class Activation:
             "%%{?__transaction_%s}" % os.path.basename(p)[:-3]).strip())
         if os.path.dirname(self.so) != os.path.abspath(sysdir):
             self.private = tempfile.mkdtemp(prefix="rpmcow-plugins.")
+            # removed through its parent's fd: rpm may have chrooted the
+            # process by the time close() runs (dnf's transaction does)
+            self._parent_fd = os.open(os.path.dirname(self.private),
+                                      os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             for other in others:
                 os.symlink(other, os.path.join(self.private, os.path.basename(other)))
             os.symlink(self.so, os.path.join(self.private, NAME + ".so"))
@@ -115,7 +119,11 @@ class Activation:
             rpm.delMacro(name)
         self.names = []
         if self.private:
-            shutil.rmtree(self.private, ignore_errors=True)
+            try:
+                shutil.rmtree(os.path.basename(self.private), dir_fd=self._parent_fd,
+                              ignore_errors=True)
+            finally:
+                os.close(self._parent_fd)
             self.private = None
 
 

@@ -120,14 +120,23 @@ def no_cow_messages(text):
 
 # ---- transactions on a reflink filesystem ----------------------------------------
 
+def _private_plugin_dirs():
+    import glob
+    import tempfile
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "rpmcow-plugins.*")))
+
+
 def test_install(dnf_repo, cow_area):
     d = dnf_repo.dnf(cow_area / "root")
     want = all_cow(dnf_repo)
+    before = _private_plugin_dirs()
     out = d.ok("install", *want)
     check_state(d, want)
     assert transcoded(out) == set(want), out
     check_cow(d, out, want)
     assert stock_messages(out) == {}, out
+    # the private plugin directory is gone, though rpm chrooted dnf meanwhile
+    assert _private_plugin_dirs() <= before
 
 
 def test_upgrade_downgrade_reinstall(dnf_repo, cow_area):
@@ -215,6 +224,7 @@ def test_corrupted_package_fails_as_without_the_plugin(dnf_repo, cow_area):
     checks pass, dnf's gpgcheck (rpmkeys, payload digest) fails."""
     etc = corpus_pick(dnf_repo, "binary-in-etc")
     results = {}
+    before = _private_plugin_dirs()
     for plugin in (True, False):
         d = dnf_repo.dnf(cow_area / ("root-%s" % ("cow" if plugin else "stock")))
         rc, out, err = d("install", BROKEN, etc, plugin=plugin)
@@ -231,6 +241,8 @@ def test_corrupted_package_fails_as_without_the_plugin(dnf_repo, cow_area):
     assert d.extents_file_of(BROKEN) is None
     rc, out = rpm_va(d.root)
     assert (rc, out) == (0, "")
+    # no hook ran after the failure: the private plugin directory went at exit
+    assert _private_plugin_dirs() <= before
 
 
 # ---- the cache ----------------------------------------------------------------------
