@@ -92,14 +92,18 @@ PROFILES = {
     ),
     # The profile of the package behind ../shared/reference/stock-rpm-cow.md
     # (10,812 entries, 353 MB): fewer, larger files than "large" -- mostly
-    # shared libraries and executables.  An extents install's new disk space
+    # shared libraries, executables and a JDK; no content repeated at scale.  An extents install's new disk space
     # is about one block per file (the last, partial block is the file's
     # own), so it depends on the file count as much as on the bytes.
     "reference": Profile(
         name="reference",
         sources=(
-            Source("/usr/lib/x86_64-linux-gnu", "lib", 200 * MiB, match=_SO),
+            # dri/: Mesa's drivers are hard links of one 25 MiB library, which
+            # a transcoder stores once: not the shape of a typical package
+            Source("/usr/lib/x86_64-linux-gnu", "lib", 200 * MiB, match=_SO,
+                   skip_dirs=("dri",)),
             Source("/usr/bin", "bin", 90 * MiB),
+            Source("/usr/lib/jvm", "jvm", 80 * MiB),
             Source("/usr/lib/python3.11", "python3.11", 40 * MiB,
                    skip_dirs=("site-packages", "dist-packages")),
             Source("/usr/share/man", "man", 12 * MiB),
