@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
-	bench-dnf bench-vendor clean
+	bench-dnf bench-vendor bench-tail-block clean
 
 setup: deps venv build
 
@@ -32,7 +32,7 @@ fuzz: setup
 
 # every benchmark (tens of minutes: large packages are built once, cached in
 # bench/work and build/scenario); results land in bench/results/
-bench: bench-transcode bench-verify bench-install bench-dnf bench-vendor
+bench: bench-transcode bench-verify bench-install bench-dnf bench-vendor bench-tail-block
 
 bench-transcode: setup
 	$(VPY) bench/transcode_bench.py
@@ -48,6 +48,9 @@ bench-dnf: setup
 
 bench-vendor: setup
 	$(VPY) bench/vendor_bench.py
+
+bench-tail-block: setup
+	$(VPY) bench/tail_block.py
 
 clean:
 	rm -rf build dist *.egg-info rpmcow/_core*.so rpmcow/_core.c .pytest_cache
