@@ -91,6 +91,19 @@ class Input:
             _raise(self._err)
         self._in = ffi.gc(self._in, lib.rc_input_free)
 
+    def close(self):
+        """Stop the hashing thread, if any, and free the C input now (not
+        when the garbage collector gets to it: the caller may close the fd)."""
+        if self._in is not None:
+            ffi.release(self._in)
+            self._in = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def read_prologue(self):
         pro = ffi.new("rc_prologue *")
         _check(lib.rc_read_prologue(self._in, pro, self._err), self._err)

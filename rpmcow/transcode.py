@@ -63,7 +63,12 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     target = target or rpmconfig.Target()
     level = rpmconfig.verify_level(target, level)
 
-    inp = native.Input(in_fd, algo_names)
+    # the C input (and its hashing thread) is done with in_fd when this returns
+    with native.Input(in_fd, algo_names) as inp:
+        return _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify)
+
+
+def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     pro = inp.read_prologue()
     # rpmkeys checks the headers in the background; meanwhile the input's
     # digests are computed (no decompression) and the header is parsed.
