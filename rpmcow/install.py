@@ -293,6 +293,10 @@ def _transact(ts, pkgs, opts, any_cow):
     ts.setProbFilter(_prob_filter(opts))
     for p in pkgs:
         h = _read_header(ts, p)
+        if h[rpm.RPMTAG_SOURCEPACKAGE]:
+            # rpm -i unpacks these into %_topdir, outside any transaction
+            raise InstallError("%s: %s is a source package: install it with rpm -i"
+                               % (p.path, h[rpm.RPMTAG_NAME]))
         ts.addInstall(h, p, "u" if opts.upgrade else "i")
         (result.cow if p.is_extents else result.plain).append(h["nevra"])
     if not opts.nodeps:

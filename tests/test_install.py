@@ -929,6 +929,20 @@ def test_plain_rpm_and_extents_file_in_one_transaction(site, pair):
     assert_none_shared(site.cow, ["fa-1.0-1.noarch"])
 
 
+def test_source_packages_are_refused(xfs_site):
+    """rpm -i unpacks a source package into %_topdir; rpmcow install would
+    have made it an installed package: it refuses, naming it, installing
+    nothing of the transaction."""
+    src = CORPUS / "rpm-testdata" / "hello-1.0-1.src.rpm"
+    binary = CORPUS / "rpm-testdata" / "hello-2.0-1.x86_64.rpm"
+    for pkg in (src, xfs_site.transcode(src)):
+        r = xfs_site.install("--nodeps", "--noscripts", binary, pkg, ok=False)
+        assert r.returncode != 0
+        assert "hello is a source package: install it with rpm -i" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert installed(xfs_site.cow) == []
+
+
 def test_noscripts_runs_no_scriptlets_and_no_triggers(site, generated):
     """rpm's --noscripts is --nopre --nopost ... and --notriggers: with the
     file-trigger package in the transaction, nothing at all may run."""
