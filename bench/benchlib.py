@@ -59,6 +59,20 @@ def run_timed(argv, env=None, cwd=None):
     return t1 - t0, cpu, t2 - t0
 
 
+def save_results(name, res, lines):
+    """bench/results/NAME.json (res) and NAME.md (lines); prints the table.
+    Returns the results directory (for a plot beside them)."""
+    import json
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(res, f, indent=2, sort_keys=True)
+    with open(os.path.join(out, name + ".md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

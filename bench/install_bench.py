@@ -16,7 +16,6 @@ their blocks with).  Results: bench/results/install.{md,json,png}.
 """
 import argparse
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -101,10 +100,6 @@ def main():
 
 
 def write_results(res):
-    out = os.path.join(HERE, "results")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "install.json"), "w") as f:
-        json.dump(res, f, indent=2, sort_keys=True)
     m = res["machine"]
     lines = [
         "# Install benchmark: stock `rpm -i` vs `rpmcow install`",
@@ -135,8 +130,7 @@ def write_results(res):
         lines.append("| %s | %.1f MiB | %.1f MiB | %s | %.1f MiB | %.2f s |" % (
             label, p["rpm_bytes"] / benchlib.MiB, p["extents_bytes"] / benchlib.MiB,
             p["files"], (p["installed_bytes"] or 0) / benchlib.MiB, p["transcode_s"]))
-    with open(os.path.join(out, "install.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    out = benchlib.save_results("install", res, lines)
     labels = list(res["packages"])
     benchlib.plot_bars(os.path.join(out, "install.png"), "Install wall time (incl. sync)",
                        labels, {
@@ -144,7 +138,6 @@ def write_results(res):
                                             for l in labels],
                            "rpmcow install": [res["packages"][l]["median"]["cow"]["wall_sync"]
                                               for l in labels]}, "seconds")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -81,11 +81,6 @@ def main():
 
 
 def write(res):
-    out = os.path.join(HERE, "results")
-    os.makedirs(out, exist_ok=True)
-    import json
-    with open(os.path.join(out, "tail_block.json"), "w") as f:
-        json.dump(res, f, indent=2, sort_keys=True)
     m = res["machine"]
     lines = ["# A cloned block truncated mid-block is copied", "",
              "Date %s. %d CPUs (%s), kernel %s. Loop-mounted XFS (reflink=1), %d-byte blocks; "
@@ -100,9 +95,7 @@ def write(res):
     lines += ["", "Truncating to a size inside a block zeroes the rest of that block, which is a "
               "write: XFS copies the shared block first.  An extents install therefore writes "
               "each file's last, partial block (see docs/install.md, \"Disk space\")."]
-    with open(os.path.join(out, "tail_block.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    benchlib.save_results("tail_block", res, lines)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Results: bench/results/verify.{md,json}.
 """
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -51,9 +50,10 @@ def main():
         res["packages"][label] = {"runs": times, "median": med,
                                   "overhead": med["verified"] / med["unverified"] - 1}
         print(label, med, file=sys.stderr)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "verify.json"), "w") as f:
-        json.dump(res, f, indent=2, sort_keys=True)
+    write_results(res)
+
+
+def write_results(res):
     m = res["machine"]
     lines = ["# Verification overhead of the transcoder", "",
              "Date %s. %d CPUs (%s), %s. In-process `transcode_path`, input in the page "
@@ -64,9 +64,7 @@ def main():
     for label, p in res["packages"].items():
         lines.append("| %s | %.2f s | %.2f s | %+.1f%% |" % (
             label, p["median"]["unverified"], p["median"]["verified"], 100 * p["overhead"]))
-    with open(os.path.join(HERE, "results", "verify.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    benchlib.save_results("verify", res, lines)
 
 
 if __name__ == "__main__":
