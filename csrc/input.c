@@ -276,15 +276,6 @@ void rc_input_undefer(rc_input *in)
     in->handoff_arg = NULL;
 }
 
-void rc_input_wait_idle(rc_input *in)
-{
-    pthread_mutex_lock(&in->lock);
-    for (int i = 0; i < IN_NBLOCKS; i++)
-        while (in->busy[i])
-            pthread_cond_wait(&in->freed, &in->lock);
-    pthread_mutex_unlock(&in->lock);
-}
-
 int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
                               const uint8_t *prefix, size_t prefix_len, rc_error *err)
 {

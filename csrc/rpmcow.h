@@ -84,8 +84,6 @@ void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg);
 /* hand off the rest of the current block and return to immediate mode */
 void rc_input_undefer(rc_input *in);
 void rc_input_hash_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to);
-/* wait until every handed-off block was hashed */
-void rc_input_wait_idle(rc_input *in);
 uint64_t rc_input_total(const rc_input *in);
 /* Copy the rest of the input to fd unchanged (deny-listed packages). */
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);

@@ -61,7 +61,7 @@ class Prologue:
 
 
 class LayoutResult:
-    def __init__(self, res, group_offsets, c_offsets=None):
+    def __init__(self, res, group_offsets):
         self.out_pos = res.out_pos
         self.blobs = res.blobs
         self.blob_bytes = res.blob_bytes
@@ -70,15 +70,12 @@ class LayoutResult:
         self.entries = res.entries
         self.reader_cpu = res.reader_cpu_ns / 1e9
         self.sink_cpu = res.sink_cpu_ns / 1e9
-        self.group_offsets = group_offsets
-        self.c_offsets = c_offsets       # the same, as the C array
+        self.group_offsets = group_offsets   # the C array: see FileTable.t_entries
 
 
 class Input:
     """A package being read from an fd; every byte read feeds the input
     digests named in `algos` (the C section)."""
-
-    NO_OFFSET = 2 ** 64 - 1
 
     def __init__(self, fd, algos):
         self._err = ffi.new("rc_error *")
@@ -173,7 +170,6 @@ class LayoutJob:
 
     def __init__(self, inp, compressor, table, out_fd, out_pos, page_size):
         self._keep = (inp, table)
-        self._ngroups = table.ngroups
         self._offsets = ffi.new("uint64_t[]", max(table.ngroups, 1))
         self._res = ffi.new("rc_layout_result *")
         self._err = ffi.new("rc_error *")
@@ -189,7 +185,7 @@ class LayoutJob:
             return None
         job, self._job = self._job, None
         _check(lib.rc_layout_wait(job, self._err), self._err)
-        return LayoutResult(self._res, ffi.unpack(self._offsets, self._ngroups), self._offsets)
+        return LayoutResult(self._res, self._offsets)
 
 
 class FileTable:
@@ -223,10 +219,6 @@ class FileTable:
     @cached_property
     def sizes(self):
         return self._ints(self._t.sizes)
-
-    @cached_property
-    def stripped_sizes(self):
-        return self._ints(self._t.stripped)
 
     @cached_property
     def flags(self):
@@ -266,7 +258,7 @@ class FileTable:
         (digest, offset) of every placed group, sorted by digest."""
         cap = max(self.ngroups, 1) * (self.keysize + 8)
         out = ffi.new("uint8_t[]", cap)
-        n = lib.rc_ftable_t_entries(self._t, layout.c_offsets, out, cap)
+        n = lib.rc_ftable_t_entries(self._t, layout.group_offsets, out, cap)
         if n == 2 ** 64 - 1:
             raise errors.BadPackageError("out of memory building the table")
         return n, ffi.buffer(out, n * (self.keysize + 8))[:]

@@ -157,11 +157,6 @@ class HeaderCheck:
             self._proc.communicate()
 
 
-def header_items(target, prologue):
-    """Items rpmkeys can judge from lead + signature header + header alone."""
-    return HeaderCheck(target, prologue).header_items
-
-
 # ---- payload items, computed by the C input stage --------------------------
 
 _PAYLOAD_DIGEST = re.compile(r"^Payload (?P<algo>[A-Z0-9]+)(?P<alt> ALT)? digest$")
