@@ -8,7 +8,8 @@
  *   cpio.c     cpio archive entries (newc and rpm's stripped form)
  *   filetab.c  the file table, from the main header's file tags
  *   layout.c   extents layout: dedupe, page alignment, file digests, writes
- *   digest.c   digest contexts (OpenSSL EVP)
+ *   digest.c   digest contexts (OpenSSL EVP; SHA-256 and MD5 on blockhash.c)
+ *   blockhash.c SHA-256 (x86 SHA extensions) and MD5 block functions, stitched
  *
  * Every function that can fail returns RC_OK (0) or a negative RC_E_* code
  * and leaves a one-line message in the rc_error it was given.
@@ -49,6 +50,23 @@ int rc_digest_final(rc_digest *d, uint8_t *out);
 int rc_digest_size(const rc_digest *d);
 int rc_digest_reset(rc_digest *d);
 void rc_digest_free(rc_digest *d);
+/* Update ds[i] with ps[i][0, ns[i]) for each i < k: the same result as k
+ * rc_digest_update calls, but MD5 and SHA-256 streams are hashed together,
+ * interleaved on one core.  For streams over the same bytes that start at
+ * different offsets (whole input, payload, header + payload). */
+void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
+                               const size_t *ns, int k);
+/* "sha-ni" when SHA-256 and MD5 use blockhash.c, else "openssl" */
+const char *rc_digest_backend(void);
+
+/* ---- block functions (blockhash.c) ----------------------------------- */
+/* 1 if this CPU runs them (x86-64 with the SHA extensions, SSSE3, SSE4.1) */
+int rc_blockhash_available(void);
+/* Advance up to three chaining states by nblocks 64-byte blocks each, one
+ * core interleaving them: md5 (4 words) over pm, SHA-256 (8 words) ha over
+ * pa and hb over pb.  A NULL state is skipped.  Needs rc_blockhash_available. */
+void rc_blockhash(uint32_t *md5, const uint8_t *pm, uint32_t *ha, const uint8_t *pa,
+                  uint32_t *hb, const uint8_t *pb, size_t nblocks);
 
 /* ---- input (input.c) ------------------------------------------------ */
 typedef struct rc_input rc_input;

@@ -23,6 +23,17 @@ ERRORS = """
 typedef struct rc_error { int code; char msg[512]; } rc_error;
 """
 
+DIGEST = """
+typedef struct rc_digest rc_digest;
+rc_digest *rc_digest_new(const char *name, rc_error *err);
+int rc_digest_update(rc_digest *d, const void *p, size_t n);
+int rc_digest_final(rc_digest *d, uint8_t *out);
+void rc_digest_free(rc_digest *d);
+void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
+                               const size_t *ns, int k);
+const char *rc_digest_backend(void);
+"""
+
 INPUT = """
 #define RC_MAX_DIGEST ...
 #define RC_MAX_ALGOS ...
@@ -134,7 +145,7 @@ typedef struct rc_feed {
 int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err);
 """
 
-SOURCES = ["util.c", "digest.c", "input.c", "header.c", "payload.c", "cpio.c", "filetab.c",
+SOURCES = ["util.c", "digest.c", "blockhash.c", "input.c", "header.c", "payload.c", "cpio.c", "filetab.c",
            "layout.c", "feed.c"]
 
 # warnings are errors; hardening flags; no executable stack
@@ -146,7 +157,7 @@ LDFLAGS = ["-pthread", "-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now"]
 LIBRARIES = ["zstd", "lzma", "z", "bz2", "crypto"]
 
 ffibuilder = FFI()
-ffibuilder.cdef(ERRORS + INPUT + HEADER + PAYLOAD + LAYOUT + FILETAB + FEED)
+ffibuilder.cdef(ERRORS + DIGEST + INPUT + HEADER + PAYLOAD + LAYOUT + FILETAB + FEED)
 ffibuilder.set_source(
     "rpmcow._core",
     '#include "rpmcow.h"',

@@ -73,6 +73,44 @@ class LayoutResult:
         self.group_offsets = group_offsets   # the C array: see FileTable.t_entries
 
 
+def digest_backend():
+    """"sha-ni" when SHA-256 and MD5 run on the core's own block functions
+    (x86 SHA extensions), "openssl" otherwise."""
+    return ffi.string(lib.rc_digest_backend()).decode()
+
+
+class Digests:
+    """Digests (OpenSSL names) of several byte streams, updated together the
+    way the input digests are (one core, interleaved): update() takes one
+    bytes-like per digest."""
+
+    def __init__(self, names):
+        self._err = ffi.new("rc_error *")
+        self._ds = []
+        for name in names:
+            d = lib.rc_digest_new(name.encode(), self._err)
+            if d == ffi.NULL:
+                _raise(self._err)
+            self._ds.append(ffi.gc(d, lib.rc_digest_free))
+
+    def update(self, *chunks):
+        if len(chunks) != len(self._ds):
+            raise errors.InternalError("one chunk per digest")
+        bufs = [ffi.from_buffer(c) for c in chunks]
+        lib.rc_digest_update_together(ffi.new("rc_digest *[]", self._ds),
+                                      ffi.new("const uint8_t *[]", bufs),
+                                      ffi.new("size_t[]", [len(c) for c in chunks]),
+                                      len(self._ds))
+
+    def digests(self):
+        out = ffi.new("uint8_t[]", lib.RC_MAX_DIGEST)
+        result = []
+        for d in self._ds:
+            n = lib.rc_digest_final(d, out)
+            result.append(bytes(ffi.buffer(out, n)))
+        return result
+
+
 class Input:
     """A package being read from an fd; every byte read feeds the input
     digests named in `algos` (the C section)."""
