@@ -41,6 +41,11 @@ static int use_native(void)
     return ok;
 }
 
+int rc_digest_interleaves(const rc_digest *d)
+{
+    return d->kind != BK_EVP;
+}
+
 const char *rc_digest_backend(void)
 {
     return use_native() ? "sha-ni" : "openssl";

@@ -56,6 +56,9 @@ void rc_digest_free(rc_digest *d);
  * different offsets (whole input, payload, header + payload). */
 void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
                                const size_t *ns, int k);
+/* 1 if rc_digest_update_together interleaves d with others (and its
+ * updates cannot fail) */
+int rc_digest_interleaves(const rc_digest *d);
 /* "sha-ni" when SHA-256 and MD5 use blockhash.c, else "openssl" */
 const char *rc_digest_backend(void);
 
