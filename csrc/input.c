@@ -8,12 +8,14 @@
  * to a callback once consumed, and the sink hashes it and releases it: the
  * reading thread only decompresses.
  *
- * When the input is a regular file, all digests can instead be computed by
- * a hashing thread of their own that reads the file again with pread
- * (rc_input_hash_in_background): the compressed bytes need no decompressing,
- * so that thread starts while the headers are still being checked and
- * parsed, and the data path is left with decompressing, file digests and
- * writes.  At the end both must have seen the same number of bytes. */
+ * When the input is a regular file, all digests are instead computed by a
+ * hashing thread of their own that reads the file again with pread
+ * (rc_input_hash_in_background, or at the latest rc_input_finish): the
+ * compressed bytes need no decompressing, so that thread starts while the
+ * headers are still being checked and parsed, and the data path is left
+ * with decompressing, file digests and writes.  The reading thread then
+ * hashes nothing at all (the thread starts from byte 0).  At the end both
+ * must have seen the same number of bytes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -52,7 +54,8 @@ struct rc_input {
     /* background hashing (a regular file read again with pread) */
     off_t origin;                   /* file offset of input byte 0, -1: not seekable */
     int regular;
-    int bg_running;
+    int lazy;                       /* regular: the hashing thread does it all */
+    int bg_running, bg_started;
     pthread_t bg_thread;
     int bg_stop;                    /* atomic */
     uint64_t bg_hashed;
@@ -82,6 +85,7 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
     struct stat st;
     in->regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
     in->origin = in->regular ? lseek(fd, 0, SEEK_CUR) : -1;
+    in->lazy = in->regular && in->origin >= 0;
     for (int i = 0; i < IN_NBLOCKS; i++) {
         if ((in->blocks[i] = malloc(IN_BLOCK)) == NULL) {
             rc_input_free(in);
@@ -158,7 +162,7 @@ static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t fro
 {
     if (to <= from)
         return;
-    if (!in->bg_running)
+    if (!in->bg_running && !in->lazy)
         hash_bytes(in, p + from, base + from, to - from);
     if (in->tee_fd >= 0 && !in->tee_failed) {
         /* the tee's reader may stop early (it saw enough): not our error */
@@ -271,9 +275,10 @@ int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_err
 
 void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg)
 {
-    /* with the hashing thread and no tee, a consumed block needs nothing
-     * more: the reading thread reuses it at once */
-    if (in->bg_running && in->tee_fd < 0)
+    /* when the hashing thread does the digests (a regular file) and there
+     * is no tee, a consumed block needs nothing more: the reading thread
+     * reuses it at once */
+    if ((in->bg_running || in->lazy) && in->tee_fd < 0)
         return;
     in->handoff = handoff;
     in->handoff_arg = arg;
@@ -290,7 +295,7 @@ void rc_input_undefer(rc_input *in)
 int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
                               const uint8_t *prefix, size_t prefix_len, rc_error *err)
 {
-    if (in->bg_running)
+    if (in->bg_started)
         return rc_fail(err, RC_E_INTERNAL, "range digest added after hashing started");
     if (in->nranges == RC_MAX_RANGES)
         return rc_fail(err, RC_E_INTERNAL, "at most %d range digests", RC_MAX_RANGES);
@@ -300,7 +305,7 @@ int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
     rc_digest *md = rc_digest_new(name, err);
     if (md == NULL)
         return err->code;
-    if (prefix_len)
+    if (prefix_len && !in->lazy)
         rc_digest_update(md, prefix, prefix_len);
     in->ranges[in->nranges].md = md;
     in->ranges[in->nranges].start = start;
@@ -338,7 +343,7 @@ int rc_input_hash_in_background(rc_input *in, rc_error *err)
 {
     if (in->bg_running)
         return 1;
-    if (!in->regular || in->origin < 0 || in->handoff)
+    if (!in->lazy || in->bg_started || in->handoff)
         return 0;
 #ifdef POSIX_FADV_SEQUENTIAL
     posix_fadvise(in->fd, in->origin, 0, POSIX_FADV_SEQUENTIAL);
@@ -354,7 +359,7 @@ int rc_input_hash_in_background(rc_input *in, rc_error *err)
     in->bg_errno = 0;
     if (pthread_create(&in->bg_thread, NULL, background_main, in) != 0)
         return rc_fail(err, RC_E_NOMEM, "cannot start the hashing thread");
-    in->bg_running = 1;
+    in->bg_running = in->bg_started = 1;
     return 1;
 }
 
@@ -387,6 +392,11 @@ uint64_t rc_input_total(const rc_input *in)
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
                     uint8_t *range_out, int *range_lens, rc_error *err)
 {
+    if (in->lazy && !in->bg_started) {
+        int rc = rc_input_hash_in_background(in, err);
+        if (rc < 0)
+            return rc;
+    }
     if (in->bg_running) {
         pthread_join(in->bg_thread, NULL);
         in->bg_running = 0;

@@ -92,7 +92,9 @@ int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
 /* Compute every input and range digest on a thread of its own that reads
  * the (regular) input file again with pread, from its byte 0.  Returns 1 if
  * started, 0 if the input is not a regular file (the data path keeps
- * hashing), or a negative RC_E_*.  Add range digests first. */
+ * hashing), or a negative RC_E_*.  Add range digests first.  For a regular
+ * file nothing else ever hashes: rc_input_finish starts the thread if this
+ * was not called. */
 int rc_input_hash_in_background(rc_input *in, rc_error *err);
 /* Copy every byte consumed from now on to fd (e.g. a verifier's pipe). */
 void rc_input_set_tee(rc_input *in, int fd);

@@ -8,12 +8,19 @@ read by the C core from the same, accepted, header (csrc/filetab.c).
 """
 import contextlib
 import os
+import struct
 from dataclasses import dataclass
 
 import rpm
 
 from . import native
 from .errors import BadPackageError
+
+# tags read from the raw headers before librpm has read them (header_facts)
+_TAG_NAME, _TAG_PAYLOADFORMAT, _TAG_PAYLOADCOMPRESSOR = 1000, 1124, 1125
+_TAG_PAYLOADDIGESTALGO = 5093
+_SIGTAG_MD5 = 1004
+_TYPE_INT32, _TYPE_STRING = 4, 6
 
 # PAYLOADCOMPRESSOR values rpm writes; a missing tag means gzip (rpm's default)
 _COMPRESSORS = {
@@ -88,23 +95,99 @@ def nevra(h):
     return h["nevra"]
 
 
-def parse(prologue, header=None, files_checked=True):
+@dataclass
+class HeaderFacts:
+    """What the transcoder needs before librpm has read the header, read from
+    the raw headers' index (the header check by rpmkeys runs meanwhile, and
+    librpm reads the header while the payload streams; cross_check then
+    requires librpm to read the same)."""
+    name: str
+    compressor: str
+    payload_digest_algo: object      # PGPHASHALGO_* or None
+    has_md5: bool                    # the legacy header+payload MD5
+
+
+def _index(blob):
+    """{tag: (type, data offset, count)} (first entry of a tag) and the data
+    store of a header blob (magic, il, dl, index, store)."""
+    if len(blob) < 16:
+        raise BadPackageError("bad package header: header too short")
+    il, dl = struct.unpack_from(">II", blob, 8)
+    end = 16 + 16 * il
+    if end + dl > len(blob):
+        raise BadPackageError("bad package header: index or data beyond the header")
+    entries = {}
+    for tag, typ, off, count in struct.iter_unpack(">IIII", blob[16:end]):
+        entries.setdefault(tag, (typ, off, count))
+    return entries, blob[end:end + dl]
+
+
+def _string(entries, store, tag):
+    if tag not in entries:
+        return None
+    typ, off, _ = entries[tag]
+    nul = store.find(b"\0", off) if typ == _TYPE_STRING and off < len(store) else -1
+    if nul < 0:
+        raise BadPackageError("bad package header: tag %d is not a string" % tag)
+    return store[off:nul].decode("utf-8", "surrogateescape")
+
+
+def _int32(entries, store, tag):
+    if tag not in entries:
+        return None
+    typ, off, count = entries[tag]
+    if typ != _TYPE_INT32 or count < 1 or off + 4 > len(store):
+        raise BadPackageError("bad package header: tag %d is not an integer" % tag)
+    return struct.unpack_from(">I", store, off)[0]
+
+
+def _compressor(comp_tag):
+    compressor = _COMPRESSORS.get(comp_tag)
+    if compressor is None:
+        raise BadPackageError("unsupported payload compressor %r" % comp_tag)
+    return compressor
+
+
+def header_facts(prologue):
+    """HeaderFacts of a native.Prologue, from its raw bytes."""
+    data = prologue.data
+    main, store = _index(data[prologue.hdr_off:prologue.hdr_off + prologue.hdr_len])
+    sig, _ = _index(data[prologue.sig_off:prologue.sig_off + prologue.sig_len])
+    fmt = _string(main, store, _TAG_PAYLOADFORMAT)
+    if fmt not in (None, "cpio"):
+        raise BadPackageError("unsupported payload format %r" % fmt)
+    return HeaderFacts(
+        name=_string(main, store, _TAG_NAME) or "",
+        compressor=_compressor(_string(main, store, _TAG_PAYLOADCOMPRESSOR)),
+        payload_digest_algo=_int32(main, store, _TAG_PAYLOADDIGESTALGO),
+        has_md5=_SIGTAG_MD5 in sig)
+
+
+def cross_check(facts, pkg):
+    """librpm must read the header as header_facts did."""
+    h = pkg.header
+    librpm = HeaderFacts(name=pkg.name, compressor=pkg.compressor,
+                         payload_digest_algo=h[rpm.RPMTAG_PAYLOADDIGESTALGO],
+                         has_md5=bool(h[rpm.RPMTAG_SIGMD5]))
+    if librpm != facts:
+        raise BadPackageError("bad package header: librpm reads it differently (%s, not %s)"
+                              % (librpm, facts))
+
+
+def parse(prologue, header=None, files_checked=True, files=None):
     """Package facts from a native.Prologue (and its header, if loaded).
-    files_checked=False leaves check_files to the caller."""
+    files_checked=False leaves check_files to the caller; files: its
+    FileTable, if built already."""
     h = header if header is not None else load_header(prologue.data)
     if files_checked:
         check_files(h)
     fmt = h[rpm.RPMTAG_PAYLOADFORMAT]
     if fmt not in (None, "cpio"):
         raise BadPackageError("unsupported payload format %r" % fmt)
-    comp_tag = h[rpm.RPMTAG_PAYLOADCOMPRESSOR]
-    compressor = _COMPRESSORS.get(comp_tag)
-    if compressor is None:
-        raise BadPackageError("unsupported payload compressor %r" % comp_tag)
     return Package(
         header=h,
         name=h[rpm.RPMTAG_NAME],
         nevra=nevra(h),
-        compressor=compressor,
-        files=native.FileTable(prologue.main_header),
+        compressor=_compressor(h[rpm.RPMTAG_PAYLOADCOMPRESSOR]),
+        files=files if files is not None else native.FileTable(prologue.main_header),
     )

@@ -11,7 +11,6 @@ import stat
 import tempfile
 from dataclasses import dataclass
 
-import rpm
 
 from . import denylist, extents, native, package, rpmconfig, verify
 from .digests import by_id, by_name
@@ -71,34 +70,33 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
 def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     pro = inp.read_prologue()
     # rpmkeys checks the headers in the background; meanwhile the input's
-    # digests are computed (no decompression) and the header is parsed.
-    # Not a payload byte is decompressed before its verdict is in.
+    # digests start (no decompression) and the file table is built.  Not a
+    # payload byte is decompressed before the headers' verdict is in; librpm
+    # reads the header and checks its file tags while the payload streams.
     hcheck = verify.HeaderCheck(target, pro.data) if _verify else None
     check = job = None
     try:
         try:
-            header = package.load_header(pro.data)
+            facts = package.header_facts(pro)
+            ranges = _add_verification_digests(inp, pro, facts) if _verify else {}
+            inp.hash_in_background()
+            table = package.FileTable(pro.main_header)
         except BadPackageError:
             if hcheck:     # rpmkeys names what is wrong with a header best
                 _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
             raise
-        ranges = _add_verification_digests(inp, pro, header) if _verify else {}
-        inp.hash_in_background()
-        pkg = package.parse(pro, header=header, files_checked=False)
         if hcheck:
             _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
-        result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
-                        files=pkg.files.count)
 
-        hit = denylist.matches(pkg.name, deny)
+        hit = denylist.matches(facts.name, deny)
         if hit:
-            package.check_files(header)
+            pkg = _parse_checked(pro, facts, table)
             _write(out_fd, pro.data)
             inp.copy_to(out_fd)
             inp.finish()
-            result.passthrough, result.denied_by = True, hit
-            result.input_len = result.output_len = inp.total
-            return result
+            return Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
+                          files=table.count, passthrough=True, denied_by=hit,
+                          input_len=inp.total, output_len=inp.total)
 
         plan = verify.PayloadPlan(hcheck.wait()) if hcheck else None
         if plan and (plan.full_check or not set(plan.digests.values()) <= set(ranges)):
@@ -107,10 +105,11 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
             check.feed(pro.data)
             inp.set_tee(check.fd)
         _write(out_fd, pro.data)
-        job = inp.start_layout(pkg.compressor, pkg.files, out_fd, len(pro.data), page_size)
-        # librpm's own checks of the file tags, while C threads stream (a
-        # header error is reported before whatever it led the layout into)
-        package.check_files(header)
+        job = inp.start_layout(facts.compressor, table, out_fd, len(pro.data), page_size)
+        # librpm reads the header, and checks the file tags, while C threads
+        # stream (its verdict on the header comes before whatever the header
+        # led the layout into)
+        pkg = _parse_checked(pro, facts, table)
         lay = job.wait()
         input_digests, range_digests = inp.finish()
     except BaseException as exc:
@@ -124,6 +123,8 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
             except RpmcowError:
                 pass             # an earlier error is the cause
         raise
+    result = Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
+                    files=table.count)
     if check:
         rpmkeys_rc, items = check.finish()
     elif plan:
@@ -155,16 +156,26 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     return result
 
 
-def _add_verification_digests(inp, pro, header):
+def _parse_checked(pro, facts, table):
+    """librpm's reading of the header: it must accept it, read it as
+    header_facts did, and accept its file tags."""
+    header = package.load_header(pro.data)
+    pkg = package.parse(pro, header=header, files_checked=False, files=table)
+    package.cross_check(facts, pkg)
+    package.check_files(header)
+    return pkg
+
+
+def _add_verification_digests(inp, pro, facts):
     """Digests of the compressed input that rpmkeys' payload items need:
     the payload digest (its algorithm from the header) from the payload's
     start, and the legacy MD5 of header + payload.  Returns
     {(algorithm, "payload" | "header+payload"): range digest index}."""
     ranges = {}
-    algo = by_id(header[rpm.RPMTAG_PAYLOADDIGESTALGO] or PGPHASHALGO_SHA256)
+    algo = by_id(facts.payload_digest_algo or PGPHASHALGO_SHA256)
     if algo is not None:
         ranges[(algo.name, "payload")] = inp.add_range_digest(algo.openssl, len(pro.data), b"")
-    if header[rpm.RPMTAG_SIGMD5]:
+    if facts.has_md5:
         ranges[("MD5", "header+payload")] = inp.add_range_digest(
             "MD5", pro.hdr_off, pro.data[pro.hdr_off:])
     return ranges
