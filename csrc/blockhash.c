@@ -181,38 +181,35 @@ static inline __attribute__((always_inline)) void md5_lane_end(struct md5_lane *
 }
 
 /* ---- the kernels ---------------------------------------------------------
- * One body, specialised by the constant arguments: MD5 or not, 0-2 SHA-256
- * lanes.  Round group g of each SHA lane is interleaved with MD5 steps
- * 4g .. 4g+3, so the core has independent work for every unit. */
+ * One body, specialised by the constant arguments: MD5 or not, 0-4 SHA-256
+ * lanes (named, not an array: the lanes stay in registers).  Round group g
+ * of each SHA lane is interleaved with MD5 steps 4g .. 4g+3, so the core
+ * has independent work for every unit. */
+#define LANES(X) X(A, 0) X(B, 1) X(C, 2) X(D, 3)
+
 INLINE_SHA void kernel(int with_md5, int nsha, uint32_t md5[4], const uint8_t *pm,
-                       uint32_t *ha, const uint8_t *pa, uint32_t *hb, const uint8_t *pb,
-                       size_t nblocks)
+                       uint32_t *const *h, const uint8_t *const *pp, size_t nblocks)
 {
     struct md5_lane M = {0};
-    struct sha_lane A, B;
+    struct sha_lane A, B, C, D;
+    const uint8_t *p[4] = {NULL, NULL, NULL, NULL};
     if (with_md5) {
         M.a = md5[0];
         M.b = md5[1];
         M.c = md5[2];
         M.d = md5[3];
     }
-    if (nsha > 0)
-        sha_lane_load(&A, ha);
-    if (nsha > 1)
-        sha_lane_load(&B, hb);
+#define LOAD(L, i) if (nsha > i) { sha_lane_load(&L, h[i]); p[i] = pp[i]; }
+    LANES(LOAD)
     for (; nblocks > 0; nblocks--) {
         if (with_md5)
             md5_lane_begin(&M, pm);
-        if (nsha > 0)
-            sha_lane_begin(&A, pa);
-        if (nsha > 1)
-            sha_lane_begin(&B, pb);
+#define BEGIN(L, i) if (nsha > i) sha_lane_begin(&L, p[i]);
+        LANES(BEGIN)
 #pragma GCC unroll 16
         for (int g = 0; g < 16; g++) {
-            if (nsha > 0)
-                sha_lane_group(&A, g);
-            if (nsha > 1)
-                sha_lane_group(&B, g);
+#define GROUP(L, i) if (nsha > i) sha_lane_group(&L, g);
+            LANES(GROUP)
             if (with_md5) {
                 md5_lane_step(&M, 4 * g);
                 md5_lane_step(&M, 4 * g + 1);
@@ -224,14 +221,8 @@ INLINE_SHA void kernel(int with_md5, int nsha, uint32_t md5[4], const uint8_t *p
             md5_lane_end(&M);
             pm += 64;
         }
-        if (nsha > 0) {
-            sha_lane_end(&A);
-            pa += 64;
-        }
-        if (nsha > 1) {
-            sha_lane_end(&B);
-            pb += 64;
-        }
+#define END(L, i) if (nsha > i) { sha_lane_end(&L); p[i] += 64; }
+        LANES(END)
     }
     if (with_md5) {
         md5[0] = M.a;
@@ -239,60 +230,34 @@ INLINE_SHA void kernel(int with_md5, int nsha, uint32_t md5[4], const uint8_t *p
         md5[2] = M.c;
         md5[3] = M.d;
     }
-    if (nsha > 0)
-        sha_lane_store(&A, ha);
-    if (nsha > 1)
-        sha_lane_store(&B, hb);
+#define STORE(L, i) if (nsha > i) sha_lane_store(&L, h[i]);
+    LANES(STORE)
 }
 
-SHA_TARGET static void k_md5(uint32_t m[4], const uint8_t *pm, size_t n)
-{
-    kernel(1, 0, m, pm, NULL, NULL, NULL, NULL, n);
-}
+typedef void (*kernel_fn)(uint32_t *, const uint8_t *, uint32_t *const *,
+                          const uint8_t *const *, size_t);
 
-SHA_TARGET static void k_sha(uint32_t *ha, const uint8_t *pa, size_t n)
-{
-    kernel(0, 1, NULL, NULL, ha, pa, NULL, NULL, n);
-}
-
-SHA_TARGET static void k_sha2(uint32_t *ha, const uint8_t *pa, uint32_t *hb,
-                              const uint8_t *pb, size_t n)
-{
-    kernel(0, 2, NULL, NULL, ha, pa, hb, pb, n);
-}
-
-SHA_TARGET static void k_md5_sha(uint32_t m[4], const uint8_t *pm, uint32_t *ha,
-                                 const uint8_t *pa, size_t n)
-{
-    kernel(1, 1, m, pm, ha, pa, NULL, NULL, n);
-}
-
-SHA_TARGET static void k_md5_sha2(uint32_t m[4], const uint8_t *pm, uint32_t *ha,
-                                  const uint8_t *pa, uint32_t *hb, const uint8_t *pb, size_t n)
-{
-    kernel(1, 2, m, pm, ha, pa, hb, pb, n);
-}
-
-void rc_blockhash(uint32_t *md5, const uint8_t *pm, uint32_t *ha, const uint8_t *pa,
-                  uint32_t *hb, const uint8_t *pb, size_t nblocks)
-{
-    if (hb && !ha) {
-        ha = hb;
-        pa = pb;
-        hb = NULL;
+#define KERNEL(md, n)                                                              \
+    SHA_TARGET static void k_##md##_##n(uint32_t *m, const uint8_t *pm,             \
+                                        uint32_t *const *h, const uint8_t *const *p, \
+                                        size_t nb)                                 \
+    {                                                                              \
+        kernel(md, n, m, pm, h, p, nb);                                            \
     }
-    if (md5) {
-        if (hb)
-            k_md5_sha2(md5, pm, ha, pa, hb, pb, nblocks);
-        else if (ha)
-            k_md5_sha(md5, pm, ha, pa, nblocks);
-        else
-            k_md5(md5, pm, nblocks);
-    } else if (hb) {
-        k_sha2(ha, pa, hb, pb, nblocks);
-    } else if (ha) {
-        k_sha(ha, pa, nblocks);
-    }
+KERNEL(0, 1) KERNEL(0, 2) KERNEL(0, 3) KERNEL(0, 4)
+KERNEL(1, 0) KERNEL(1, 1) KERNEL(1, 2) KERNEL(1, 3) KERNEL(1, 4)
+
+static const kernel_fn KERNELS[2][RC_BLOCKHASH_MAX_SHA + 1] = {
+    {NULL, k_0_1, k_0_2, k_0_3, k_0_4},
+    {k_1_0, k_1_1, k_1_2, k_1_3, k_1_4},
+};
+
+void rc_blockhash(uint32_t *md5, const uint8_t *pm, int nsha, uint32_t *const *h,
+                  const uint8_t *const *p, size_t nblocks)
+{
+    if (nsha < 0 || nsha > RC_BLOCKHASH_MAX_SHA || (!md5 && nsha == 0) || nblocks == 0)
+        return;
+    KERNELS[md5 != NULL][nsha](md5, pm, h, p, nblocks);
 }
 
 #else  /* not x86-64: OpenSSL does all the hashing */
@@ -302,10 +267,10 @@ int rc_blockhash_available(void)
     return 0;
 }
 
-void rc_blockhash(uint32_t *md5, const uint8_t *pm, uint32_t *ha, const uint8_t *pa,
-                  uint32_t *hb, const uint8_t *pb, size_t nblocks)
+void rc_blockhash(uint32_t *md5, const uint8_t *pm, int nsha, uint32_t *const *h,
+                  const uint8_t *const *p, size_t nblocks)
 {
-    (void)md5, (void)pm, (void)ha, (void)pa, (void)hb, (void)pb, (void)nblocks;
+    (void)md5, (void)pm, (void)nsha, (void)h, (void)p, (void)nblocks;
 }
 
 #endif

@@ -84,10 +84,11 @@ rc_digest *rc_digest_new(const char *name, rc_error *err)
 
 static void blocks(rc_digest *d, const uint8_t *p, size_t n)
 {
+    uint32_t *h = d->h;
     if (d->kind == BK_MD5)
-        rc_blockhash(d->h, p, NULL, NULL, NULL, NULL, n);
+        rc_blockhash(d->h, p, 0, NULL, NULL, n);
     else
-        rc_blockhash(NULL, NULL, d->h, p, NULL, NULL, n);
+        rc_blockhash(NULL, NULL, 1, &h, &p, n);
 }
 
 static void native_update(rc_digest *d, const uint8_t *p, size_t n)
@@ -152,35 +153,38 @@ void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
     }
     if (k > TOGETHER_MAX)
         k = TOGETHER_MAX;
-    /* whole blocks: one MD5 and up to two SHA-256 streams at a time (each
-     * with nothing buffered: its head above emptied the buffer) */
+    /* whole blocks: one MD5 and up to RC_BLOCKHASH_MAX_SHA SHA-256 streams at
+     * a time (each with nothing buffered: its head above emptied the buffer) */
     while (native) {
-        int m = -1, a = -1, b = -1;
+        int m = -1, sha[RC_BLOCKHASH_MAX_SHA], nsha = 0;
+        size_t nb = SIZE_MAX;
         for (int i = 0; i < k; i++) {
             if (n[i] < 64)
                 continue;
             if (ds[i]->kind == BK_MD5 && m < 0)
                 m = i;
-            else if (ds[i]->kind == BK_SHA256 && a < 0)
-                a = i;
-            else if (ds[i]->kind == BK_SHA256 && b < 0)
-                b = i;
+            else if (ds[i]->kind == BK_SHA256 && nsha < RC_BLOCKHASH_MAX_SHA)
+                sha[nsha++] = i;
+            else
+                continue;
+            if (n[i] / 64 < nb)
+                nb = n[i] / 64;
         }
-        if (m < 0 && a < 0)
+        if (m < 0 && nsha == 0)
             break;
-        size_t nb = SIZE_MAX;
-        int pick[3] = {m, a, b};
-        for (int j = 0; j < 3; j++)
-            if (pick[j] >= 0 && n[pick[j]] / 64 < nb)
-                nb = n[pick[j]] / 64;
-        rc_blockhash(m >= 0 ? ds[m]->h : NULL, m >= 0 ? p[m] : NULL,
-                     a >= 0 ? ds[a]->h : NULL, a >= 0 ? p[a] : NULL,
-                     b >= 0 ? ds[b]->h : NULL, b >= 0 ? p[b] : NULL, nb);
-        for (int j = 0; j < 3; j++) {
-            if (pick[j] >= 0) {
-                ds[pick[j]]->len += nb * 64;
-                p[pick[j]] += nb * 64;
-                n[pick[j]] -= nb * 64;
+        uint32_t *h[RC_BLOCKHASH_MAX_SHA];
+        const uint8_t *ph[RC_BLOCKHASH_MAX_SHA];
+        for (int j = 0; j < nsha; j++) {
+            h[j] = ds[sha[j]]->h;
+            ph[j] = p[sha[j]];
+        }
+        rc_blockhash(m >= 0 ? ds[m]->h : NULL, m >= 0 ? p[m] : NULL, nsha, h, ph, nb);
+        for (int j = -1; j < nsha; j++) {
+            int i = j < 0 ? m : sha[j];
+            if (i >= 0) {
+                ds[i]->len += nb * 64;
+                p[i] += nb * 64;
+                n[i] -= nb * 64;
             }
         }
     }

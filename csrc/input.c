@@ -5,23 +5,13 @@
  * start, the legacy MD5 from the main header's start), and to the optional
  * tee fd.  In immediate mode that happens as bytes are consumed.  In
  * deferred mode (while the layout's sink thread runs) each block is handed
- * to a callback once consumed, and the sink hashes it and releases it: the
- * reading thread only decompresses.
- *
- * When the input is a regular file, all digests are instead computed by a
- * hashing thread of their own that reads the file again with pread
- * (rc_input_hash_in_background, or at the latest rc_input_finish): the
- * compressed bytes need no decompressing, so that thread starts while the
- * headers are still being checked and parsed, and the data path is left
- * with decompressing, file digests and writes.  The reading thread then
- * hashes nothing at all (the thread starts from byte 0).  At the end both
- * must have seen the same number of bytes. */
+ * to a callback once consumed, and the sink hashes it -- together with the
+ * file digests, on one core (layout.c) -- and releases it: the reading
+ * thread only decompresses. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "rpmcow.h"
@@ -51,15 +41,6 @@ struct rc_input {
     rc_digest *md[RC_MAX_ALGOS];
     int nranges;
     struct range_digest ranges[RC_MAX_RANGES];
-    /* background hashing (a regular file read again with pread) */
-    off_t origin;                   /* file offset of input byte 0, -1: not seekable */
-    int regular;
-    int lazy;                       /* regular: the hashing thread does it all */
-    int bg_running, bg_started;
-    pthread_t bg_thread;
-    int bg_stop;                    /* atomic */
-    uint64_t bg_hashed;
-    int bg_errno;
     /* deferred mode */
     rc_input_handoff handoff;
     void *handoff_arg;
@@ -82,10 +63,6 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
     pthread_cond_init(&in->freed, NULL);
     in->fd = fd;
     in->tee_fd = -1;
-    struct stat st;
-    in->regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    in->origin = in->regular ? lseek(fd, 0, SEEK_CUR) : -1;
-    in->lazy = in->regular && in->origin >= 0;
     for (int i = 0; i < IN_NBLOCKS; i++) {
         if ((in->blocks[i] = malloc(IN_BLOCK)) == NULL) {
             rc_input_free(in);
@@ -104,20 +81,10 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
     return in;
 }
 
-static void stop_background(rc_input *in)
-{
-    if (in->bg_running) {
-        __atomic_store_n(&in->bg_stop, 1, __ATOMIC_RELAXED);
-        pthread_join(in->bg_thread, NULL);
-        in->bg_running = 0;
-    }
-}
-
 void rc_input_free(rc_input *in)
 {
     if (in == NULL)
         return;
-    stop_background(in);
     for (int i = 0; i < in->nalgos; i++)
         rc_digest_free(in->md[i]);
     for (int i = 0; i < in->nranges; i++)
@@ -129,40 +96,52 @@ void rc_input_free(rc_input *in)
     free(in);
 }
 
-/* Hash bytes p[0, n), whose first byte is at absolute offset `at`, into
- * every input and range digest. */
-static void hash_bytes(rc_input *in, const uint8_t *p, uint64_t at, size_t n)
+/* Each digest's part of bytes p[0, n), whose first byte is at absolute
+ * offset `at`: every input digest gets all of them, a range digest those
+ * from its start.  Returns the number of digests. */
+static int split(rc_input *in, const uint8_t *p, uint64_t at, size_t n,
+                 rc_digest **ds, const uint8_t **ps, size_t *ns)
 {
-    rc_digest *ds[RC_MAX_ALGOS + RC_MAX_RANGES];
-    const uint8_t *ps[RC_MAX_ALGOS + RC_MAX_RANGES];
-    size_t ns[RC_MAX_ALGOS + RC_MAX_RANGES];
     int k = 0;
     for (int i = 0; i < in->nalgos; i++, k++) {
         ds[k] = in->md[i];
         ps[k] = p;
         ns[k] = n;
     }
-    for (int i = 0; i < in->nranges; i++) {
+    for (int i = 0; i < in->nranges; i++, k++) {
         uint64_t start = in->ranges[i].start;
-        if (at + n > start) {
-            size_t skip = at >= start ? 0 : (size_t)(start - at);
-            ds[k] = in->ranges[i].md;
-            ps[k] = p + skip;
-            ns[k++] = n - skip;
-        }
+        size_t skip = at >= start ? 0 : start - at >= n ? n : (size_t)(start - at);
+        ds[k] = in->ranges[i].md;
+        ps[k] = p + skip;
+        ns[k] = n - skip;
     }
+    return k;
+}
+
+static void hash_bytes(rc_input *in, const uint8_t *p, uint64_t at, size_t n)
+{
+    rc_digest *ds[RC_MAX_ALGOS + RC_MAX_RANGES];
+    const uint8_t *ps[RC_MAX_ALGOS + RC_MAX_RANGES];
+    size_t ns[RC_MAX_ALGOS + RC_MAX_RANGES];
     /* the same bytes through every digest: together, on one core */
-    rc_digest_update_together(ds, ps, ns, k);
+    rc_digest_update_together(ds, ps, ns, split(in, p, at, n, ds, ps, ns));
+}
+
+int rc_input_block_chunks(rc_input *in, int idx, uint64_t base, size_t from, size_t to,
+                          rc_digest **ds, const uint8_t **ps, size_t *ns)
+{
+    return split(in, in->blocks[idx] + from, base + from, to > from ? to - from : 0,
+                 ds, ps, ns);
 }
 
 /* Hash bytes [from, to) of block `idx`, whose byte 0 is at absolute offset
- * `base`, into every digest (unless the hashing thread does that), and copy
- * them to the tee. */
-static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t from, size_t to)
+ * `base`, into every digest (unless `hashed`), and copy them to the tee. */
+static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t from, size_t to,
+                       int hashed)
 {
     if (to <= from)
         return;
-    if (!in->bg_running && !in->lazy)
+    if (!hashed)
         hash_bytes(in, p + from, base + from, to - from);
     if (in->tee_fd >= 0 && !in->tee_failed) {
         /* the tee's reader may stop early (it saw enough): not our error */
@@ -171,9 +150,10 @@ static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t fro
     }
 }
 
-void rc_input_hash_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to)
+void rc_input_release_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to,
+                            int hashed)
 {
-    hash_range(in, in->blocks[idx], base, from, to);
+    hash_range(in, in->blocks[idx], base, from, to, hashed);
     pthread_mutex_lock(&in->lock);
     in->busy[idx] = 0;
     pthread_cond_signal(&in->freed);
@@ -233,7 +213,7 @@ static int fill(rc_input *in, rc_error *err)
 void rc_input_consume(rc_input *in, size_t n)
 {
     if (!in->handoff) {
-        hash_range(in, in->blocks[in->cur], in->block_start, in->pos, in->pos + n);
+        hash_range(in, in->blocks[in->cur], in->block_start, in->pos, in->pos + n, 0);
         in->hashed = in->pos + n;
     }
     in->pos += n;
@@ -275,11 +255,6 @@ int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_err
 
 void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg)
 {
-    /* when the hashing thread does the digests (a regular file) and there
-     * is no tee, a consumed block needs nothing more: the reading thread
-     * reuses it at once */
-    if ((in->bg_running || in->lazy) && in->tee_fd < 0)
-        return;
     in->handoff = handoff;
     in->handoff_arg = arg;
 }
@@ -295,8 +270,6 @@ void rc_input_undefer(rc_input *in)
 int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
                               const uint8_t *prefix, size_t prefix_len, rc_error *err)
 {
-    if (in->bg_started)
-        return rc_fail(err, RC_E_INTERNAL, "range digest added after hashing started");
     if (in->nranges == RC_MAX_RANGES)
         return rc_fail(err, RC_E_INTERNAL, "at most %d range digests", RC_MAX_RANGES);
     if (start > in->total || in->total - start != prefix_len || (prefix_len && !prefix))
@@ -305,62 +278,11 @@ int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
     rc_digest *md = rc_digest_new(name, err);
     if (md == NULL)
         return err->code;
-    if (prefix_len && !in->lazy)
+    if (prefix_len)
         rc_digest_update(md, prefix, prefix_len);
     in->ranges[in->nranges].md = md;
     in->ranges[in->nranges].start = start;
     return in->nranges++;
-}
-
-static void *background_main(void *arg)
-{
-    rc_input *in = arg;
-    uint8_t *buf = malloc(BG_CHUNK);
-    if (buf == NULL) {
-        in->bg_errno = ENOMEM;
-        return NULL;
-    }
-    uint64_t off = 0;
-    while (!__atomic_load_n(&in->bg_stop, __ATOMIC_RELAXED)) {
-        ssize_t r = pread(in->fd, buf, BG_CHUNK, in->origin + (off_t)off);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            in->bg_errno = errno;
-            break;
-        }
-        if (r == 0)
-            break;
-        hash_bytes(in, buf, off, (size_t)r);
-        off += (uint64_t)r;
-    }
-    in->bg_hashed = off;
-    free(buf);
-    return NULL;
-}
-
-int rc_input_hash_in_background(rc_input *in, rc_error *err)
-{
-    if (in->bg_running)
-        return 1;
-    if (!in->lazy || in->bg_started || in->handoff)
-        return 0;
-#ifdef POSIX_FADV_SEQUENTIAL
-    posix_fadvise(in->fd, in->origin, 0, POSIX_FADV_SEQUENTIAL);
-#endif
-    /* start over from byte 0: what was hashed so far is hashed again */
-    for (int i = 0; i < in->nalgos; i++)
-        if (rc_digest_reset(in->md[i]) != RC_OK)
-            return rc_fail(err, RC_E_NOMEM, "cannot restart a digest");
-    for (int i = 0; i < in->nranges; i++)
-        if (rc_digest_reset(in->ranges[i].md) != RC_OK)
-            return rc_fail(err, RC_E_NOMEM, "cannot restart a digest");
-    __atomic_store_n(&in->bg_stop, 0, __ATOMIC_RELAXED);
-    in->bg_errno = 0;
-    if (pthread_create(&in->bg_thread, NULL, background_main, in) != 0)
-        return rc_fail(err, RC_E_NOMEM, "cannot start the hashing thread");
-    in->bg_running = in->bg_started = 1;
-    return 1;
 }
 
 void rc_input_set_tee(rc_input *in, int fd)
@@ -392,21 +314,6 @@ uint64_t rc_input_total(const rc_input *in)
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
                     uint8_t *range_out, int *range_lens, rc_error *err)
 {
-    if (in->lazy && !in->bg_started) {
-        int rc = rc_input_hash_in_background(in, err);
-        if (rc < 0)
-            return rc;
-    }
-    if (in->bg_running) {
-        pthread_join(in->bg_thread, NULL);
-        in->bg_running = 0;
-        if (in->bg_errno)
-            return rc_fail(err, RC_E_IO, "read failed: %s", strerror(in->bg_errno));
-        if (in->bg_hashed != in->total)
-            return rc_fail(err, RC_E_IO, "the package changed while it was read (%llu "
-                           "bytes read, %llu bytes hashed)", (unsigned long long)in->total,
-                           (unsigned long long)in->bg_hashed);
-    }
     for (int i = 0; i < in->nalgos; i++)
         lens[i] = rc_digest_final(in->md[i], out + (size_t)i * RC_MAX_DIGEST);
     for (int i = 0; range_out && range_lens && i < in->nranges; i++)

@@ -30,7 +30,7 @@ static const uint8_t ZEROS[65536];
 
 enum op_kind { OP_BEGIN, OP_DATA, OP_END, OP_PAD, OP_INBLOCK, OP_RELEASE, OP_STOP };
 
-/* op.pre: a file hashed ahead, two at a time (hash_whole_files) */
+/* op.pre: hashed ahead (hash_batch); on END, the file's verdict */
 enum { PRE_NONE, PRE_HASHED, PRE_MATCH, PRE_MISMATCH };
 
 struct op {
@@ -43,6 +43,13 @@ struct op {
     size_t n;
     uint64_t base;
     size_t from;
+};
+
+#define IN_STREAMS (RC_MAX_ALGOS + RC_MAX_RANGES)
+
+struct in_chunk {                 /* each input digest's part of an input block */
+    const uint8_t *p[IN_STREAMS];
+    size_t n[IN_STREAMS];
 };
 
 struct layout {
@@ -71,7 +78,8 @@ struct layout {
     rc_layout_result *res;
     /* sink only */
     rc_digest *fmd;
-    rc_digest *lane_md[2];        /* whole files hashed two at a time */
+    rc_digest *lane_md[2];        /* whole files, two at a time (hash_batch) */
+    struct in_chunk in_chunks[BATCH];
     struct iovec iov[SINK_IOV];   /* output not yet written, in order */
     int niov;
 };
@@ -150,30 +158,42 @@ static int digest_matches(const rc_filetab *ft, uint32_t fx, const uint8_t *got,
            memcmp(got, ft->digests + (size_t)fx * ft->keysize, ft->keysize) == 0;
 }
 
-/* ---- file digests two at a time ------------------------------------------
- * A batch of ops usually holds many whole small files (BEGIN, DATA..., END).
- * Their digests are computed before the batch is processed, on two lanes
- * hashed together (rc_digest_update_together: one core, interleaved); a
- * lane that finishes its file takes the next.  The verdict waits on the
- * file's END op, so errors still come in op order.  A file that spans
- * batches is hashed the one-at-a-time way. */
+/* ---- hashing a batch ahead ------------------------------------------------
+ * Before a batch of ops is processed, every digest it feeds is computed in
+ * one pass of interleaved streams (rc_digest_update_together: one core runs
+ * one MD5 and up to four SHA-256 chains at once): the input digests over
+ * the compressed blocks the batch hands over (C section, payload digest,
+ * header + payload MD5), and the file digests on three lanes -- one for the
+ * file that spans batches (the one open when the batch starts, then the one
+ * left open at its end: L->fmd, as on the one-at-a-time path) and two for
+ * the whole files in the batch (a lane that finishes takes the next).  The
+ * verdicts wait on the files' END ops, so errors still come in op order. */
+
+#define NO_OP SIZE_MAX
+
+struct job {                      /* one file's ops within the batch */
+    size_t begin, end;            /* its BEGIN and END op, NO_OP if outside */
+    size_t from, to;              /* ops to scan for its DATA */
+};
 
 struct lane {
-    size_t at, end;               /* next op to look at, the file's END op */
-    int busy;
+    rc_digest *md;
+    const struct job *jobs;       /* the lane's own jobs, or a shared queue */
+    size_t njobs, *next;
+    const struct job *job;        /* current, NULL if idle */
+    size_t at;                    /* next op to scan */
     const uint8_t *p;             /* what is left of the current DATA op */
     size_t n;
 };
 
-/* Give the lane its next chunk of content; when its file is done, record
- * the verdict and take the next whole file.  0: nothing left for it. */
-static int lane_fill(struct layout *L, struct op *ops, struct lane *ln, rc_digest *md,
-                     const size_t *begins, const size_t *ends, size_t nfiles, size_t *next)
+/* Give the lane its next chunk; when its file is done, record the verdict
+ * on the END op and start the next job.  0: nothing left for it. */
+static int lane_fill(struct layout *L, struct op *ops, struct lane *ln)
 {
     for (;;) {
         if (ln->n)
             return 1;
-        while (ln->busy && ln->at < ln->end) {
+        while (ln->job && ln->at < ln->job->to) {
             struct op *o = &ops[ln->at++];
             if (o->kind == OP_DATA) {
                 o->pre = PRE_HASHED;
@@ -183,59 +203,138 @@ static int lane_fill(struct layout *L, struct op *ops, struct lane *ln, rc_diges
                     return 1;
             }
         }
-        if (ln->busy) {
+        if (ln->job && ln->job->end != NO_OP) {
             uint8_t got[RC_MAX_DIGEST];
-            int len = rc_digest_final(md, got);
-            struct op *e = &ops[ln->end];
+            int len = rc_digest_final(ln->md, got);
+            struct op *e = &ops[ln->job->end];
             e->pre = digest_matches(L->ft, e->fx, got, len) ? PRE_MATCH : PRE_MISMATCH;
-            ln->busy = 0;
         }
-        if (*next == nfiles || rc_digest_reset(md) != RC_OK)
+        ln->job = NULL;
+        if (*ln->next == ln->njobs)
             return 0;
-        ops[begins[*next]].pre = PRE_HASHED;
-        ln->at = begins[*next] + 1;
-        ln->end = ends[*next];
-        ln->busy = 1;
-        (*next)++;
+        const struct job *j = &ln->jobs[(*ln->next)++];
+        if (j->begin != NO_OP) {
+            if (rc_digest_reset(ln->md) != RC_OK)
+                return 0;         /* cannot happen for these digests */
+            ops[j->begin].pre = PRE_HASHED;
+        }
+        ln->job = j;
+        ln->at = j->from;
     }
 }
 
-static void hash_whole_files(struct layout *L, struct op *ops, size_t n)
+static void hash_batch(struct layout *L, struct op *ops, size_t n)
 {
-    size_t begins[BATCH], ends[BATCH], nfiles = 0, open = SIZE_MAX;
-    if (L->lane_md[0] == NULL)
-        return;
+    struct job whole[BATCH / 2 + 1], span[2];
+    size_t nwhole = 0, nspan = 0, open = NO_OP, first = NO_OP;
+    int inside = 0;
+    size_t nchunks = 0;
+    rc_digest *ids[IN_STREAMS];
+    int nin = 0;
+    struct in_chunk *chunks = L->in_chunks;
+
     for (size_t i = 0; i < n; i++) {
-        if (ops[i].kind == OP_BEGIN) {
-            open = i;
-        } else if (ops[i].kind == OP_END && open != SIZE_MAX) {
-            begins[nfiles] = open;
-            ends[nfiles++] = i;
-            open = SIZE_MAX;
-        }
-    }
-    if (nfiles < 2)
-        return;
-    struct lane ln[2] = {{0}, {0}};
-    size_t next = 0;
-    for (;;) {
-        int a = lane_fill(L, ops, &ln[0], L->lane_md[0], begins, ends, nfiles, &next);
-        int b = lane_fill(L, ops, &ln[1], L->lane_md[1], begins, ends, nfiles, &next);
-        if (!a && !b)
-            return;
-        if (!a || !b) {                   /* one file left: alone */
-            struct lane *l = a ? &ln[0] : &ln[1];
-            rc_digest_update(L->lane_md[a ? 0 : 1], l->p, l->n);
-            l->n = 0;
+        struct op *o = &ops[i];
+        if (o->kind == OP_INBLOCK) {
+            nin = rc_input_block_chunks(L->in, o->idx, o->base, o->from, o->n, ids,
+                                        chunks[nchunks].p, chunks[nchunks].n);
+            o->pre = PRE_HASHED;
+            nchunks++;
             continue;
         }
-        size_t m = ln[0].n < ln[1].n ? ln[0].n : ln[1].n;
-        const uint8_t *ps[2] = {ln[0].p, ln[1].p};
-        size_t ns[2] = {m, m};
-        rc_digest_update_together(L->lane_md, ps, ns, 2);
-        for (int k = 0; k < 2; k++) {
-            ln[k].p += m;
-            ln[k].n -= m;
+        if (!L->lane_md[0])
+            continue;             /* file digests are not hashed ahead */
+        if (o->kind == OP_DATA && first == NO_OP)
+            first = i, inside = 1;             /* the batch starts inside a file */
+        else if (o->kind == OP_BEGIN) {
+            if (first == NO_OP)
+                first = i;
+            open = i;
+        } else if (o->kind == OP_END) {
+            if (first == NO_OP)
+                first = i, inside = 1;
+            if (open != NO_OP)
+                whole[nwhole++] = (struct job){open, i, open + 1, i};
+            else              /* the leading file ends */
+                span[nspan++] = (struct job){NO_OP, i, 0, i};
+            open = NO_OP;
+        }
+    }
+    if (L->lane_md[0]) {
+        if (inside && nspan == 0)                  /* all of the batch is in one file */
+            span[nspan++] = (struct job){NO_OP, NO_OP, 0, n};
+        if (open != NO_OP)                         /* the trailing file stays open */
+            span[nspan++] = (struct job){open, NO_OP, open + 1, n};
+    }
+
+    size_t next_whole = 0, next_span = 0;
+    struct lane lanes[3] = {
+        {.md = L->fmd, .jobs = span, .njobs = nspan, .next = &next_span},
+        {.md = L->lane_md[0], .jobs = whole, .njobs = nwhole, .next = &next_whole},
+        {.md = L->lane_md[1], .jobs = whole, .njobs = nwhole, .next = &next_whole},
+    };
+    int nlanes = L->lane_md[0] ? 3 : 0;
+    size_t chunk = 0;                 /* input streams: their chunk of INBLOCK op `chunk` */
+    const uint8_t *ip[IN_STREAMS];
+    size_t in_left[IN_STREAMS];
+    for (int j = 0; j < nin; j++)
+        in_left[j] = 0;
+    for (;;) {
+        rc_digest *ds[IN_STREAMS + 3];
+        const uint8_t *ps[IN_STREAMS + 3];
+        size_t ns[IN_STREAMS + 3];
+        int k = 0, in_active = 0;
+        /* the input streams advance together, one INBLOCK chunk at a time */
+        for (int j = 0; j < nin; j++)
+            in_active |= in_left[j] > 0;
+        while (!in_active && chunk < nchunks) {
+            for (int j = 0; j < nin; j++) {
+                ip[j] = chunks[chunk].p[j];
+                in_left[j] = chunks[chunk].n[j];
+                in_active |= in_left[j] > 0;
+            }
+            chunk++;
+        }
+        for (int j = 0; j < nin; j++) {
+            if (in_left[j]) {
+                ds[k] = ids[j];
+                ps[k] = ip[j];
+                ns[k++] = in_left[j];
+            }
+        }
+        int lane_of[3], nl = 0;
+        for (int l = 0; l < nlanes; l++) {
+            if (lane_fill(L, ops, &lanes[l])) {
+                ds[k] = lanes[l].md;
+                ps[k] = lanes[l].p;
+                ns[k++] = lanes[l].n;
+                lane_of[nl++] = l;
+            }
+        }
+        if (k == 0)
+            return;
+        /* equal steps, whole blocks where they can be, so that the streams
+         * stay interleaved: the shortest sets the step */
+        size_t step = SIZE_MAX;
+        for (int i = 0; i < k; i++)
+            if (ns[i] < step)
+                step = ns[i];
+        step = step >= 64 ? step & ~(size_t)63 : 64;
+        for (int i = 0; i < k; i++)
+            if (ns[i] > step)
+                ns[i] = step;
+        rc_digest_update_together(ds, ps, ns, k);
+        int i = 0;
+        for (int j = 0; j < nin; j++) {
+            if (in_left[j]) {
+                ip[j] += ns[i];
+                in_left[j] -= ns[i];
+                i++;
+            }
+        }
+        for (int l = 0; l < nl; l++, i++) {
+            lanes[lane_of[l]].p += ns[i];
+            lanes[lane_of[l]].n -= ns[i];
         }
     }
 }
@@ -293,7 +392,7 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
         break;
     case OP_INBLOCK:
         /* always: it releases the block to the reader */
-        rc_input_hash_block(L->in, o->idx, o->base, o->from, o->n);
+        rc_input_release_block(L->in, o->idx, o->base, o->from, o->n, o->pre == PRE_HASHED);
         break;
     case OP_RELEASE:
         if (!*failed && sink_flush(L, &err) != RC_OK) {
@@ -331,7 +430,7 @@ static void *sink_main(void *arg)
         pthread_cond_signal(&L->can_put);
         pthread_mutex_unlock(&L->lock);
         if (!failed)
-            hash_whole_files(L, local, n);
+            hash_batch(L, local, n);
         for (size_t i = 0; i < n; i++) {
             if (local[i].kind == OP_STOP) {
                 rc_error err = {0, ""};

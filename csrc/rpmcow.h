@@ -65,11 +65,13 @@ const char *rc_digest_backend(void);
 /* ---- block functions (blockhash.c) ----------------------------------- */
 /* 1 if this CPU runs them (x86-64 with the SHA extensions, SSSE3, SSE4.1) */
 int rc_blockhash_available(void);
-/* Advance up to three chaining states by nblocks 64-byte blocks each, one
- * core interleaving them: md5 (4 words) over pm, SHA-256 (8 words) ha over
- * pa and hb over pb.  A NULL state is skipped.  Needs rc_blockhash_available. */
-void rc_blockhash(uint32_t *md5, const uint8_t *pm, uint32_t *ha, const uint8_t *pa,
-                  uint32_t *hb, const uint8_t *pb, size_t nblocks);
+/* Advance chaining states by nblocks 64-byte blocks each, one core
+ * interleaving them: md5 (4 words; NULL: none) over pm, and nsha (at most
+ * RC_BLOCKHASH_MAX_SHA) SHA-256 states h[i] (8 words) over p[i].  Needs
+ * rc_blockhash_available. */
+#define RC_BLOCKHASH_MAX_SHA 4
+void rc_blockhash(uint32_t *md5, const uint8_t *pm, int nsha, uint32_t *const *h,
+                  const uint8_t *const *p, size_t nblocks);
 
 /* ---- input (input.c) ------------------------------------------------ */
 typedef struct rc_input rc_input;
@@ -89,31 +91,30 @@ void rc_input_consume(rc_input *in, size_t n);
  * index (0, 1, ...) or a negative RC_E_*. */
 int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
                               const uint8_t *prefix, size_t prefix_len, rc_error *err);
-/* Compute every input and range digest on a thread of its own that reads
- * the (regular) input file again with pread, from its byte 0.  Returns 1 if
- * started, 0 if the input is not a regular file (the data path keeps
- * hashing), or a negative RC_E_*.  Add range digests first.  For a regular
- * file nothing else ever hashes: rc_input_finish starts the thread if this
- * was not called. */
-int rc_input_hash_in_background(rc_input *in, rc_error *err);
 /* Copy every byte consumed from now on to fd (e.g. a verifier's pipe). */
 void rc_input_set_tee(rc_input *in, int fd);
 /* Deferred hashing: while set, each consumed block is handed to `handoff`
  * instead of being hashed; whoever receives it must call
- * rc_input_hash_block() (from any one thread) to hash and release it.
- * A no-op while the hashing thread runs and there is no tee. */
+ * rc_input_release_block() (from any one thread) to hash and release it. */
 typedef void (*rc_input_handoff)(void *arg, int idx, uint64_t base, size_t from, size_t to);
 void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg);
 /* hand off the rest of the current block and return to immediate mode */
 void rc_input_undefer(rc_input *in);
-void rc_input_hash_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to);
+/* Copy bytes [from, to) of block idx (its byte 0 at absolute offset base)
+ * to the tee, hash them unless `hashed`, and release the block. */
+void rc_input_release_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to,
+                            int hashed);
+/* The digests those bytes feed, and each one's part of them (a range digest
+ * starts at its offset): fills ds, ps, ns (RC_MAX_ALGOS + RC_MAX_RANGES
+ * entries), returns how many.  Whoever hashes them so passes hashed=1. */
+int rc_input_block_chunks(rc_input *in, int idx, uint64_t base, size_t from, size_t to,
+                          rc_digest **ds, const uint8_t **ps, size_t *ns);
 uint64_t rc_input_total(const rc_input *in);
 /* Copy the rest of the input to fd unchanged (deny-listed packages). */
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
 /* Finalise the digests; out must hold nalgos * RC_MAX_DIGEST bytes, lens
  * nalgos ints; range_out RC_MAX_RANGES * RC_MAX_DIGEST bytes and range_lens
- * RC_MAX_RANGES ints (both may be NULL).  Fails if the hashing thread could
- * not read the file or saw a different length than the data path. */
+ * RC_MAX_RANGES ints (both may be NULL). */
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
                     uint8_t *range_out, int *range_lens, rc_error *err);
 

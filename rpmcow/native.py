@@ -127,8 +127,8 @@ class Input:
         self._in = ffi.gc(self._in, lib.rc_input_free)
 
     def close(self):
-        """Stop the hashing thread, if any, and free the C input now (not
-        when the garbage collector gets to it: the caller may close the fd)."""
+        """Free the C input now, not when the garbage collector gets to it
+        (the caller may close the fd)."""
         if self._in is not None:
             ffi.release(self._in)
             self._in = None
@@ -168,14 +168,6 @@ class Input:
             _raise(self._err)
         self._nranges = rc + 1
         return rc
-
-    def hash_in_background(self):
-        """Compute every digest on a thread of its own that reads the file
-        again (a regular file only).  True if started."""
-        rc = lib.rc_input_hash_in_background(self._in, self._err)
-        if rc < 0:
-            _raise(self._err)
-        return rc == 1
 
     def finish(self):
         """(input digests as [(name, bytes)], range digests as [bytes])."""

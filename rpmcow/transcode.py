@@ -62,24 +62,23 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     target = target or rpmconfig.Target()
     level = rpmconfig.verify_level(target, level)
 
-    # the C input (and its hashing thread) is done with in_fd when this returns
+    # the C input is done with in_fd when this returns
     with native.Input(in_fd, algo_names) as inp:
         return _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify)
 
 
 def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     pro = inp.read_prologue()
-    # rpmkeys checks the headers in the background; meanwhile the input's
-    # digests start (no decompression) and the file table is built.  Not a
-    # payload byte is decompressed before the headers' verdict is in; librpm
-    # reads the header and checks its file tags while the payload streams.
+    # rpmkeys checks the headers in the background; meanwhile the file table
+    # is built.  Not a payload byte is decompressed before the headers'
+    # verdict is in; librpm reads the header and checks its file tags while
+    # the payload streams.
     hcheck = verify.HeaderCheck(target, pro.data) if _verify else None
     check = job = None
     try:
         try:
             facts = package.header_facts(pro)
             ranges = _add_verification_digests(inp, pro, facts) if _verify else {}
-            inp.hash_in_background()
             table = package.FileTable(pro.main_header)
         except BadPackageError:
             if hcheck:     # rpmkeys names what is wrong with a header best
