@@ -30,8 +30,9 @@ static const uint8_t ZEROS[65536];
 
 enum op_kind { OP_BEGIN, OP_DATA, OP_END, OP_PAD, OP_INBLOCK, OP_RELEASE, OP_STOP };
 
-/* op.pre: hashed ahead (hash_batch); on END, the file's verdict */
-enum { PRE_NONE, PRE_HASHED, PRE_MATCH, PRE_MISMATCH };
+/* op.pre: hashed ahead by the sink (hash_batch) or by the reader; on END,
+ * the file's verdict */
+enum { PRE_NONE, PRE_HASHED, PRE_BY_READER, PRE_MATCH, PRE_MISMATCH };
 
 struct op {
     uint8_t kind;
@@ -75,6 +76,8 @@ struct layout {
     rc_pstream ps;
     uint8_t *seen;
     uint64_t *group_offsets;
+    rc_digest *rmd;               /* files the reader hashes itself */
+    int reader_hashes;            /* -1: when the sink is behind; 0, 1 (tests) */
     rc_layout_result *res;
     /* sink only */
     rc_digest *fmd;
@@ -195,7 +198,7 @@ static int lane_fill(struct layout *L, struct op *ops, struct lane *ln)
             return 1;
         while (ln->job && ln->at < ln->job->to) {
             struct op *o = &ops[ln->at++];
-            if (o->kind == OP_DATA) {
+            if (o->kind == OP_DATA && o->pre == PRE_NONE) {
                 o->pre = PRE_HASHED;
                 ln->p = o->p;
                 ln->n = o->n;
@@ -242,8 +245,8 @@ static void hash_batch(struct layout *L, struct op *ops, size_t n)
             nchunks++;
             continue;
         }
-        if (!L->lane_md[0])
-            continue;             /* file digests are not hashed ahead */
+        if (!L->lane_md[0] || o->pre != PRE_NONE)
+            continue;             /* not hashed ahead, or by the reader */
         if (o->kind == OP_DATA && first == NO_OP)
             first = i, inside = 1;             /* the batch starts inside a file */
         else if (o->kind == OP_BEGIN) {
@@ -344,7 +347,7 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
     rc_error err = {0, ""};
     switch (o->kind) {
     case OP_BEGIN:
-        if (o->pre == PRE_HASHED)
+        if (o->pre != PRE_NONE)
             break;
         if (!*failed && rc_digest_reset(L->fmd) != RC_OK) {
             sink_fail(L, RC_E_NOMEM, "cannot start a file digest (out of memory?)");
@@ -354,7 +357,7 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
     case OP_DATA:
         if (*failed)
             break;
-        if (o->pre != PRE_HASHED && rc_digest_update(L->fmd, o->p, o->n) != RC_OK) {
+        if (o->pre == PRE_NONE && rc_digest_update(L->fmd, o->p, o->n) != RC_OK) {
             sink_fail(L, RC_E_NOMEM, "file digest failed (out of memory?)");
             *failed = 1;
             break;
@@ -400,7 +403,7 @@ static void sink_do(struct layout *L, const struct op *o, int *failed)
             *failed = 1;
         }
         pthread_mutex_lock(&L->lock);
-        L->buf_busy[o->idx] = 0;
+        __atomic_store_n(&L->buf_busy[o->idx], 0, __ATOMIC_RELAXED);
         pthread_cond_signal(&L->buf_free);
         pthread_mutex_unlock(&L->lock);
         break;
@@ -500,7 +503,7 @@ static int next_buffer(rc_pstream *ps, void *arg, rc_error *err)
         pthread_cond_wait(&L->buf_free, &L->lock);
     }
     if (next >= 0)
-        L->buf_busy[next] = 1;
+        __atomic_store_n(&L->buf_busy[next], 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&L->lock);
     if (next < 0)
         return SINK_FAILED;
@@ -537,11 +540,29 @@ static int pad_to_page(struct layout *L)
     return put(L, o);
 }
 
+/* The sink is behind: all output buffers but one wait for it (a heuristic,
+ * read without the lock).  Tests only: RPMCOW_TEST_READER_HASHES=1 says it
+ * always is, =0 never. */
+static int sink_behind(struct layout *L)
+{
+    if (L->reader_hashes >= 0)
+        return L->reader_hashes;
+    int busy = 0;
+    for (int i = 0; i < OUT_NBUFS; i++)
+        busy += __atomic_load_n(&L->buf_busy[i], __ATOMIC_RELAXED);
+    return busy >= OUT_NBUFS - 1;
+}
+
 /* Send `size` bytes of content of file fx to the sink: hashed, and copied
  * out if `write`. */
+
 static int take_content(struct layout *L, uint32_t fx, uint64_t size, int write, rc_error *err)
 {
-    struct op o = {.kind = OP_BEGIN, .fx = fx};
+    /* where the sink is the bottleneck (content that decompresses fast), the
+     * reader hashes the file itself rather than wait for a free buffer */
+    int mine = L->rmd && sink_behind(L) && rc_digest_reset(L->rmd) == RC_OK;
+    uint8_t pre = mine ? PRE_BY_READER : PRE_NONE;
+    struct op o = {.kind = OP_BEGIN, .fx = fx, .pre = pre};
     int rc = put(L, o);
     uint64_t left = size;
     while (rc == RC_OK && left > 0) {
@@ -553,7 +574,10 @@ static int take_content(struct layout *L, uint32_t fx, uint64_t size, int write,
             return rc_fail(err, RC_E_TRUNCATED,
                            "truncated payload: archive ends inside the content of /%s",
                            file_name(L->ft, fx));
-        struct op d = {.kind = OP_DATA, .fx = fx, .p = p, .n = n, .write = (uint8_t)write};
+        struct op d = {.kind = OP_DATA, .fx = fx, .p = p, .n = n, .write = (uint8_t)write,
+                       .pre = pre};
+        if (mine && rc_digest_update(L->rmd, p, n) != RC_OK)
+            return rc_fail(err, RC_E_NOMEM, "file digest failed (out of memory?)");
         rc_ps_consume(&L->ps, n);
         left -= n;
         rc = put(L, d);
@@ -561,6 +585,11 @@ static int take_content(struct layout *L, uint32_t fx, uint64_t size, int write,
     if (rc)
         return rc;
     o.kind = OP_END;
+    if (mine) {
+        uint8_t got[RC_MAX_DIGEST];
+        int len = rc_digest_final(L->rmd, got);
+        o.pre = digest_matches(L->ft, fx, got, len) ? PRE_MATCH : PRE_MISMATCH;
+    }
     if (write) {
         L->out_pos += size;
         L->res->blob_bytes += size;
@@ -718,6 +747,12 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
         rc = err->code;
         goto out;
     }
+    if (L->fmd && (L->rmd = rc_digest_new(ft->digest_name, err)) == NULL) {
+        rc = err->code;
+        goto out;
+    }
+    const char *test = getenv("RPMCOW_TEST_READER_HASHES");
+    L->reader_hashes = !test ? -1 : strcmp(test, "1") == 0 ? 1 : strcmp(test, "0") == 0 ? 0 : -1;
     /* two lanes only where they are hashed together (SHA-256, MD5 on the
      * SHA extensions): elsewhere one at a time is as fast */
     if (L->fmd && rc_digest_interleaves(L->fmd)) {
@@ -761,6 +796,7 @@ out:
     rc_ps_free(&L->ps);
     rc_decoder_free(dec);
     rc_digest_free(L->fmd);
+    rc_digest_free(L->rmd);
     rc_digest_free(L->lane_md[0]);
     rc_digest_free(L->lane_md[1]);
     for (int i = 0; i < OUT_NBUFS; i++)

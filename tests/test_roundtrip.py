@@ -695,23 +695,33 @@ def test_file_over_4gib_roundtrip(pkgbuilder, tmp_path):
 
 
 # ---- every file's content against its header digest ------------------------
-# Files are hashed two at a time when a batch of the layout's work holds them
-# whole, one at a time when they span batches (large files): a changed byte
-# must be caught on either path, and named.  The payload is uncompressed, so
+# The sink hashes files two at a time when a batch of the layout's work holds
+# them whole, one lane for those that span batches (large files); the
+# decompressing thread hashes files itself while the sink is behind.  A
+# changed byte must be caught on every path, and named.  The payload is uncompressed, so
 # the byte can be changed in place; --verify-level none keeps the payload
 # digest out of it: only the file digest can notice.
 
-@pytest.fixture(scope="module")
-def content_package(pkgbuilder):
+@pytest.fixture(scope="module", params=[8, 10], ids=["sha256", "sha512"])
+def content_package(pkgbuilder, request):
+    """SHA-256 file digests are hashed ahead on lanes (on CPUs with the SHA
+    extensions); SHA-512 ones go through OpenSSL, one file at a time."""
     files = [regular("/opt/c/small%03d" % i, _rand(700 + 37 * i, i)) for i in range(300)]
     files.insert(150, regular("/opt/c/large", _rand(3 << 20, 999)))
     files.append(regular("/opt/c/zlast", _rand(5000, 1000)))
-    return pkgbuilder.build("content", files, compressor="none"), files
+    return pkgbuilder.build("content", files, compressor="none",
+                            digest_algo=request.param), files
 
 
+@pytest.mark.parametrize("hasher", ["sink", "reader"])
 @pytest.mark.parametrize("victim", ["/opt/c/small120", "/opt/c/large", "/opt/c/zlast",
                                     "/opt/c/small000"])
-def test_changed_file_content_is_caught(victim, content_package, tmp_path):
+def test_changed_file_content_is_caught(victim, hasher, content_package, tmp_path,
+                                        monkeypatch):
+    """hasher: who hashes the files -- the sink, or the decompressing thread
+    (which takes files over while the sink is behind); each forced here by a
+    test-only variable."""
+    monkeypatch.setenv("RPMCOW_TEST_READER_HASHES", "1" if hasher == "reader" else "0")
     pkg, files = content_package
     data = bytearray(pkg.read_bytes())
     content = next(f.data for f in files if f.path == victim)
