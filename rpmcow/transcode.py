@@ -109,6 +109,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
         # stream (its verdict on the header comes before whatever the header
         # led the layout into)
         pkg = _parse_checked(pro, facts, table)
+        headers_sha256 = verify.headers_digest(pro.data)
         lay = job.wait()
         input_digests, range_digests = inp.finish()
     except BaseException as exc:
@@ -133,8 +134,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
         rpmkeys_rc = 0 if all(it.result == "OK" for it in items) else 1
     else:
         rpmkeys_rc, items = 1, []
-    verdict = verify.Verdict(items, verify.headers_digest(pro.data), files_ok=True,
-                             rpmkeys_rc=rpmkeys_rc)
+    verdict = verify.Verdict(items, headers_sha256, files_ok=True, rpmkeys_rc=rpmkeys_rc)
     if _verify:
         _judge(items, level, enforce, pkg.nevra)
 
