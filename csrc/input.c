@@ -41,6 +41,11 @@ struct rc_input {
     rc_digest *md[RC_MAX_ALGOS];
     int nranges;
     struct range_digest ranges[RC_MAX_RANGES];
+    /* held: consumed bytes [0, held_len) not hashed yet; held_p: those
+     * bytes, provided again (the prologue), hashed before anything else */
+    int holding;
+    uint64_t held_len;
+    const uint8_t *held_p;
     /* deferred mode */
     rc_input_handoff handoff;
     void *handoff_arg;
@@ -118,13 +123,52 @@ static int split(rc_input *in, const uint8_t *p, uint64_t at, size_t n,
     return k;
 }
 
+static void hash_held(rc_input *in);
+
 static void hash_bytes(rc_input *in, const uint8_t *p, uint64_t at, size_t n)
 {
+    hash_held(in);
     rc_digest *ds[RC_MAX_ALGOS + RC_MAX_RANGES];
     const uint8_t *ps[RC_MAX_ALGOS + RC_MAX_RANGES];
     size_t ns[RC_MAX_ALGOS + RC_MAX_RANGES];
     /* the same bytes through every digest: together, on one core */
     rc_digest_update_together(ds, ps, ns, split(in, p, at, n, ds, ps, ns));
+}
+
+/* the held bytes, if provided and not hashed yet: into ds, ps, ns */
+int rc_input_held_chunks(rc_input *in, rc_digest **ds, const uint8_t **ps, size_t *ns)
+{
+    if (!in->held_p)
+        return 0;
+    const uint8_t *p = in->held_p;
+    in->held_p = NULL;
+    return split(in, p, 0, (size_t)in->held_len, ds, ps, ns);
+}
+
+static void hash_held(rc_input *in)
+{
+    rc_digest *ds[RC_MAX_ALGOS + RC_MAX_RANGES];
+    const uint8_t *ps[RC_MAX_ALGOS + RC_MAX_RANGES];
+    size_t ns[RC_MAX_ALGOS + RC_MAX_RANGES];
+    int k = rc_input_held_chunks(in, ds, ps, ns);
+    if (k)
+        rc_digest_update_together(ds, ps, ns, k);
+}
+
+void rc_input_hold(rc_input *in)
+{
+    in->holding = in->total == 0;   /* from byte 0 only */
+}
+
+int rc_input_provide_held(rc_input *in, const uint8_t *p, size_t n, rc_error *err)
+{
+    if (!in->holding || n != in->total || (n && !p))
+        return rc_fail(err, RC_E_INTERNAL, "held input bytes do not match (%zu of %llu)",
+                       n, (unsigned long long)in->total);
+    in->holding = 0;
+    in->held_len = n;
+    in->held_p = n ? p : NULL;
+    return RC_OK;
 }
 
 int rc_input_block_chunks(rc_input *in, int idx, uint64_t base, size_t from, size_t to,
@@ -141,7 +185,7 @@ static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t fro
 {
     if (to <= from)
         return;
-    if (!hashed)
+    if (!hashed && !in->holding)
         hash_bytes(in, p + from, base + from, to - from);
     if (in->tee_fd >= 0 && !in->tee_failed) {
         /* the tee's reader may stop early (it saw enough): not our error */
@@ -278,7 +322,9 @@ int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
     rc_digest *md = rc_digest_new(name, err);
     if (md == NULL)
         return err->code;
-    if (prefix_len)
+    /* held bytes still to be hashed cover the prefix (nothing was consumed
+     * since they were provided: that would have hashed them) */
+    if (prefix_len && !in->holding && !in->held_p)
         rc_digest_update(md, prefix, prefix_len);
     in->ranges[in->nranges].md = md;
     in->ranges[in->nranges].start = start;
@@ -314,6 +360,9 @@ uint64_t rc_input_total(const rc_input *in)
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
                     uint8_t *range_out, int *range_lens, rc_error *err)
 {
+    if (in->holding)
+        return rc_fail(err, RC_E_INTERNAL, "held input bytes were never provided");
+    hash_held(in);
     for (int i = 0; i < in->nalgos; i++)
         lens[i] = rc_digest_final(in->md[i], out + (size_t)i * RC_MAX_DIGEST);
     for (int i = 0; range_out && range_lens && i < in->nranges; i++)

@@ -82,7 +82,7 @@ struct layout {
     /* sink only */
     rc_digest *fmd;
     rc_digest *lane_md[2];        /* whole files, two at a time (hash_batch) */
-    struct in_chunk in_chunks[BATCH];
+    struct in_chunk in_chunks[BATCH + 1];   /* + the held prologue */
     struct iovec iov[SINK_IOV];   /* output not yet written, in order */
     int niov;
 };
@@ -236,6 +236,9 @@ static void hash_batch(struct layout *L, struct op *ops, size_t n)
     int nin = 0;
     struct in_chunk *chunks = L->in_chunks;
 
+    /* the prologue, if the input held it back: first, with everything else */
+    nin = rc_input_held_chunks(L->in, ids, chunks[0].p, chunks[0].n);
+    nchunks = nin > 0;
     for (size_t i = 0; i < n; i++) {
         struct op *o = &ops[i];
         if (o->kind == OP_INBLOCK) {

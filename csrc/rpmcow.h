@@ -100,6 +100,14 @@ typedef void (*rc_input_handoff)(void *arg, int idx, uint64_t base, size_t from,
 void rc_input_defer(rc_input *in, rc_input_handoff handoff, void *arg);
 /* hand off the rest of the current block and return to immediate mode */
 void rc_input_undefer(rc_input *in);
+/* Hold hashing (at byte 0 only): consumed bytes are not hashed until
+ * rc_input_provide_held gives them again (all of them, in a buffer that
+ * stays valid until they are hashed: by the next hashing, rc_input_finish,
+ * or the sink via rc_input_held_chunks).  Lets the prologue be hashed
+ * later, off the critical path, together with everything else. */
+void rc_input_hold(rc_input *in);
+int rc_input_provide_held(rc_input *in, const uint8_t *p, size_t n, rc_error *err);
+int rc_input_held_chunks(rc_input *in, rc_digest **ds, const uint8_t **ps, size_t *ns);
 /* Copy bytes [from, to) of block idx (its byte 0 at absolute offset base)
  * to the tee, hash them unless `hashed`, and release the block. */
 void rc_input_release_block(rc_input *in, int idx, uint64_t base, size_t from, size_t to,

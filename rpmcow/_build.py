@@ -46,6 +46,8 @@ uint64_t rc_input_total(const rc_input *in);
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
 int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
                               const uint8_t *prefix, size_t prefix_len, rc_error *err);
+void rc_input_hold(rc_input *in);
+int rc_input_provide_held(rc_input *in, const uint8_t *p, size_t n, rc_error *err);
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,
                     uint8_t *range_out, int *range_lens, rc_error *err);
 """

@@ -148,6 +148,17 @@ class Input:
         finally:
             lib.rc_prologue_free(pro)
 
+    def hold_hashing(self):
+        """Hash nothing read from here (byte 0) until provide_held gives
+        those bytes again: they are then hashed later, with the rest."""
+        lib.rc_input_hold(self._in)
+
+    def provide_held(self, data):
+        """The bytes read while holding (they must stay alive: kept here)."""
+        self._held = data
+        _check(lib.rc_input_provide_held(self._in, ffi.from_buffer(data), len(data),
+                                         self._err), self._err)
+
     def set_tee(self, fd):
         lib.rc_input_set_tee(self._in, fd)
 

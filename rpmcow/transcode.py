@@ -68,7 +68,11 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
 
 
 def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
+    # the prologue's digests are computed later, off the critical path: by
+    # the sink, with the payload's first blocks
+    inp.hold_hashing()
     pro = inp.read_prologue()
+    inp.provide_held(pro.data)
     # rpmkeys checks the headers in the background; meanwhile the file table
     # is built.  Not a payload byte is decompressed before the headers'
     # verdict is in; librpm reads the header and checks its file tags while
