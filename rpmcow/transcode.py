@@ -88,13 +88,13 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
             if hcheck:     # rpmkeys names what is wrong with a header best
                 _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
             raise
+        _write(out_fd, pro.data)     # kept as it is, whatever follows
         if hcheck:
             _judge(hcheck.header_items, level, enforce, _lead_name(pro), header_only=True)
 
         hit = denylist.matches(facts.name, deny)
         if hit:
             pkg = _parse_checked(pro, facts, table)
-            _write(out_fd, pro.data)
             inp.copy_to(out_fd)
             inp.finish()
             return Result(nevra=pkg.nevra, name=pkg.name, compressor=pkg.compressor,
@@ -107,7 +107,6 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
             check = verify.Check(target)
             check.feed(pro.data)
             inp.set_tee(check.fd)
-        _write(out_fd, pro.data)
         job = inp.start_layout(facts.compressor, table, out_fd, len(pro.data), page_size)
         # librpm reads the header, and checks the file tags, while C threads
         # stream (its verdict on the header comes before whatever the header
