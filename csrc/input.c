@@ -123,11 +123,8 @@ static int split(rc_input *in, const uint8_t *p, uint64_t at, size_t n,
     return k;
 }
 
-static void hash_held(rc_input *in);
-
 static void hash_bytes(rc_input *in, const uint8_t *p, uint64_t at, size_t n)
 {
-    hash_held(in);
     rc_digest *ds[RC_MAX_ALGOS + RC_MAX_RANGES];
     const uint8_t *ps[RC_MAX_ALGOS + RC_MAX_RANGES];
     size_t ns[RC_MAX_ALGOS + RC_MAX_RANGES];
@@ -145,14 +142,14 @@ int rc_input_held_chunks(rc_input *in, rc_digest **ds, const uint8_t **ps, size_
     return split(in, p, 0, (size_t)in->held_len, ds, ps, ns);
 }
 
+/* the held bytes, if provided and not hashed yet, before anything else */
 static void hash_held(rc_input *in)
 {
-    rc_digest *ds[RC_MAX_ALGOS + RC_MAX_RANGES];
-    const uint8_t *ps[RC_MAX_ALGOS + RC_MAX_RANGES];
-    size_t ns[RC_MAX_ALGOS + RC_MAX_RANGES];
-    int k = rc_input_held_chunks(in, ds, ps, ns);
-    if (k)
-        rc_digest_update_together(ds, ps, ns, k);
+    if (in->held_p) {
+        const uint8_t *p = in->held_p;
+        in->held_p = NULL;
+        hash_bytes(in, p, 0, (size_t)in->held_len);
+    }
 }
 
 void rc_input_hold(rc_input *in)
@@ -185,8 +182,10 @@ static void hash_range(rc_input *in, const uint8_t *p, uint64_t base, size_t fro
 {
     if (to <= from)
         return;
-    if (!hashed && !in->holding)
+    if (!hashed && !in->holding) {
+        hash_held(in);
         hash_bytes(in, p + from, base + from, to - from);
+    }
     if (in->tee_fd >= 0 && !in->tee_failed) {
         /* the tee's reader may stop early (it saw enough): not our error */
         if (rc_write_all(in->tee_fd, p + from, to - from, NULL) != RC_OK)

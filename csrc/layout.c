@@ -229,8 +229,8 @@ static int lane_fill(struct layout *L, struct op *ops, struct lane *ln)
 static void hash_batch(struct layout *L, struct op *ops, size_t n)
 {
     struct job whole[BATCH / 2 + 1], span[2];
-    size_t nwhole = 0, nspan = 0, open = NO_OP, first = NO_OP;
-    int inside = 0;
+    size_t nwhole = 0, nspan = 0, open = NO_OP;
+    int seen = 0, inside = 0;         /* a file op seen; the batch starts inside a file */
     size_t nchunks = 0;
     rc_digest *ids[IN_STREAMS];
     int nin = 0;
@@ -250,15 +250,13 @@ static void hash_batch(struct layout *L, struct op *ops, size_t n)
         }
         if (!L->lane_md[0] || o->pre != PRE_NONE)
             continue;             /* not hashed ahead, or by the reader */
-        if (o->kind == OP_DATA && first == NO_OP)
-            first = i, inside = 1;             /* the batch starts inside a file */
-        else if (o->kind == OP_BEGIN) {
-            if (first == NO_OP)
-                first = i;
+        if (o->kind == OP_DATA && !seen) {
+            seen = inside = 1;
+        } else if (o->kind == OP_BEGIN) {
+            seen = 1;
             open = i;
         } else if (o->kind == OP_END) {
-            if (first == NO_OP)
-                first = i, inside = 1;
+            seen = 1;
             if (open != NO_OP)
                 whole[nwhole++] = (struct job){open, i, open + 1, i};
             else              /* the leading file ends */
