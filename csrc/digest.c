@@ -126,7 +126,7 @@ int rc_digest_update(rc_digest *d, const void *p, size_t n)
     return RC_OK;
 }
 
-#define TOGETHER_MAX (RC_MAX_ALGOS + RC_MAX_RANGES)
+#define TOGETHER_MAX (RC_MAX_ALGOS + RC_MAX_RANGES + 4)   /* input digests + file lanes */
 
 void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
                                const size_t *ns, int k)
