@@ -133,7 +133,6 @@ void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
 {
     const uint8_t *p[TOGETHER_MAX];
     size_t n[TOGETHER_MAX];
-    int native = 0;
     for (int i = 0; i < k; i++) {
         if (i >= TOGETHER_MAX || ds[i]->kind == BK_EVP) {
             rc_digest_update(ds[i], ps[i], ns[i]);
@@ -149,13 +148,12 @@ void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
             p[i] += head;
             n[i] -= head;
         }
-        native++;
     }
     if (k > TOGETHER_MAX)
         k = TOGETHER_MAX;
     /* whole blocks: one MD5 and up to RC_BLOCKHASH_MAX_SHA SHA-256 streams at
      * a time (each with nothing buffered: its head above emptied the buffer) */
-    while (native) {
+    for (;;) {
         int m = -1, sha[RC_BLOCKHASH_MAX_SHA], nsha = 0;
         size_t nb = SIZE_MAX;
         for (int i = 0; i < k; i++) {
@@ -215,11 +213,6 @@ int rc_digest_final(rc_digest *d, uint8_t *out)
     for (int i = 0; i < 32; i++)
         out[i] = (uint8_t)(d->h[i / 4] >> (24 - 8 * (i % 4)));
     return 32;
-}
-
-int rc_digest_size(const rc_digest *d)
-{
-    return EVP_MD_get_size(d->md);
 }
 
 int rc_digest_reset(rc_digest *d)

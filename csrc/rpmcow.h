@@ -47,7 +47,6 @@ rc_digest *rc_digest_new(const char *name, rc_error *err);
 int rc_digest_update(rc_digest *d, const void *p, size_t n);
 /* writes the digest to out (RC_MAX_DIGEST bytes); returns its length */
 int rc_digest_final(rc_digest *d, uint8_t *out);
-int rc_digest_size(const rc_digest *d);
 int rc_digest_reset(rc_digest *d);
 void rc_digest_free(rc_digest *d);
 /* Update ds[i] with ps[i][0, ns[i]) for each i < k: the same result as k
