@@ -305,12 +305,39 @@ static int sort_names(rc_ftable *t, rc_error *err)
 
 /* ---- the table --------------------------------------------------------- */
 
-static int hexval(int c)
+/* hex digit values by byte; 16: not a hex digit.  A table, not comparisons:
+ * a 25,000-file package has 1.6 million digits to decode before its payload
+ * may start, and the branchy version took half the file table's time. */
+static const uint8_t HEXVAL[256] = {
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+     0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 16, 16, 16, 16, 16, 16,
+    16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+    16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+};
+
+/* n bytes from 2n hex digits; 0 if any is not a hex digit */
+static int unhex(uint8_t *out, const char *hx, uint32_t n)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
+    const uint8_t *p = (const uint8_t *)hx;
+    uint8_t bad = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        uint8_t hi = HEXVAL[p[2 * k]], lo = HEXVAL[p[2 * k + 1]];
+        bad |= hi | lo;
+        out[k] = (uint8_t)(hi << 4 | (lo & 0xf));
+    }
+    return !(bad & 0x10);
 }
 
 /* paths: "dirname + basename" without leading "/" (or the old file name) */
@@ -478,14 +505,9 @@ int rc_ftable_build(const uint8_t *hdr, size_t len, rc_ftable **out, rc_error *e
                              "needs %u", t->paths[i], hl, ALGOS[ai].name, 2 * ks);
                 goto fail_arrays;
             }
-            uint8_t *d = t->digests + (size_t)i * ks;
-            for (uint32_t k = 0; k < ks; k++) {
-                int hi = hexval(hx[2 * k]), lo = hexval(hx[2 * k + 1]);
-                if (hi < 0 || lo < 0) {
-                    rc = rc_fail(err, RC_E_FORMAT, "bad file digest for /%s", t->paths[i]);
-                    goto fail_arrays;
-                }
-                d[k] = (uint8_t)(hi << 4 | lo);
+            if (!unhex(t->digests + (size_t)i * ks, hx, ks)) {
+                rc = rc_fail(err, RC_E_FORMAT, "bad file digest for /%s", t->paths[i]);
+                goto fail_arrays;
             }
             flags |= RC_FT_KEYED;
         }

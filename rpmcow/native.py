@@ -57,7 +57,8 @@ class Prologue:
 
     @property
     def main_header(self):
-        return self.data[self.hdr_off:self.hdr_off + self.hdr_len]
+        """A view, not a copy (megabytes for a large package)."""
+        return memoryview(self.data)[self.hdr_off:self.hdr_off + self.hdr_len]
 
 
 class LayoutResult:

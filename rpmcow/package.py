@@ -107,38 +107,45 @@ class HeaderFacts:
     has_md5: bool                    # the legacy header+payload MD5
 
 
-def _index(blob):
-    """{tag: (type, data offset, count)} (first entry of a tag) and the data
-    store of a header blob (magic, il, dl, index, store)."""
-    if len(blob) < 16:
+def _index(data, start, length):
+    """The index of the header blob data[start:start + length] (magic, il,
+    dl, index, store): {tag: (type, data offset, count)} (first entry of a
+    tag), and where its data store is in `data`, as (begin, end).  Offsets,
+    not slices: the main header is megabytes, and this runs before the
+    payload may start."""
+    if length < 16:
         raise BadPackageError("bad package header: header too short")
-    il, dl = struct.unpack_from(">II", blob, 8)
+    il, dl = struct.unpack_from(">II", data, start + 8)
     end = 16 + 16 * il
-    if end + dl > len(blob):
+    if end + dl > length:
         raise BadPackageError("bad package header: index or data beyond the header")
     entries = {}
-    for tag, typ, off, count in struct.iter_unpack(">IIII", blob[16:end]):
+    for tag, typ, off, count in struct.iter_unpack(
+            ">IIII", memoryview(data)[start + 16:start + end]):
         entries.setdefault(tag, (typ, off, count))
-    return entries, blob[end:end + dl]
+    return entries, (start + end, start + end + dl)
 
 
-def _string(entries, store, tag):
+def _string(data, entries, store, tag):
     if tag not in entries:
         return None
     typ, off, _ = entries[tag]
-    nul = store.find(b"\0", off) if typ == _TYPE_STRING and off < len(store) else -1
+    begin, end = store
+    nul = data.find(b"\0", begin + off, end) \
+        if typ == _TYPE_STRING and off < end - begin else -1
     if nul < 0:
         raise BadPackageError("bad package header: tag %d is not a string" % tag)
-    return store[off:nul].decode("utf-8", "surrogateescape")
+    return data[begin + off:nul].decode("utf-8", "surrogateescape")
 
 
-def _int32(entries, store, tag):
+def _int32(data, entries, store, tag):
     if tag not in entries:
         return None
     typ, off, count = entries[tag]
-    if typ != _TYPE_INT32 or count < 1 or off + 4 > len(store):
+    begin, end = store
+    if typ != _TYPE_INT32 or count < 1 or off + 4 > end - begin:
         raise BadPackageError("bad package header: tag %d is not an integer" % tag)
-    return struct.unpack_from(">I", store, off)[0]
+    return struct.unpack_from(">I", data, begin + off)[0]
 
 
 def _compressor(comp_tag):
@@ -151,15 +158,15 @@ def _compressor(comp_tag):
 def header_facts(prologue):
     """HeaderFacts of a native.Prologue, from its raw bytes."""
     data = prologue.data
-    main, store = _index(data[prologue.hdr_off:prologue.hdr_off + prologue.hdr_len])
-    sig, _ = _index(data[prologue.sig_off:prologue.sig_off + prologue.sig_len])
-    fmt = _string(main, store, _TAG_PAYLOADFORMAT)
+    main, store = _index(data, prologue.hdr_off, prologue.hdr_len)
+    sig, _ = _index(data, prologue.sig_off, prologue.sig_len)
+    fmt = _string(data, main, store, _TAG_PAYLOADFORMAT)
     if fmt not in (None, "cpio"):
         raise BadPackageError("unsupported payload format %r" % fmt)
     return HeaderFacts(
-        name=_string(main, store, _TAG_NAME) or "",
-        compressor=_compressor(_string(main, store, _TAG_PAYLOADCOMPRESSOR)),
-        payload_digest_algo=_int32(main, store, _TAG_PAYLOADDIGESTALGO),
+        name=_string(data, main, store, _TAG_NAME) or "",
+        compressor=_compressor(_string(data, main, store, _TAG_PAYLOADCOMPRESSOR)),
+        payload_digest_algo=_int32(data, main, store, _TAG_PAYLOADDIGESTALGO),
         has_md5=_SIGTAG_MD5 in sig)
 
 

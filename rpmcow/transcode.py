@@ -179,7 +179,7 @@ def _add_verification_digests(inp, pro, facts):
         ranges[(algo.name, "payload")] = inp.add_range_digest(algo.openssl, len(pro.data), b"")
     if facts.has_md5:
         ranges[("MD5", "header+payload")] = inp.add_range_digest(
-            "MD5", pro.hdr_off, pro.data[pro.hdr_off:])
+            "MD5", pro.hdr_off, memoryview(pro.data)[pro.hdr_off:])
     return ranges
 
 
