@@ -1,14 +1,17 @@
 """Digest algorithms by the names and numbers rpm uses for them."""
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import UsageError
 
 
-@dataclass(frozen=True)
-class Algo:
-    rpm_id: int       # PGPHASHALGO_* (RPMTAG_FILEDIGESTALGO, PAYLOADDIGESTALGO)
-    name: str         # as rpm spells it (rpm2extents arguments, the C section)
-    size: int         # digest length in bytes
+# A named tuple, not a dataclass: this module is imported before every
+# transcode's header check starts, and dataclasses (through inspect) costs
+# ~10 ms of a command's start.
+class Algo(namedtuple("Algo", "rpm_id name size")):
+    """rpm_id: PGPHASHALGO_* (RPMTAG_FILEDIGESTALGO, PAYLOADDIGESTALGO);
+    name: as rpm spells it (rpm2extents arguments, the C section);
+    size: digest length in bytes."""
+    __slots__ = ()
 
     @property
     def openssl(self):

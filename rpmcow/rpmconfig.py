@@ -6,8 +6,7 @@ So for a root other than "/" that has an rpm configuration, its macro files
 are evaluated; otherwise the host's.
 """
 import os
-import subprocess
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .errors import UsageError
 
@@ -21,11 +20,12 @@ _MACROFILES = [
 ]
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where packages go: a root and the rpm database inside it."""
-    root: str = "/"
-    dbpath: str = None          # inside root; None: rpm's configured %_dbpath
+# A named tuple, not a dataclass (see digests.Algo): every transcode makes
+# one before its header check starts.
+class Target(namedtuple("Target", "root dbpath", defaults=("/", None))):
+    """Where packages go: a root, and the rpm database inside it (None:
+    rpm's configured %_dbpath)."""
+    __slots__ = ()
 
     def rpm_args(self):
         args = ["--root", self.root]
@@ -42,12 +42,19 @@ def _root_macro_args(root):
 
 def eval_macro(target, expr):
     """Expand an rpm macro expression with the target root's configuration."""
+    import subprocess      # only for a root with its own configuration
     cmd = ["rpm", *_root_macro_args(target.root), "--eval", expr]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise UsageError("cannot read rpm configuration: %s" % exc) from None
     return out.strip()
+
+
+def check_level(level):
+    """UsageError unless level is empty (the root's) or a level rpm knows."""
+    if level and level not in LEVELS:
+        raise UsageError("unknown verification level %r (one of: %s)" % (level, ", ".join(LEVELS)))
 
 
 def verify_level(target, override=None):
@@ -58,8 +65,7 @@ def verify_level(target, override=None):
         level = rpmkeys_verify_level()      # the host's: read in-process
     else:
         level = eval_macro(target, "%{?_pkgverify_level}") or "digest"
-    if level not in LEVELS:
-        raise UsageError("unknown verification level %r (one of: %s)" % (level, ", ".join(LEVELS)))
+    check_level(level)
     return level
 
 

@@ -6,13 +6,16 @@
 Memory stays constant: the C core streams the payload through fixed
 buffers; only the headers (bounded, like rpm's) are held whole.
 """
+import errno
 import os
 import stat
-import tempfile
-from dataclasses import dataclass
 
-
-from . import denylist, extents, native, package, rpmconfig, verify
+# Only what it takes to start the header check is imported here.  The rest
+# (librpm's module, the extents writer, ...: ~15 ms) is imported by
+# _transcode once rpmkeys runs, in parallel with it: that check is on the
+# critical path of every transcode, and a command's start is most of the
+# time it takes for a small package.
+from . import native, rpmconfig, verify
 from .digests import by_id, by_name
 from .errors import BadPackageError, OutputError, RpmcowError, VerificationError
 
@@ -20,24 +23,31 @@ DEFAULT_ALGOS = ("SHA256",)
 PGPHASHALGO_SHA256 = 8
 
 
-@dataclass
 class Result:
-    nevra: str = ""
-    name: str = ""
-    passthrough: bool = False        # deny-listed: copied unchanged
-    denied_by: str = ""
-    input_len: int = 0
-    output_len: int = 0
-    files: int = 0
-    blobs: int = 0
-    blob_bytes: int = 0
-    dup_files: int = 0
-    payload_bytes: int = 0
-    reader_cpu: float = 0.0          # seconds: decompressing thread
-    sink_cpu: float = 0.0            # seconds: hashing/writing thread
-    compressor: str = ""
-    verdict: object = None
-    input_digests: tuple = ()
+    """What a transcode did.  Class attributes are the defaults (all
+    immutable); a plain class, because dataclasses costs ~6 ms to import."""
+    nevra = ""
+    name = ""
+    passthrough = False              # deny-listed: copied unchanged
+    denied_by = ""
+    input_len = 0
+    output_len = 0
+    files = 0
+    blobs = 0
+    blob_bytes = 0
+    dup_files = 0
+    payload_bytes = 0
+    reader_cpu = 0.0                 # seconds: decompressing thread
+    sink_cpu = 0.0                   # seconds: hashing/writing thread
+    compressor = ""
+    verdict = None
+    input_digests = ()
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            if not hasattr(Result, name) or name.startswith("_"):
+                raise TypeError("Result has no field %r" % name)
+            setattr(self, name, value)
 
 
 def page_size_default():
@@ -58,9 +68,8 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     """
     algo_names = [by_name(a).name for a in algos]
     page_size = page_size or page_size_default()
-    deny = denylist.from_env() if deny is None else deny
     target = target or rpmconfig.Target()
-    level = rpmconfig.verify_level(target, level)
+    rpmconfig.check_level(level)
 
     # the C input is done with in_fd when this returns
     with native.Input(in_fd, algo_names) as inp:
@@ -73,13 +82,19 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     inp.hold_hashing()
     pro = inp.read_prologue()
     inp.provide_held(pro.data)
-    # rpmkeys checks the headers in the background; meanwhile the file table
-    # is built.  Not a payload byte is decompressed before the headers'
-    # verdict is in; librpm reads the header and checks its file tags while
-    # the payload streams.
+    # rpmkeys checks the headers in the background; meanwhile the rest of
+    # the transcoder is imported and the file table is built.  Not a payload
+    # byte is decompressed before the headers' verdict is in; librpm reads
+    # the header and checks its file tags while the payload streams.
     hcheck = verify.HeaderCheck(target, pro.data) if _verify else None
     check = job = None
     try:
+        try:
+            from . import denylist, extents, package   # see the imports at the top
+        except ImportError as exc:     # a broken install, or no memory to map librpm
+            raise RpmcowError("cannot load the transcoder: %s" % exc) from None
+        deny = denylist.from_env() if deny is None else deny
+        level = rpmconfig.verify_level(target, level)    # the host's: librpm's
         try:
             facts = package.header_facts(pro)
             ranges = _add_verification_digests(inp, pro, facts) if _verify else {}
@@ -161,6 +176,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
 def _parse_checked(pro, facts, table):
     """librpm's reading of the header: it must accept it, read it as
     header_facts did, and accept its file tags."""
+    from . import package
     header = package.load_header(pro.data)
     pkg = package.parse(pro, header=header, files_checked=False, files=table)
     package.cross_check(facts, pkg)
@@ -233,8 +249,7 @@ def _open_input(path):
 def _to_file(in_fd, out_path, **kw):
     out_dir = os.path.dirname(os.path.abspath(out_path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(out_path),
-                                   suffix=".part", dir=out_dir)
+        fd, tmp = _create_part(out_dir, os.path.basename(out_path))
     except OSError as exc:
         raise OutputError("cannot create a file in %s: %s" % (out_dir, exc.strerror)) from None
     try:
@@ -255,6 +270,20 @@ def _to_file(in_fd, out_path, **kw):
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+def _create_part(directory, name):
+    """(fd, path) of a new file ".NAME.RANDOM.part" in directory, readable
+    and writable by the owner only -- what tempfile.mkstemp does, without
+    the ~3 ms its import adds to every transcode's start."""
+    for _ in range(100):
+        path = os.path.join(directory, ".%s.%s.part" % (name, os.urandom(6).hex()))
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(path, flags, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name")
 
 
 def _to_stdout(in_fd, **kw):

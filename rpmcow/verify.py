@@ -34,12 +34,16 @@ import hashlib
 import hmac
 import os
 import re
-import subprocess
-import tempfile
-from dataclasses import dataclass
+import select
+import signal
+from collections import namedtuple
 
 from . import rpmconfig
 from .errors import RpmcowError, VerificationError
+
+# Every transcode starts a HeaderCheck first, and only then imports the rest
+# of what it needs while rpmkeys runs: so this module stays cheap to import
+# (no dataclasses; subprocess and tempfile only where the rare paths need them).
 
 RC_OK = 0
 RC_FAIL = 2
@@ -50,11 +54,9 @@ RECORD_PREFIX = "    rpmcow record: "
 KEY_PATH = "var/lib/rpmcow/verdict.key"
 
 
-@dataclass(frozen=True)
-class Item:
-    label: str
-    result: str
-    detail: str = ""
+class Item(namedtuple("Item", "label result detail", defaults=("",))):
+    """One line of ``rpmkeys -Kv``: "    label: result (detail)"."""
+    __slots__ = ()
 
     @property
     def is_signature(self):
@@ -117,34 +119,53 @@ def _rpmkeys(target):
 
 class HeaderCheck:
     """rpmkeys -Kv on lead + signature header + header alone, running in the
-    background from construction until ``wait``."""
+    background from construction until ``wait``.
+
+    Spawned directly (posix_spawn), its output going to memory files: the
+    subprocess module costs ~7 ms to import, and this check's start is on
+    the critical path of every transcode.  Like subprocess, the child gets
+    SIGPIPE back at its default; unlike it, descriptors that are inheritable
+    are inherited (Python makes its own non-inheritable)."""
+
+    TIMEOUT = 120       # seconds; a header check takes milliseconds
 
     def __init__(self, target, prologue):
-        fd = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
+        self.items = None
+        self._pid = None
+        self._out = self._err = -1
+        stdin = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
         try:
-            os.write(fd, prologue)
-            os.lseek(fd, 0, os.SEEK_SET)
-            self._proc = subprocess.Popen(_rpmkeys(target), stdin=fd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE)
+            os.write(stdin, prologue)
+            os.lseek(stdin, 0, os.SEEK_SET)
+            self._out = os.memfd_create("rpmkeys-out", os.MFD_CLOEXEC)
+            self._err = os.memfd_create("rpmkeys-err", os.MFD_CLOEXEC)
+            self._pid = os.posix_spawnp(
+                "rpmkeys", _rpmkeys(target), os.environ,
+                file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0),
+                              (os.POSIX_SPAWN_DUP2, self._out, 1),
+                              (os.POSIX_SPAWN_DUP2, self._err, 2)],
+                setsigdef=(signal.SIGPIPE,))
         except OSError as exc:
+            self._close()
             raise VerificationError("cannot run rpmkeys: %s" % exc) from None
         finally:
-            os.close(fd)
-        self.items = None
+            os.close(stdin)
 
     def wait(self):
         """Every item rpmkeys printed (payload items judged on no payload)."""
         if self.items is None:
-            try:
-                out, err = self._proc.communicate(timeout=120)
-            except subprocess.SubprocessError as exc:
-                self._proc.kill()
-                self._proc.wait()
-                raise VerificationError("cannot run rpmkeys: %s" % exc) from None
-            self.items = parse_items(out.decode("utf-8", "replace"))
+            if not self._exited(self.TIMEOUT):
+                self.abort()
+                raise VerificationError("cannot run rpmkeys: no verdict after %d s"
+                                        % self.TIMEOUT)
+            os.waitpid(self._pid, 0)
+            self._pid = None
+            out, err = self._read(self._out), self._read(self._err)
+            self._close()
+            self.items = parse_items(out)
             if not any(it.header_only for it in self.items):
                 raise VerificationError("rpmkeys could not read the package header: %s"
-                                        % err.decode("utf-8", "replace").strip())
+                                        % err.strip())
         return self.items
 
     @property
@@ -152,9 +173,35 @@ class HeaderCheck:
         return [it for it in self.wait() if it.header_only]
 
     def abort(self):
-        if self.items is None:
-            self._proc.kill()
-            self._proc.communicate()
+        if self._pid is not None:
+            try:
+                os.kill(self._pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self._pid, 0)
+            self._pid = None
+        self._close()
+
+    def _exited(self, timeout):
+        try:
+            pidfd = os.pidfd_open(self._pid)
+        except OSError:        # a kernel without pidfds (< 5.3): no timeout
+            return True
+        try:
+            return bool(select.select([pidfd], [], [], timeout)[0])
+        finally:
+            os.close(pidfd)
+
+    @staticmethod
+    def _read(fd):
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size, 0).decode("utf-8", "replace") if size else ""
+
+    def _close(self):
+        for fd in (self._out, self._err):
+            if fd >= 0:
+                os.close(fd)
+        self._out = self._err = -1
 
 
 # ---- payload items, computed by the C input stage --------------------------
@@ -260,6 +307,8 @@ class Check:
     """A running rpmkeys that reads the whole original package from a pipe."""
 
     def __init__(self, target):
+        import subprocess    # legacy header+payload signatures only
+        import tempfile
         self._out = tempfile.TemporaryFile()
         self._err = tempfile.TemporaryFile()
         try:
@@ -335,6 +384,7 @@ def record_key(target, create=True):
     except OSError:
         return None
     try:
+        import tempfile      # once per root
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".verdict.key.")
         try:
@@ -359,12 +409,15 @@ def _mac(key, headers_sha256, items, files_ok):
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
-@dataclass
 class Verdict:
-    items: list
-    headers_sha256: str
-    files_ok: bool = True
-    rpmkeys_rc: int = 0
+    """The items of a package's check, the SHA-256 of the headers they belong
+    to, whether every file matched its digest, and rpmkeys' exit code."""
+
+    def __init__(self, items, headers_sha256, files_ok=True, rpmkeys_rc=0):
+        self.items = items
+        self.headers_sha256 = headers_sha256
+        self.files_ok = files_ok
+        self.rpmkeys_rc = rpmkeys_rc
 
     @property
     def rc(self):
