@@ -39,14 +39,16 @@ def quiet_rpm():
         rpm.setVerbosity(rpm.RPMLOG_WARNING)
 
 
-def load_header(prologue_bytes, vsflags=None):
+def load_header(prologue_bytes, vsflags=None, digests=True):
     """librpm's header object for lead+signature+header bytes.
 
     vsflags: which header checks librpm makes while reading (default: header
     digests, no signatures; the verify stage decides about signatures).
+    digests=False: no header digests either, for bytes whose header digests
+    rpmkeys has just verified (4 MB of hashing for a large package).
     """
     if vsflags is None:
-        vsflags = rpm._RPMVSF_NOSIGNATURES
+        vsflags = rpm._RPMVSF_NOSIGNATURES | (0 if digests else rpm._RPMVSF_NODIGESTS)
     fd = os.memfd_create("rpmcow-header", os.MFD_CLOEXEC)
     try:
         os.write(fd, prologue_bytes)

@@ -126,7 +126,8 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
         # librpm reads the header, and checks the file tags, while C threads
         # stream (its verdict on the header comes before whatever the header
         # led the layout into)
-        pkg = _parse_checked(pro, facts, table)
+        pkg = _parse_checked(pro, facts, table,
+                             digests_verified=bool(hcheck) and _digests_ok(hcheck.header_items))
         headers_sha256 = verify.headers_digest(pro.data)
         lay = job.wait()
         input_digests, range_digests = inp.finish()
@@ -173,15 +174,23 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     return result
 
 
-def _parse_checked(pro, facts, table):
+def _parse_checked(pro, facts, table, digests_verified=False):
     """librpm's reading of the header: it must accept it, read it as
-    header_facts did, and accept its file tags."""
+    header_facts did, and accept its file tags.  digests_verified: rpmkeys
+    found every header digest of these very bytes OK (librpm need not hash
+    them again)."""
     from . import package
-    header = package.load_header(pro.data)
+    header = package.load_header(pro.data, digests=not digests_verified)
     pkg = package.parse(pro, header=header, files_checked=False, files=table)
     package.cross_check(facts, pkg)
     package.check_files(header)
     return pkg
+
+
+def _digests_ok(header_items):
+    """Whether rpmkeys verified header digests, and found none bad."""
+    digests = [it for it in header_items if not it.is_signature and it.result != "NOTFOUND"]
+    return bool(digests) and all(it.result == "OK" for it in digests)
 
 
 def _add_verification_digests(inp, pro, facts):

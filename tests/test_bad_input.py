@@ -861,6 +861,19 @@ def test_stripped_header_digests_still_transcode():
     assert_consistent(data, o.output)
 
 
+@pytest.mark.parametrize("back", [1, 2, 40])
+def test_bad_header_digest_fails_without_verification(back):
+    """--verify-level none lets rpmkeys' BAD header digest pass the policy,
+    so librpm must still check the header digests then (the transcoder
+    skips that only where rpmkeys found them all OK): a changed byte in the
+    main header's data is refused, naming the header."""
+    data, s = package("hardlink")
+    bad = _flip(data, s.hdr_end - back, 0)
+    o = transcode_isolated(bad, level="none")
+    assert_outcome(o, bad, must_fail=True, what="last main header byte - %d" % back)
+    assert "header" in o.msg, o.msg
+
+
 # RPMTAG_DIRINDEXES missing; FILEINODES, FILEMODES, FILESIZES with 2 of 8 entries
 HEADER_EDITS = {
     "no-dirindexes": dict(tag=1116, new_tag=9999),
