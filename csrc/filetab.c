@@ -583,12 +583,49 @@ void rc_ftable_free(rc_ftable *t)
 
 /* ---- the T section's entries ------------------------------------------- */
 
-static int cmp_group(const void *a, const void *b, void *arg)
+/* Sorted by digest: a radix sort of each group's first 8 digest bytes (as
+ * a big-endian number), then the runs of equal prefixes (for real digests:
+ * none) by the whole digest.  This sort runs after the layout, so every
+ * transcode waits for it: qsort took 3 ms for 22,000 groups, this 0.3. */
+struct t_key {
+    uint64_t prefix;
+    uint32_t g;
+};
+
+static int cmp_t_key(const void *a, const void *b, void *arg)
 {
+    const struct t_key *x = a, *y = b;
+    if (x->prefix != y->prefix)
+        return x->prefix < y->prefix ? -1 : 1;
     const rc_ftable *t = arg;
     uint32_t ks = t->ft.keysize;
-    return memcmp(t->group_digests + (size_t)*(const uint32_t *)a * ks,
-                  t->group_digests + (size_t)*(const uint32_t *)b * ks, ks);
+    return memcmp(t->group_digests + (size_t)x->g * ks, t->group_digests + (size_t)y->g * ks,
+                  ks);
+}
+
+/* LSD radix sort of a[0..n) by prefix, 8 bits a pass; tmp: room for n */
+static void radix_sort(struct t_key *a, struct t_key *tmp, uint32_t n)
+{
+    for (int shift = 0; shift < 64; shift += 8) {
+        uint32_t start[257] = {0};
+        for (uint32_t i = 0; i < n; i++)
+            start[((a[i].prefix >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++)
+            start[b + 1] += start[b];
+        for (uint32_t i = 0; i < n; i++)
+            tmp[start[(a[i].prefix >> shift) & 0xff]++] = a[i];
+        struct t_key *swap = a;       /* 8 passes: the result ends in a */
+        a = tmp;
+        tmp = swap;
+    }
+}
+
+static uint64_t be_prefix(const uint8_t *d, uint32_t n)
+{
+    uint64_t v = 0;
+    for (uint32_t i = 0; i < 8; i++)
+        v = v << 8 | (i < n ? d[i] : 0);
+    return v;
 }
 
 static void le64(uint8_t *p, uint64_t v)
@@ -601,21 +638,28 @@ size_t rc_ftable_t_entries(const rc_ftable *t, const uint64_t *offsets, uint8_t 
                            size_t cap)
 {
     uint32_t ks = t->ft.keysize, n = 0;
-    uint32_t *idx = malloc((t->ft.ngroups ? t->ft.ngroups : 1) * sizeof(*idx));
-    if (idx == NULL)
+    size_t room = t->ft.ngroups ? t->ft.ngroups : 1;
+    struct t_key *keys = malloc(2 * room * sizeof(*keys));
+    if (keys == NULL)
         return SIZE_MAX;
     for (uint32_t g = 0; g < t->ft.ngroups; g++)
         if (offsets[g] != UINT64_MAX)
-            idx[n++] = g;
+            keys[n++] = (struct t_key){be_prefix(t->group_digests + (size_t)g * ks, ks), g};
     if ((size_t)n * (ks + 8) > cap) {
-        free(idx);
+        free(keys);
         return SIZE_MAX;
     }
-    qsort_r(idx, n, sizeof(*idx), cmp_group, (void *)t);
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(out + (size_t)i * (ks + 8), t->group_digests + (size_t)idx[i] * ks, ks);
-        le64(out + (size_t)i * (ks + 8) + ks, offsets[idx[i]]);
+    radix_sort(keys, keys + room, n);
+    for (uint32_t a = 0, b; a < n; a = b) {
+        for (b = a + 1; b < n && keys[b].prefix == keys[a].prefix; b++)
+            ;
+        if (b - a > 1)
+            qsort_r(keys + a, b - a, sizeof(*keys), cmp_t_key, (void *)t);
     }
-    free(idx);
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(out + (size_t)i * (ks + 8), t->group_digests + (size_t)keys[i].g * ks, ks);
+        le64(out + (size_t)i * (ks + 8) + ks, offsets[keys[i].g]);
+    }
+    free(keys);
     return n;
 }

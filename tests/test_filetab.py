@@ -115,3 +115,47 @@ def test_bad_headers_give_one_line_errors():
             bad[e + 8:e + 12] = (0x7FFFFFF0).to_bytes(4, "big")
     with pytest.raises(RpmcowError, match="outside the header"):
         native.FileTable(bytes(bad))
+
+
+def _same_digest_prefixes(hdr, prefix):
+    """The main header with every file digest's first hex digits replaced by
+    `prefix` (same lengths: the header stays valid)."""
+    hdr = bytearray(hdr)
+    il = int.from_bytes(hdr[8:12], "big")
+    store = 16 + 16 * il
+    for k in range(il):
+        e = 16 + 16 * k
+        if int.from_bytes(hdr[e:e + 4], "big") == rpm.RPMTAG_FILEDIGESTS:
+            at = store + int.from_bytes(hdr[e + 8:e + 12], "big")
+            for _ in range(int.from_bytes(hdr[e + 12:e + 16], "big")):
+                end = hdr.index(0, at)
+                if end - at > len(prefix):
+                    hdr[at:at + len(prefix)] = prefix
+                at = end + 1
+    return bytes(hdr)
+
+
+class _Placed:
+    """A layout result that placed every group, at offsets 4096 * group."""
+    def __init__(self, ngroups):
+        self.group_offsets = native.ffi.new("uint64_t[]", [4096 * g for g in range(ngroups)])
+
+
+@pytest.mark.parametrize("prefix", [b"", b"0123456789abcdef", b"0123456789abcdef0123"],
+                         ids=["as-is", "8-equal-bytes", "10-equal-bytes"])
+def test_t_entries_sorted_by_whole_digest(prefix):
+    """The T section lists every placed group once, by digest, with its
+    offset -- also where digests agree in the first 8 bytes the sort keys on."""
+    pro, _ = _load(CORPUS / "real" / "ruby-libs-2.7.0-1.fc32.x86_64.rpm")
+    t = native.FileTable(_same_digest_prefixes(pro.main_header, prefix))
+    assert t.ngroups > 10
+    n, raw = t.t_entries(_Placed(t.ngroups))
+    size = t.keysize + 8
+    entries = [(raw[i * size:i * size + t.keysize],
+                int.from_bytes(raw[i * size + t.keysize:(i + 1) * size], "little"))
+               for i in range(n)]
+    groups = t.group_digest()
+    assert n == t.ngroups
+    assert entries == sorted((d, 4096 * g) for g, d in enumerate(groups))
+    if prefix:
+        assert all(d.hex().startswith(prefix.decode()) for d, _ in entries)
