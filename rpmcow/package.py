@@ -81,7 +81,7 @@ def check_files(h):
     """librpm's own checks of the file tags (rpm.files: every per-file array,
     user and group names, classes, dependencies...): a header rpm could not
     install is refused, even where the C file table needs less of it."""
-    if h[rpm.RPMTAG_BASENAMES] or h[rpm.RPMTAG_OLDFILENAMES]:
+    if rpm.RPMTAG_BASENAMES in h or rpm.RPMTAG_OLDFILENAMES in h:   # not h[...]: 25k strings
         try:
             rpm.files(h)
         except (ValueError, TypeError) as exc:
