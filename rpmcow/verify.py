@@ -124,8 +124,8 @@ class HeaderCheck:
     Spawned directly (posix_spawn), its output going to memory files: the
     subprocess module costs ~7 ms to import, and this check's start is on
     the critical path of every transcode.  Like subprocess, the child gets
-    SIGPIPE back at its default; unlike it, descriptors that are inheritable
-    are inherited (Python makes its own non-inheritable)."""
+    SIGPIPE and SIGXFSZ back at their defaults; unlike it, descriptors that
+    are inheritable are inherited (Python makes its own non-inheritable)."""
 
     TIMEOUT = 120       # seconds; a header check takes milliseconds
 
@@ -144,7 +144,7 @@ class HeaderCheck:
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0),
                               (os.POSIX_SPAWN_DUP2, self._out, 1),
                               (os.POSIX_SPAWN_DUP2, self._err, 2)],
-                setsigdef=(signal.SIGPIPE,))
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
             self._close()
             raise VerificationError("cannot run rpmkeys: %s" % exc) from None

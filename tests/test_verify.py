@@ -369,3 +369,43 @@ def test_items_equal_whether_the_input_is_a_file_or_a_pipe(empty_root, tmp_path)
                        input=UNSIGNED.read_bytes(), capture_output=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout == a.read_bytes()
+
+
+def _fake_rpmkeys(tmp_path, monkeypatch, script):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "rpmkeys"
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
+
+
+def test_header_check_that_hangs_is_killed(tmp_path, monkeypatch, empty_root):
+    """An rpmkeys that never answers: the check gives up after its timeout
+    with a clear error, and the child is killed and reaped (no zombie)."""
+    _fake_rpmkeys(tmp_path, monkeypatch, "echo $$ > %s/pid\nexec sleep 600\n" % tmp_path)
+    monkeypatch.setattr(verify.HeaderCheck, "TIMEOUT", 0.5)
+    check = verify.HeaderCheck(empty_root, b"prologue")
+    with pytest.raises(VerificationError, match="no verdict after"):
+        check.wait()
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)        # reaped already
+    assert not os.path.exists("/proc/%d" % pid)
+
+
+def test_header_check_reports_what_rpmkeys_says_on_failure(tmp_path, monkeypatch, empty_root):
+    """rpmkeys gets the prologue on stdin; when it prints no header item its
+    stderr is the error's reason."""
+    _fake_rpmkeys(tmp_path, monkeypatch,
+                  "cat > %s/stdin\necho 'error: cannot read that' >&2\nexit 1\n" % tmp_path)
+    with pytest.raises(VerificationError, match="could not read the package header: "
+                                                "error: cannot read that"):
+        verify.HeaderCheck(empty_root, b"the prologue bytes").wait()
+    assert (tmp_path / "stdin").read_bytes() == b"the prologue bytes"
+
+
+def test_header_check_without_rpmkeys(tmp_path, monkeypatch, empty_root):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(VerificationError, match="cannot run rpmkeys"):
+        verify.HeaderCheck(empty_root, b"prologue")
