@@ -127,7 +127,8 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
         # stream (its verdict on the header comes before whatever the header
         # led the layout into)
         pkg = _parse_checked(pro, facts, table,
-                             digests_verified=bool(hcheck) and _digests_ok(hcheck.header_items))
+                             digests_verified=bool(hcheck) and
+                             verify.header_digests_ok(hcheck.header_items))
         headers_sha256 = verify.headers_digest(pro.data)
         lay = job.wait()
         input_digests, range_digests = inp.finish()
@@ -185,12 +186,6 @@ def _parse_checked(pro, facts, table, digests_verified=False):
     package.cross_check(facts, pkg)
     package.check_files(header)
     return pkg
-
-
-def _digests_ok(header_items):
-    """Whether rpmkeys verified header digests, and found none bad."""
-    digests = [it for it in header_items if not it.is_signature and it.result != "NOTFOUND"]
-    return bool(digests) and all(it.result == "OK" for it in digests)
 
 
 def _add_verification_digests(inp, pro, facts):

@@ -113,6 +113,12 @@ def policy_failure(items, level, header_only=False):
     return None
 
 
+def header_digests_ok(header_items):
+    """Whether rpmkeys verified the header's digests and found none bad."""
+    digests = [it for it in header_items if not it.is_signature and it.result != "NOTFOUND"]
+    return bool(digests) and all(it.result == "OK" for it in digests)
+
+
 def _rpmkeys(target):
     return ["rpmkeys", "-Kv", *target.rpm_args(), "-"]
 
