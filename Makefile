@@ -23,8 +23,15 @@ venv:
 	test -x $(VPY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PIP_INSTALL) --config-settings editable_mode=compat || $(PIP_INSTALL)
 
-build:
-	$(VPY) setup.py -q build_ext --inplace
+# The cffi extension and the rpm plugin, rebuilt whole (--force) whenever a
+# C source or header is newer: setuptools alone tracks no headers, and it
+# kept a stale extension when a source changed within the second the
+# extension was written (after switching commits to compare them).
+CORE := rpmcow/_core.abi3.so
+build: $(CORE)
+$(CORE): $(wildcard csrc/*.c csrc/*.h) rpmcow/_build.py setup.py
+	$(VPY) setup.py -q build_ext --inplace --force
+	touch $@
 
 test: setup
 	$(VPY) -m pytest $(PYTEST_ARGS)
