@@ -585,8 +585,8 @@ void rc_ftable_free(rc_ftable *t)
 
 /* Sorted by digest: a radix sort of each group's first 8 digest bytes (as
  * a big-endian number), then the runs of equal prefixes (for real digests:
- * none) by the whole digest.  This sort runs after the layout, so every
- * transcode waits for it: qsort took 3 ms for 22,000 groups, this 0.3. */
+ * none) by the whole digest.  This runs after the layout, so every transcode
+ * waits for it: with qsort the entries of 22,700 groups took 3 ms, now 1. */
 struct t_key {
     uint64_t prefix;
     uint32_t g;
