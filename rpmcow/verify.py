@@ -164,7 +164,7 @@ class HeaderCheck:
                 self.abort()
                 raise VerificationError("cannot run rpmkeys: no verdict after %d s"
                                         % self.TIMEOUT)
-            os.waitpid(self._pid, 0)
+            _reap(self._pid)
             self._pid = None
             out, err = self._read(self._out), self._read(self._err)
             self._close()
@@ -184,7 +184,7 @@ class HeaderCheck:
                 os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            os.waitpid(self._pid, 0)
+            _reap(self._pid)
             self._pid = None
         self._close()
 
@@ -208,6 +208,13 @@ class HeaderCheck:
             if fd >= 0:
                 os.close(fd)
         self._out = self._err = -1
+
+
+def _reap(pid):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:   # SIGCHLD ignored in this process: reaped already
+        pass
 
 
 # ---- payload items, computed by the C input stage --------------------------
