@@ -130,8 +130,8 @@ class HeaderCheck:
     Spawned directly (posix_spawn), its output going to memory files: the
     subprocess module costs ~7 ms to import, and this check's start is on
     the critical path of every transcode.  Like subprocess, the child gets
-    SIGPIPE and SIGXFSZ back at their defaults; unlike it, descriptors that
-    are inheritable are inherited (Python makes its own non-inheritable)."""
+    SIGPIPE and SIGXFSZ back at their defaults and no descriptor but its
+    standard three."""
 
     TIMEOUT = 120       # seconds; a header check takes milliseconds
 
@@ -149,7 +149,7 @@ class HeaderCheck:
                 "rpmkeys", _rpmkeys(target), os.environ,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0),
                               (os.POSIX_SPAWN_DUP2, self._out, 1),
-                              (os.POSIX_SPAWN_DUP2, self._err, 2)],
+                              (os.POSIX_SPAWN_DUP2, self._err, 2)] + _close_inherited(),
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
             self._close()
@@ -208,6 +208,21 @@ class HeaderCheck:
             if fd >= 0:
                 os.close(fd)
         self._out = self._err = -1
+
+
+def _close_inherited():
+    """posix_spawn actions closing, in the child, every descriptor above 2
+    that would survive exec (Python's own never do; a host's C libraries
+    may leave some)."""
+    actions = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+        except OSError:          # the listing's own descriptor, closed by now
+            pass
+    return actions
 
 
 def _reap(pid):

@@ -428,3 +428,19 @@ print("\n".join(it.line for it in items))
                           capture_output=True, text=True, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr
     assert "Header SHA256 digest: OK" in proc.stdout or "Header SHA1 digest: OK" in proc.stdout
+
+
+def test_header_check_child_gets_no_inherited_descriptors(tmp_path, monkeypatch, empty_root):
+    """An inheritable descriptor of the host process (as C libraries leave
+    them) does not reach rpmkeys."""
+    _fake_rpmkeys(tmp_path, monkeypatch, "ls /proc/$$/fd > %s/fds\nexit 1\n" % tmp_path)
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        with pytest.raises(VerificationError):
+            verify.HeaderCheck(empty_root, b"prologue").wait()
+    finally:
+        os.close(r)
+        os.close(w)
+    # (the shell running the fake rpmkeys opens a few of its own)
+    assert str(w) not in (tmp_path / "fds").read_text().split()
