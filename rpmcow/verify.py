@@ -43,7 +43,7 @@ from .errors import RpmcowError, VerificationError
 
 # Every transcode starts a HeaderCheck first, and only then imports the rest
 # of what it needs while rpmkeys runs: so this module stays cheap to import
-# (no dataclasses; subprocess and tempfile only where the rare paths need them).
+# (no dataclasses, no subprocess; tempfile only where a rare path needs it).
 
 RC_OK = 0
 RC_FAIL = 2
@@ -123,26 +123,19 @@ def _rpmkeys(target):
     return ["rpmkeys", "-Kv", *target.rpm_args(), "-"]
 
 
-class HeaderCheck:
-    """rpmkeys -Kv on lead + signature header + header alone, running in the
-    background from construction until ``wait``.
+class _Rpmkeys:
+    """A running ``rpmkeys -Kv`` for the target root, reading stdin (a
+    descriptor), its stdout and stderr going to memory files.
 
-    Spawned directly (posix_spawn), its output going to memory files: the
-    subprocess module costs ~7 ms to import, and this check's start is on
-    the critical path of every transcode.  Like subprocess, the child gets
-    SIGPIPE and SIGXFSZ back at their defaults and no descriptor but its
-    standard three."""
+    Spawned directly (posix_spawn): the subprocess module costs ~7 ms to
+    import, and the header check's start is on the critical path of every
+    transcode.  Like subprocess, the child gets SIGPIPE and SIGXFSZ back at
+    their defaults and no descriptor but its standard three."""
 
-    TIMEOUT = 120       # seconds; a header check takes milliseconds
-
-    def __init__(self, target, prologue):
-        self.items = None
+    def __init__(self, target, stdin):
         self._pid = None
         self._out = self._err = -1
-        stdin = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
         try:
-            os.write(stdin, prologue)
-            os.lseek(stdin, 0, os.SEEK_SET)
             self._out = os.memfd_create("rpmkeys-out", os.MFD_CLOEXEC)
             self._err = os.memfd_create("rpmkeys-err", os.MFD_CLOEXEC)
             self._pid = os.posix_spawnp(
@@ -154,29 +147,24 @@ class HeaderCheck:
         except OSError as exc:
             self._close()
             raise VerificationError("cannot run rpmkeys: %s" % exc) from None
+
+    def _finish(self):
+        """(exit code, stdout, stderr) once rpmkeys has exited (waits)."""
+        rc = _reap(self._pid)
+        self._pid = None
+        out, err = self._read(self._out), self._read(self._err)
+        self._close()
+        return rc, out, err
+
+    def _exited(self, timeout):
+        try:
+            pidfd = os.pidfd_open(self._pid)
+        except OSError:        # reaped already, or a kernel without pidfds (< 5.3)
+            return True
+        try:
+            return bool(select.select([pidfd], [], [], timeout)[0])
         finally:
-            os.close(stdin)
-
-    def wait(self):
-        """Every item rpmkeys printed (payload items judged on no payload)."""
-        if self.items is None:
-            if not self._exited(self.TIMEOUT):
-                self.abort()
-                raise VerificationError("cannot run rpmkeys: no verdict after %d s"
-                                        % self.TIMEOUT)
-            _reap(self._pid)
-            self._pid = None
-            out, err = self._read(self._out), self._read(self._err)
-            self._close()
-            self.items = parse_items(out)
-            if not any(it.header_only for it in self.items):
-                raise VerificationError("rpmkeys could not read the package header: %s"
-                                        % err.strip())
-        return self.items
-
-    @property
-    def header_items(self):
-        return [it for it in self.wait() if it.header_only]
+            os.close(pidfd)
 
     def abort(self):
         if self._pid is not None:
@@ -188,16 +176,6 @@ class HeaderCheck:
             self._pid = None
         self._close()
 
-    def _exited(self, timeout):
-        try:
-            pidfd = os.pidfd_open(self._pid)
-        except OSError:        # a kernel without pidfds (< 5.3): no timeout
-            return True
-        try:
-            return bool(select.select([pidfd], [], [], timeout)[0])
-        finally:
-            os.close(pidfd)
-
     @staticmethod
     def _read(fd):
         size = os.fstat(fd).st_size
@@ -208,6 +186,41 @@ class HeaderCheck:
             if fd >= 0:
                 os.close(fd)
         self._out = self._err = -1
+
+
+class HeaderCheck(_Rpmkeys):
+    """rpmkeys -Kv on lead + signature header + header alone, running in the
+    background from construction until ``wait``."""
+
+    TIMEOUT = 120       # seconds; a header check takes milliseconds
+
+    def __init__(self, target, prologue):
+        self.items = None
+        stdin = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
+        try:
+            os.write(stdin, prologue)
+            os.lseek(stdin, 0, os.SEEK_SET)
+            super().__init__(target, stdin)
+        finally:
+            os.close(stdin)
+
+    def wait(self):
+        """Every item rpmkeys printed (payload items judged on no payload)."""
+        if self.items is None:
+            if not self._exited(self.TIMEOUT):
+                self.abort()
+                raise VerificationError("cannot run rpmkeys: no verdict after %d s"
+                                        % self.TIMEOUT)
+            _, out, err = self._finish()
+            self.items = parse_items(out)
+            if not any(it.header_only for it in self.items):
+                raise VerificationError("rpmkeys could not read the package header: %s"
+                                        % err.strip())
+        return self.items
+
+    @property
+    def header_items(self):
+        return [it for it in self.wait() if it.header_only]
 
 
 def _close_inherited():
@@ -226,10 +239,12 @@ def _close_inherited():
 
 
 def _reap(pid):
+    """pid's exit code (0 where this process ignores SIGCHLD: the kernel
+    reaped it already, as subprocess assumes too)."""
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:   # SIGCHLD ignored in this process: reaped already
-        pass
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except ChildProcessError:
+        return 0
 
 
 # ---- payload items, computed by the C input stage --------------------------
@@ -331,59 +346,54 @@ def payload_items(plan, computed, level):
     return out
 
 
-class Check:
-    """A running rpmkeys that reads the whole original package from a pipe."""
+class Check(_Rpmkeys):
+    """A running rpmkeys that reads the whole original package from a pipe
+    (``fd``: the input stage tees the package into it)."""
 
     def __init__(self, target):
-        import subprocess    # legacy header+payload signatures only
-        import tempfile
-        self._out = tempfile.TemporaryFile()
-        self._err = tempfile.TemporaryFile()
+        r, self._w = os.pipe()
         try:
-            self._proc = subprocess.Popen(_rpmkeys(target), stdin=subprocess.PIPE,
-                                          stdout=self._out, stderr=self._err)
-        except OSError as exc:
-            raise VerificationError("cannot run rpmkeys: %s" % exc) from None
-        try:
-            import fcntl
-            fcntl.fcntl(self._proc.stdin.fileno(), 1031, 1 << 20)   # F_SETPIPE_SZ
+            import fcntl     # legacy header+payload signatures only
+            fcntl.fcntl(self._w, fcntl.F_SETPIPE_SZ, 1 << 20)
         except OSError:
             pass
+        try:
+            super().__init__(target, r)
+        except VerificationError:
+            os.close(self._w)
+            raise
+        finally:
+            os.close(r)
 
     @property
     def fd(self):
-        return self._proc.stdin.fileno()
+        return self._w
 
     def feed(self, data):
+        view = memoryview(data)
         try:
-            self._proc.stdin.write(data)
-            self._proc.stdin.flush()
+            while view:
+                view = view[os.write(self._w, view):]
         except BrokenPipeError:
             pass   # rpmkeys stopped reading; finish() reports what it said
 
     def finish(self):
         """(rpmkeys exit code, items)."""
-        try:
-            self._proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        rc = self._proc.wait()
-        self._out.seek(0)
-        text = self._out.read().decode("utf-8", "replace")
-        items = parse_items(text)
+        self._close_pipe()
+        rc, out, err = self._finish()
+        items = parse_items(out)
         if not items:
-            self._err.seek(0)
-            raise VerificationError("rpmkeys could not verify the package: %s"
-                                    % self._err.read().decode("utf-8", "replace").strip())
+            raise VerificationError("rpmkeys could not verify the package: %s" % err.strip())
         return rc, items
 
     def abort(self):
-        try:
-            self._proc.kill()
-            self._proc.stdin.close()
-        except (OSError, ValueError):
-            pass
-        self._proc.wait()
+        self._close_pipe()
+        super().abort()
+
+    def _close_pipe(self):
+        if self._w >= 0:
+            os.close(self._w)
+            self._w = -1
 
 
 # ---- the record ------------------------------------------------------------
