@@ -19,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from . import extents, native, package, verify
+from . import extents, native, package, record, verify
 from .errors import RpmcowError, VerificationError
 from .verify import Item
 
@@ -85,8 +85,8 @@ def _check(fd, target, prologue, sections):
     check = verify.HeaderCheck(target, prologue.data)
     try:
         sections = sections or extents.read_sections(fd)
-        status, stored = verify.check_record(sections.s_text, prologue.data,
-                                             verify.record_keys(target))
+        status, stored = record.check_record(sections.s_text, prologue.data,
+                                             record.record_keys(target))
         fresh = check.header_items
     except BaseException:
         check.abort()
@@ -112,7 +112,7 @@ def _evaluate(fd, files, pkg, pro, sections, fresh, status, stored):
         elif not files:
             items.append(it)
     if not trusted and not files:
-        label, _, rest = verify.RECORD_PROBLEMS[status].partition(" ")
+        label, _, rest = record.RECORD_PROBLEMS[status].partition(" ")
         items.append(Item("rpmcow record", label, rest.strip("()")))
     if files:
         pkg = pkg or package.parse(pro)
@@ -148,8 +148,8 @@ class InstallCheck:
         self._hcheck = verify.HeaderCheck(target, prologue.data)
         try:
             self.sections = sections or extents.read_sections(fd)
-            self._status, self._stored = verify.check_record(
-                self.sections.s_text, prologue.data, verify.record_keys(target))
+            self._status, self._stored = record.check_record(
+                self.sections.s_text, prologue.data, record.record_keys(target))
         except BaseException:
             self._hcheck.abort()
             raise

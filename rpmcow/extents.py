@@ -14,7 +14,6 @@ our files and upstream's, V1 and V2), bounds-checking everything it reads.
 import operator
 import os
 import struct
-from dataclasses import dataclass, field
 
 from .errors import BadExtentsError, NotTranscodedError
 
@@ -33,29 +32,37 @@ MAX_C_ALGOS = 16
 MAX_S_TEXT = 1 << 20
 
 
-@dataclass
 class Sections:
-    """What follows the blobs."""
-    s_rc: int
-    s_text: bytes
-    keysize: int
-    table: list                  # [(digest bytes, offset)], sorted by digest
-    # or, when writing, the T entries already encoded: (count, bytes)
-    input_len: int
-    input_digests: list          # [(name str, digest bytes)]
-    version: int = 2
-    s_offset: int = 0
-    t_offset: int = 0
-    c_offset: int = 0
-    size: int = 0
-    extra: dict = field(default_factory=dict)
+    """What follows the blobs.
+
+    s_rc, s_text: the S section (rc None in a V1 file); keysize and table:
+    the T section, [(digest bytes, offset)] sorted by digest, or, when
+    writing, the entries already encoded as (count, bytes); input_len and
+    input_digests [(name str, digest bytes)]: the C section.  Where a file
+    was read: its version (1 or 2), the sections' offsets and its size.
+
+    A plain class, not a dataclass: the transcoder imports this module while
+    rpmkeys' header check runs (see package.Package)."""
+
+    def __init__(self, s_rc, s_text, keysize, table, input_len, input_digests,
+                 version=2, s_offset=0, t_offset=0, c_offset=0, size=0):
+        self.s_rc, self.s_text = s_rc, s_text
+        self.keysize, self.table = keysize, table
+        self.input_len, self.input_digests = input_len, input_digests
+        self.version, self.size = version, size
+        self.s_offset, self.t_offset, self.c_offset = s_offset, t_offset, c_offset
+        self._index = None
+
+    def __repr__(self):
+        return "Sections(version=%d, s_rc=%r, keysize=%d, %d table entries, input_len=%d)" % (
+            self.version, self.s_rc, self.keysize,
+            self.table[0] if isinstance(self.table, tuple) else len(self.table), self.input_len)
 
     def lookup(self, digest):
         """Offset of the blob whose content has file digest `digest`."""
-        index = self.extra.get("index")
-        if index is None:
-            index = self.extra["index"] = dict(self.table)
-        return index.get(digest)
+        if self._index is None:
+            self._index = dict(self.table)
+        return self._index.get(digest)
 
 
 def encode_sections(s_offset, sections, page_size):

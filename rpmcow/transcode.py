@@ -90,7 +90,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     check = job = None
     try:
         try:
-            from . import denylist, extents, package   # see the imports at the top
+            from . import denylist, extents, package, record   # see the imports at the top
         except ImportError as exc:     # a broken install, or no memory to map librpm
             raise RpmcowError("cannot load the transcoder: %s" % exc) from None
         deny = denylist.from_env() if deny is None else deny
@@ -129,7 +129,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
         pkg = _parse_checked(pro, facts, table,
                              digests_verified=bool(hcheck) and
                              verify.header_digests_ok(hcheck.header_items))
-        headers_sha256 = verify.headers_digest(pro.data)
+        headers_sha256 = record.headers_digest(pro.data)
         lay = job.wait()
         input_digests, range_digests = inp.finish()
     except BaseException as exc:
@@ -154,12 +154,12 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
         rpmkeys_rc = 0 if all(it.result == "OK" for it in items) else 1
     else:
         rpmkeys_rc, items = 1, []
-    verdict = verify.Verdict(items, headers_sha256, files_ok=True, rpmkeys_rc=rpmkeys_rc)
+    verdict = record.Verdict(items, headers_sha256, files_ok=True, rpmkeys_rc=rpmkeys_rc)
     if _verify:
         _judge(items, level, enforce, pkg.nevra)
 
     sections = extents.Sections(
-        s_rc=verdict.rc, s_text=verdict.s_text(verify.record_key(target)),
+        s_rc=verdict.rc, s_text=verdict.s_text(record.record_key(target)),
         keysize=pkg.files.keysize, table=pkg.files.t_entries(lay),
         input_len=inp.total, input_digests=input_digests)
     tail = extents.encode_sections(lay.out_pos, sections, page_size)
