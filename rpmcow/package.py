@@ -20,7 +20,7 @@ from .errors import BadPackageError
 _TAG_NAME, _TAG_PAYLOADFORMAT, _TAG_PAYLOADCOMPRESSOR = 1000, 1124, 1125
 _TAG_PAYLOADDIGESTALGO = 5093
 _SIGTAG_MD5 = 1004
-_TYPE_INT32, _TYPE_STRING = 4, 6
+_TYPE_INT32, _TYPE_STRING, _TYPE_BIN = 4, 6, 7
 
 # PAYLOADCOMPRESSOR values rpm writes; a missing tag means gzip (rpm's default)
 _COMPRESSORS = {
@@ -97,12 +97,12 @@ def nevra(h):
     return h["nevra"]
 
 
-class HeaderFacts(namedtuple("HeaderFacts", "name compressor payload_digest_algo has_md5")):
+class HeaderFacts(namedtuple("HeaderFacts", "name compressor payload_digest_algo sigmd5")):
     """What the transcoder needs before librpm has read the header, read from
     the raw headers' index (the header check by rpmkeys runs meanwhile, and
     librpm reads the header while the payload streams; cross_check then
     requires librpm to read the same).  payload_digest_algo: PGPHASHALGO_*
-    or None; has_md5: the legacy header+payload MD5 is there."""
+    or None; sigmd5: the legacy header+payload MD5 (bytes) or None."""
     __slots__ = ()
 
 
@@ -147,6 +147,16 @@ def _int32(data, entries, store, tag):
     return struct.unpack_from(">I", data, begin + off)[0]
 
 
+def _bin(data, entries, store, tag):
+    if tag not in entries:
+        return None
+    typ, off, count = entries[tag]
+    begin, end = store
+    if typ != _TYPE_BIN or off + count > end - begin:
+        raise BadPackageError("bad package header: tag %d is not binary data" % tag)
+    return data[begin + off:begin + off + count]
+
+
 def _compressor(comp_tag):
     compressor = _COMPRESSORS.get(comp_tag)
     if compressor is None:
@@ -158,7 +168,7 @@ def header_facts(prologue):
     """HeaderFacts of a native.Prologue, from its raw bytes."""
     data = prologue.data
     main, store = _index(data, prologue.hdr_off, prologue.hdr_len)
-    sig, _ = _index(data, prologue.sig_off, prologue.sig_len)
+    sig, sig_store = _index(data, prologue.sig_off, prologue.sig_len)
     fmt = _string(data, main, store, _TAG_PAYLOADFORMAT)
     if fmt not in (None, "cpio"):
         raise BadPackageError("unsupported payload format %r" % fmt)
@@ -166,7 +176,7 @@ def header_facts(prologue):
         name=_string(data, main, store, _TAG_NAME) or "",
         compressor=_compressor(_string(data, main, store, _TAG_PAYLOADCOMPRESSOR)),
         payload_digest_algo=_int32(data, main, store, _TAG_PAYLOADDIGESTALGO),
-        has_md5=_SIGTAG_MD5 in sig)
+        sigmd5=_bin(data, sig, sig_store, _SIGTAG_MD5))
 
 
 def cross_check(facts, pkg):
@@ -174,7 +184,7 @@ def cross_check(facts, pkg):
     h = pkg.header
     librpm = HeaderFacts(name=pkg.name, compressor=pkg.compressor,
                          payload_digest_algo=h[rpm.RPMTAG_PAYLOADDIGESTALGO],
-                         has_md5=bool(h[rpm.RPMTAG_SIGMD5]))
+                         sigmd5=h[rpm.RPMTAG_SIGMD5] or None)
     if librpm != facts:
         raise BadPackageError("bad package header: librpm reads it differently (%s, not %s)"
                               % (librpm, facts))

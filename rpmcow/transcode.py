@@ -116,7 +116,8 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
                           files=table.count, passthrough=True, denied_by=hit,
                           input_len=inp.total, output_len=inp.total)
 
-        plan = verify.PayloadPlan(hcheck.wait()) if hcheck else None
+        plan = verify.PayloadPlan(hcheck.wait(), facts.sigmd5 if hcheck.md5_skipped
+                                  else None) if hcheck else None
         if plan and (plan.full_check or not set(plan.digests.values()) <= set(ranges)):
             # a legacy header+payload signature: rpmkeys reads it all
             check = verify.Check(target)
@@ -197,7 +198,7 @@ def _add_verification_digests(inp, pro, facts):
     algo = by_id(facts.payload_digest_algo or PGPHASHALGO_SHA256)
     if algo is not None:
         ranges[(algo.name, "payload")] = inp.add_range_digest(algo.openssl, len(pro.data), b"")
-    if facts.has_md5:
+    if facts.sigmd5 is not None:
         ranges[("MD5", "header+payload")] = inp.add_range_digest(
             "MD5", pro.hdr_off, memoryview(pro.data)[pro.hdr_off:])
     return ranges

@@ -112,8 +112,24 @@ def header_digests_ok(header_items):
     return bool(digests) and all(it.result == "OK" for it in digests)
 
 
-def _rpmkeys(target):
-    return ["rpmkeys", "-Kv", *target.rpm_args(), "-"]
+def _rpmkeys(target, options=()):
+    return ["rpmkeys", "-Kv", *target.rpm_args(), *options, "-"]
+
+
+# The header check has rpmkeys skip the legacy MD5.  It covers header and
+# payload, so on the headers alone it can only come out BAD, and hashing the
+# (megabytes of) header for it took a quarter of rpmkeys' time, on the
+# critical path of every transcode.  RPMVSF_NOMD5 is added to the host's own
+# %_pkgverify_flags (every other flag stays as the host has it), and rpmkeys
+# prints those flags first: where the host checks the MD5, the C input stage
+# computes it over header + payload and PayloadPlan expects the value of the
+# signature header's MD5 tag.
+_RPMVSF_NOMD5 = 1 << 17
+_SKIP_MD5 = ("%%{lua: local f = tonumber(rpm.expand('%%{?_pkgverify_flags}')) or 0 "
+             "print('rpmcow-host-vsflags ' .. f) "
+             "if math.floor(f / %d) %% 2 == 0 then "
+             "rpm.define('_pkgverify_flags ' .. (f + %d)) end}" % (_RPMVSF_NOMD5, _RPMVSF_NOMD5))
+_HOST_FLAGS = re.compile(r"^rpmcow-host-vsflags (\d+)$", re.M)
 
 
 class _Rpmkeys:
@@ -125,14 +141,14 @@ class _Rpmkeys:
     transcode.  Like subprocess, the child gets SIGPIPE and SIGXFSZ back at
     their defaults and no descriptor but its standard three."""
 
-    def __init__(self, target, stdin):
+    def __init__(self, target, stdin, options=()):
         self._pid = None
         self._out = self._err = -1
         try:
             self._out = os.memfd_create("rpmkeys-out", os.MFD_CLOEXEC)
             self._err = os.memfd_create("rpmkeys-err", os.MFD_CLOEXEC)
             self._pid = os.posix_spawnp(
-                "rpmkeys", _rpmkeys(target), os.environ,
+                "rpmkeys", _rpmkeys(target, options), os.environ,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0),
                               (os.POSIX_SPAWN_DUP2, self._out, 1),
                               (os.POSIX_SPAWN_DUP2, self._err, 2)] + _close_inherited(),
@@ -189,11 +205,12 @@ class HeaderCheck(_Rpmkeys):
 
     def __init__(self, target, prologue):
         self.items = None
+        self.md5_skipped = False
         stdin = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
         try:
             os.write(stdin, prologue)
             os.lseek(stdin, 0, os.SEEK_SET)
-            super().__init__(target, stdin)
+            super().__init__(target, stdin, ["--eval", _SKIP_MD5])
         finally:
             os.close(stdin)
 
@@ -206,6 +223,8 @@ class HeaderCheck(_Rpmkeys):
                                         % self.TIMEOUT)
             _, out, err = self._finish()
             self.items = parse_items(out)
+            flags = _HOST_FLAGS.search(out)
+            self.md5_skipped = bool(flags) and not int(flags[1]) & _RPMVSF_NOMD5
             if not any(it.header_only for it in self.items):
                 raise VerificationError("rpmkeys could not read the package header: %s"
                                         % err.strip())
@@ -263,20 +282,23 @@ def _type(item):
 
 class PayloadPlan:
     """Which digests of the compressed input stand in for rpmkeys' payload
-    items, judged from the prologue-only rpmkeys run.
+    items, judged from the prologue-only rpmkeys run (and sigmd5, the
+    signature header's MD5, where that run skipped it).
 
     digests: {label: (algorithm name, "payload" | "header+payload")}.
     full_check: True if some item needs rpmkeys itself over the whole
     package (a legacy header+payload signature, or anything unexpected).
     """
 
-    def __init__(self, items):
+    def __init__(self, items, sigmd5=None):
         self.items = list(items)
         self.digests = {}
         self.expected = {}
         self.full_check = False
+        if sigmd5 is not None:
+            self._plan_md5(sigmd5)
         for it in self.items:
-            if it.header_only or it.result == "NOTFOUND":
+            if it.header_only or it.result == "NOTFOUND" or it.label in self.digests:
                 continue
             m = _PAYLOAD_DIGEST.match(it.label)
             if m:
@@ -292,6 +314,22 @@ class PayloadPlan:
                 continue
             self.digests[it.label] = what
             self.expected[it.label] = want["want"].lower()
+
+    def _plan_md5(self, sigmd5):
+        """The MD5 item where the header check skipped it (HeaderCheck.md5_skipped):
+        rpmkeys lists it in its place, NOTFOUND (or not at all); its expected
+        value is the signature header's MD5 tag, sigmd5."""
+        if len(sigmd5) != 16:
+            self.full_check = True          # rpmkeys judges a malformed tag itself
+            return
+        label = "MD5 digest"
+        where = [i for i, it in enumerate(self.items) if it.label == label]
+        if where:
+            self.items[where[0]] = Item(label, "NOTFOUND")
+        else:
+            self.items.append(Item(label, "NOTFOUND"))
+        self.digests[label] = ("MD5", "header+payload")
+        self.expected[label] = sigmd5.hex()
 
 
 def payload_items(plan, computed, level):

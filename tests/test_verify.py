@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rpmcow import checksig, extents, rpmconfig, transcode, verify
+from rpmcow import checksig, extents, native, package, rpmconfig, transcode, verify
 from rpmcow.errors import RpmcowError, VerificationError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,21 +310,91 @@ def test_policy_levels():
 
 # ---- payload items from the C input stage ------------------------------------
 
-def _prologue_items(target, pkg):
+def _plan(target, pkg):
+    """The PayloadPlan a transcode of pkg makes, and its header check."""
     data = Path(pkg).read_bytes()
     _, end = _headers_end(data)
-    return verify.HeaderCheck(target, data[:end]).wait()
+    check = verify.HeaderCheck(target, data[:end])
+    fd = os.open(str(pkg), os.O_RDONLY)
+    try:
+        with native.Input(fd, []) as inp:
+            facts = package.header_facts(inp.read_prologue())
+    finally:
+        os.close(fd)
+    return verify.PayloadPlan(check.wait(), facts.sigmd5 if check.md5_skipped else None), check
 
 
 def test_payload_items_come_from_rpmkeys_only_for_legacy_signatures(keyed_root):
     # header-only signed and unsigned packages: payload digests and MD5 are
     # computed by the C input stage, no second rpmkeys
-    plan = verify.PayloadPlan(_prologue_items(keyed_root, UNSIGNED))
+    plan, check = _plan(keyed_root, UNSIGNED)
     assert not plan.full_check
     assert set(plan.digests.values()) == {("SHA256", "payload"), ("MD5", "header+payload")}
     # a header+payload (legacy) signature needs OpenPGP over the whole package
     legacy = CORPUS / "real" / "dnf-automatic-4.2.6-1.3.noarch.rpm"
-    assert verify.PayloadPlan(_prologue_items(keyed_root, legacy)).full_check
+    assert _plan(keyed_root, legacy)[0].full_check
+
+
+# ---- the header check leaves the legacy MD5 to the input stage -------------
+
+def _host_macros(tmp_path, monkeypatch, text):
+    """Host rpm configuration for rpmkeys (and librpm) in this test: ~/.rpmmacros."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".rpmmacros").write_text(text)
+    monkeypatch.setenv("HOME", str(home))
+
+
+@pytest.mark.parametrize("host_flags, skipped", [
+    (None, True),          # rpm's default: MD5 checked, so computed by us
+    ("0x100", True),       # NOSHA1HEADER: stays in force, MD5 still ours
+    ("0x20000", False),    # NOMD5: the host does not check it, nor do we
+    ("0x20100", False),
+])
+def test_header_check_skips_md5_only_where_the_host_checks_it(host_flags, skipped, empty_root,
+                                                              tmp_path, monkeypatch):
+    if host_flags:
+        _host_macros(tmp_path, monkeypatch, "%%_pkgverify_flags %s\n" % host_flags)
+    plan, check = _plan(empty_root, UNSIGNED)
+    assert check.md5_skipped is skipped
+    assert not any(it.label == "MD5 digest" and it.result == "BAD" for it in check.wait())
+    assert ("Header SHA1 digest" in [it.label for it in check.wait()]) == \
+        (host_flags not in ("0x100", "0x20100"))
+    assert ("MD5 digest" in plan.digests) is skipped
+    # and the verdict is what rpmkeys says with the host's flags
+    rc, text = _rpmkeys(empty_root, UNSIGNED)
+    r = _transcode(UNSIGNED, tmp_path / "x.rpme", empty_root)
+    assert r.verdict.items == verify.parse_items(text)
+    assert any(it.label == "MD5 digest" for it in r.verdict.items) is (host_flags in (None, "0x100"))
+
+
+def _with_sigmd5(src, dst, md5):
+    """src with the signature header's MD5 tag set to md5 (the signature
+    header is not covered by any digest: the header digests stay valid)."""
+    data = bytearray(Path(src).read_bytes())
+    il, dl = struct.unpack(">II", data[104:112])
+    for i in range(il):
+        tag, typ, off, count = struct.unpack(">IIII", data[112 + 16 * i:128 + 16 * i])
+        if tag == 1004:
+            assert (typ, count) == (7, 16)
+            start = 112 + 16 * il + off
+            data[start:start + 16] = md5
+            Path(dst).write_bytes(bytes(data))
+            return dst
+    raise AssertionError("no MD5 in %s" % src)
+
+
+def test_wrong_sigmd5_is_bad_like_rpmkeys_says(empty_root, tmp_path):
+    # the expected MD5 comes from the signature header, where rpmkeys' own
+    # check (skipped in the header check) would take it
+    bad = _with_sigmd5(UNSIGNED, tmp_path / "md5.rpm", bytes(range(16)))
+    rc, text = _rpmkeys(empty_root, bad)
+    expected = verify.parse_items(text)
+    assert rc != 0 and "MD5 digest: BAD (Expected 000102030405060708090a0b0c0d0e0f != " in text
+    r = _transcode(bad, tmp_path / "md5.rpme", empty_root, level="none")
+    assert r.verdict.items == expected and r.verdict.rc == 2
+    with pytest.raises(VerificationError, match="MD5 digest: BAD"):
+        _transcode(bad, tmp_path / "md5-digest.rpme", empty_root, level="digest")
 
 
 def _recompressed(src, dst, flip_last_byte=False):
