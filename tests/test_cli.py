@@ -1,4 +1,5 @@
 """The command-line contracts: rpmcow transcode/inspect and rpm2extents."""
+import argparse
 import json
 import os
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rpmcow import denylist, extents, transcode
+from rpmcow import cli, denylist, extents, transcode
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
@@ -168,3 +169,26 @@ def test_inspect_plain_rpm_says_not_transcoded():
     r = rpmcow("inspect", str(HELLO))
     assert r.returncode == 1
     assert b"not an extents file" in r.stdout
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_a_command_alone_parses_as_its_subparser(name, monkeypatch):
+    """`rpmcow NAME ...` is parsed by NAME's parser alone (not built with every
+    other command's): same help, same namespace."""
+    monkeypatch.setenv("COLUMNS", "100")
+    full = cli.build_parser()
+    subs = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    alone = cli.build_command_parser(name)
+    assert alone.format_help() == subs.choices[name].format_help()
+    argv = {"transcode": ["x.rpm", "-o", "y", "--digest", "SHA1", "--root", "/r", "-q"],
+            "checksig": ["a", "b", "-v", "--files"],
+            "install": ["a.rpme", "-U", "--nodeps", "--verify-level", "all"],
+            "inspect": ["f", "--json"]}[name]
+    assert vars(alone.parse_args(argv)) == vars(full.parse_args([name] + argv))
+    # an unknown option is reported with the command's usage (the subparser
+    # left it to the top level: "rpmcow: error", and rpmcow's usage)
+    r = rpmcow(name, *argv, "--no-such-option")
+    assert r.returncode == 2
+    assert b"usage: rpmcow %s " % name.encode() in r.stderr
+    assert b"rpmcow %s: error: unrecognized arguments: --no-such-option" % name.encode() \
+        in r.stderr
