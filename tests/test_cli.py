@@ -192,3 +192,19 @@ def test_a_command_alone_parses_as_its_subparser(name, monkeypatch):
     assert b"usage: rpmcow %s " % name.encode() in r.stderr
     assert b"rpmcow %s: error: unrecognized arguments: --no-such-option" % name.encode() \
         in r.stderr
+
+
+def test_only_the_program_spares_the_collector_at_exit():
+    """Run as the program (argv from sys.argv), main leaves every object to
+    the process's exit (gc.freeze); called with argv, as a library, it does
+    not touch the collector."""
+    code = ("import atexit, gc, sys\n"
+            "from rpmcow.cli import main\n"
+            "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+            "print('rc', main() if sys.argv[1] == 'inspect' else main(sys.argv[2:]))\n")
+    for args, frozen in ((["inspect", str(HELLO)], True),
+                         (["--as-library", "inspect", str(HELLO)], False)):
+        r = subprocess.run([sys.executable, "-c", code, *args],
+                           capture_output=True, text=True, timeout=60)
+        assert "rc 1" in r.stdout, r.stderr          # a plain .rpm: not an extents file
+        assert ("frozen %s" % frozen) in r.stdout
