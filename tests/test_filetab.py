@@ -159,3 +159,41 @@ def test_t_entries_sorted_by_whole_digest(prefix):
     assert entries == sorted((d, 4096 * g) for g, d in enumerate(groups))
     if prefix:
         assert all(d.hex().startswith(prefix.decode()) for d, _ in entries)
+
+
+def _swapped_basenames(hdr):
+    """The main header with two files' basenames of equal length swapped, so
+    that its file list is no longer sorted by path (rpm's always is)."""
+    hdr = bytearray(hdr)
+    il = int.from_bytes(hdr[8:12], "big")
+    store = 16 + 16 * il
+    for k in range(il):
+        e = 16 + 16 * k
+        if int.from_bytes(hdr[e:e + 4], "big") == rpm.RPMTAG_BASENAMES:
+            at = store + int.from_bytes(hdr[e + 8:e + 12], "big")
+            count = int.from_bytes(hdr[e + 12:e + 16], "big")
+            spans, pos = [], at
+            for _ in range(count):
+                end = hdr.index(0, pos)
+                spans.append((pos, end))
+                pos = end + 1
+            for (a, b), (c, d) in zip(spans, spans[1:]):
+                if b - a == d - c and hdr[a:b] != hdr[c:d]:
+                    hdr[a:b], hdr[c:d] = hdr[c:d], hdr[a:b]
+                    return bytes(hdr)
+    raise AssertionError("no two neighbouring basenames of equal length")
+
+
+@pytest.mark.parametrize("reorder", [False, True], ids=["rpm-order", "out-of-order"])
+def test_names_sorted_for_the_cpio_lookup(reorder):
+    """The cpio lookup bisects the names: sorted, each mapped to its file --
+    whether the header lists them in order (the sort is skipped) or not."""
+    pro, _ = _load(CORPUS / "real" / "ruby-libs-2.7.0-1.fc32.x86_64.rpm")
+    hdr = _swapped_basenames(pro.main_header) if reorder else bytes(pro.main_header)
+    t = native.FileTable(hdr)
+    paths = t.paths
+    assert (paths == sorted(paths)) is not reorder
+    ft = t.c_filetab
+    names = [native.ffi.string(ft.names[i]) for i in range(t.count)]
+    assert names == sorted(paths)
+    assert [paths[ft.name_fx[i]] for i in range(t.count)] == names
