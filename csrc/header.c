@@ -56,8 +56,9 @@ static uint32_t be32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-static int read_header(struct growbuf *b, rc_input *in, const char *what,
-                       uint64_t limit, size_t *len, rc_error *err)
+/* the 16-byte intro of a header at the end of b: its whole size, checked */
+static int read_intro(struct growbuf *b, rc_input *in, const char *what,
+                      uint64_t limit, size_t *len, rc_error *err)
 {
     size_t start = b->len;
     int rc = gb_read(b, in, HDR_INTRO, what, err);
@@ -75,14 +76,11 @@ static int read_header(struct growbuf *b, rc_input *in, const char *what,
     if (size > limit)
         return rc_fail(err, RC_E_FORMAT, "bad %s: %llu bytes exceeds the %llu byte limit",
                        what, (unsigned long long)size, (unsigned long long)limit);
-    rc = gb_read(b, in, (size_t)(size - HDR_INTRO), what, err);
-    if (rc)
-        return rc;
     *len = (size_t)size;
     return RC_OK;
 }
 
-int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err)
+int rc_prologue_frame(rc_input *in, rc_prologue *pro, rc_error *err)
 {
     struct growbuf b = {0};
     memset(pro, 0, sizeof(*pro));
@@ -105,7 +103,9 @@ int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err)
     }
 
     pro->sig_off = b.len;
-    rc = read_header(&b, in, "signature header", RC_SIGHDR_MAX, &pro->sig_len, err);
+    rc = read_intro(&b, in, "signature header", RC_SIGHDR_MAX, &pro->sig_len, err);
+    if (rc == RC_OK)
+        rc = gb_read(&b, in, pro->sig_len - HDR_INTRO, "signature header", err);
     if (rc)
         goto fail;
     size_t pad = (8 - (pro->sig_len % 8)) % 8;
@@ -115,16 +115,43 @@ int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err)
             goto fail;
     }
     pro->hdr_off = b.len;
-    rc = read_header(&b, in, "main header", RC_HDR_MAX, &pro->hdr_len, err);
+    rc = read_intro(&b, in, "main header", RC_HDR_MAX, &pro->hdr_len, err);
     if (rc)
         goto fail;
     pro->data = b.p;
-    pro->len = b.len;
+    pro->len = pro->hdr_off + pro->hdr_len;
     return RC_OK;
 fail:
     free(b.p);
     memset(pro, 0, sizeof(*pro));
     return rc;
+}
+
+int rc_prologue_fill(rc_input *in, const rc_prologue *pro, uint8_t *dst, rc_error *err)
+{
+    size_t framed = pro->hdr_off + HDR_INTRO;
+    memcpy(dst, pro->data, framed);
+    return rc_input_read(in, dst + framed, pro->len - framed, "main header", err);
+}
+
+int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err)
+{
+    int rc = rc_prologue_frame(in, pro, err);
+    if (rc)
+        return rc;
+    /* the rest of the main header, into a buffer that grows as it arrives
+     * (a header claiming a huge size costs only the bytes present) */
+    struct growbuf b = {pro->data, pro->hdr_off + HDR_INTRO, pro->hdr_off + HDR_INTRO};
+    size_t len = pro->len;
+    pro->data = NULL;
+    rc = gb_read(&b, in, len - b.len, "main header", err);
+    if (rc) {
+        free(b.p);
+        rc_prologue_free(pro);
+        return rc;
+    }
+    pro->data = b.p;
+    return RC_OK;
 }
 
 void rc_prologue_free(rc_prologue *pro)

@@ -18,7 +18,6 @@
 
 #define IN_BLOCK (256u << 10)
 #define IN_NBLOCKS 8
-#define BG_CHUNK (1u << 20)
 
 struct range_digest {
     rc_digest *md;
@@ -275,9 +274,44 @@ int rc_input_peek(rc_input *in, const uint8_t **p, size_t *n, rc_error *err)
     return RC_OK;
 }
 
+/* A large read with the current block used up: straight from the fd into
+ * dst (the prologue's megabytes of main header), hashed and teed like any
+ * consumed bytes.  Returns the bytes read (0 at end of input) or -1. */
+static ssize_t read_direct(rc_input *in, uint8_t *dst, size_t n, rc_error *err)
+{
+    ssize_t r;
+    do
+        r = read(in->fd, dst, n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        rc_fail(err, RC_E_IO, "read failed: %s", strerror(errno));
+        return -1;
+    }
+    in->block_start += in->len;
+    in->pos = in->len = in->hashed = 0;
+    if (r == 0) {
+        in->eof = 1;
+        return 0;
+    }
+    hash_range(in, dst, in->total, 0, (size_t)r, 0);
+    in->total += (uint64_t)r;
+    in->block_start = in->total;
+    return r;
+}
+
 int rc_input_read(rc_input *in, uint8_t *dst, size_t n, const char *what, rc_error *err)
 {
     while (n > 0) {
+        if (in->pos == in->len && n >= IN_BLOCK && !in->handoff && !in->eof) {
+            ssize_t r = read_direct(in, dst, n, err);
+            if (r < 0)
+                return err->code;
+            if (r > 0) {
+                dst += r;
+                n -= (size_t)r;
+                continue;
+            }
+        }
         const uint8_t *p;
         size_t avail;
         int rc = rc_input_peek(in, &p, &avail, err);

@@ -139,6 +139,13 @@ typedef struct rc_prologue {
 
 /* Read and frame the lead and both headers; data is malloc'd. */
 int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err);
+/* The same in two steps, for a caller that holds the prologue in memory of
+ * its own: frame reads and checks the lead, the signature header (+pad) and
+ * the main header's 16-byte intro (data: those bytes, malloc'd; len: the
+ * whole prologue's length); fill copies them to dst and reads the rest of
+ * the main header after them (dst: len bytes). */
+int rc_prologue_frame(rc_input *in, rc_prologue *pro, rc_error *err);
+int rc_prologue_fill(rc_input *in, const rc_prologue *pro, uint8_t *dst, rc_error *err);
 void rc_prologue_free(rc_prologue *pro);
 
 /* ---- payload decompression (payload.c) ------------------------------ */

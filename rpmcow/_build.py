@@ -60,6 +60,8 @@ typedef struct rc_prologue {
     size_t hdr_off, hdr_len;
 } rc_prologue;
 int rc_read_prologue(rc_input *in, rc_prologue *pro, rc_error *err);
+int rc_prologue_frame(rc_input *in, rc_prologue *pro, rc_error *err);
+int rc_prologue_fill(rc_input *in, const rc_prologue *pro, uint8_t *dst, rc_error *err);
 void rc_prologue_free(rc_prologue *pro);
 """
 

@@ -82,7 +82,7 @@ def _check(fd, target, prologue, sections):
     if prologue is None:
         os.lseek(fd, 0, os.SEEK_SET)
         prologue = native.Input(fd, []).read_prologue()
-    check = verify.HeaderCheck(target, prologue.data)
+    check = verify.HeaderCheck(target, prologue)
     try:
         sections = sections or extents.read_sections(fd)
         status, stored = record.check_record(sections.s_text, prologue.data,
@@ -121,7 +121,7 @@ def _evaluate(fd, files, pkg, pro, sections, fresh, status, stored):
 
 
 def _nevra(pro, pkg):
-    return pkg.nevra if pkg else package.nevra(package.load_header(pro.data))
+    return pkg.nevra if pkg else package.nevra(package.load_header(pro))
 
 
 def blobs_trusted(fd):
@@ -145,7 +145,7 @@ class InstallCheck:
             os.lseek(fd, 0, os.SEEK_SET)
             prologue = native.Input(fd, []).read_prologue()
         self.prologue = prologue
-        self._hcheck = verify.HeaderCheck(target, prologue.data)
+        self._hcheck = verify.HeaderCheck(target, prologue)
         try:
             self.sections = sections or extents.read_sections(fd)
             self._status, self._stored = record.check_record(

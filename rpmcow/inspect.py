@@ -18,7 +18,7 @@ def _nevra(fd):
     os.lseek(fd, 0, os.SEEK_SET)
     try:
         pro = native.Input(fd, []).read_prologue()
-        return package.nevra(package.load_header(pro.data)), len(pro.data)
+        return package.nevra(package.load_header(pro)), len(pro.data)
     except RpmcowError:
         return None, None
 

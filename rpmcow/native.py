@@ -3,6 +3,8 @@
 No cffi object and no C error code leaves this module: failures become
 ``rpmcow.errors`` exceptions carrying the core's one-line message.
 """
+import mmap
+import os
 from functools import cached_property
 
 from . import digests as _digests, errors
@@ -43,13 +45,48 @@ def _check(rc, err):
         _raise(err)
 
 
-class Prologue:
-    """Lead, signature header and main header bytes, as read."""
+def memory_file(data, name="rpmcow-prologue"):
+    """A memory file holding `data`, its descriptor at offset 0."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    def __init__(self, data, sig_off, sig_len, hdr_off, hdr_len):
+
+class Prologue:
+    """Lead, signature header and main header, as read.
+
+    data: their bytes -- read once, into a memory file, and mapped read-only
+    (bytes-like: slicing gives bytes).  rpmkeys and librpm read that same
+    file (open()): a large package's megabytes of header are not copied
+    for them."""
+
+    def __init__(self, data, sig_off, sig_len, hdr_off, hdr_len, fd=None):
         self.data = data
         self.sig_off, self.sig_len = sig_off, sig_len
         self.hdr_off, self.hdr_len = hdr_off, hdr_len
+        self._fd = fd
+
+    def __del__(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def open(self):
+        """A new descriptor reading the prologue from its first byte (the
+        caller closes it): the memory file reopened, or else a copy."""
+        if self._fd is not None:
+            try:
+                return os.open("/proc/self/fd/%d" % self._fd, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass         # no /proc mounted
+        return memory_file(self.data)
 
     @property
     def lead(self):
@@ -141,11 +178,27 @@ class Input:
         self.close()
 
     def read_prologue(self):
+        """The Prologue: framed by the C core, read straight into its memory
+        file (the only copy made of it)."""
         pro = ffi.new("rc_prologue *")
-        _check(lib.rc_read_prologue(self._in, pro, self._err), self._err)
+        _check(lib.rc_prologue_frame(self._in, pro, self._err), self._err)
         try:
-            data = bytes(ffi.buffer(pro.data, pro.len))
-            return Prologue(data, pro.sig_off, pro.sig_len, pro.hdr_off, pro.hdr_len)
+            fd = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
+            try:
+                try:
+                    os.ftruncate(fd, pro.len)
+                    with mmap.mmap(fd, pro.len) as target:
+                        _check(lib.rc_prologue_fill(self._in, pro, ffi.from_buffer(target),
+                                                    self._err), self._err)
+                    data = mmap.mmap(fd, pro.len, prot=mmap.PROT_READ)
+                except (OSError, MemoryError) as exc:     # a header's claimed size, or no memory
+                    raise errors.BadPackageError("cannot hold the package header (%d bytes): %s"
+                                                 % (pro.len, getattr(exc, "strerror", None)
+                                                    or "out of memory")) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            return Prologue(data, pro.sig_off, pro.sig_len, pro.hdr_off, pro.hdr_len, fd)
         finally:
             lib.rc_prologue_free(pro)
 

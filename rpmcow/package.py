@@ -39,8 +39,9 @@ def quiet_rpm():
         rpm.setVerbosity(rpm.RPMLOG_WARNING)
 
 
-def load_header(prologue_bytes, vsflags=None, digests=True):
-    """librpm's header object for lead+signature+header bytes.
+def load_header(prologue, vsflags=None, digests=True):
+    """librpm's header object for a native.Prologue (librpm reads its memory
+    file), or the lead+signature+header bytes of one.
 
     vsflags: which header checks librpm makes while reading (default: header
     digests, no signatures; the verify stage decides about signatures).
@@ -49,10 +50,8 @@ def load_header(prologue_bytes, vsflags=None, digests=True):
     """
     if vsflags is None:
         vsflags = rpm._RPMVSF_NOSIGNATURES | (0 if digests else rpm._RPMVSF_NODIGESTS)
-    fd = os.memfd_create("rpmcow-header", os.MFD_CLOEXEC)
+    fd = prologue.open() if hasattr(prologue, "open") else native.memory_file(prologue)
     try:
-        os.write(fd, prologue_bytes)
-        os.lseek(fd, 0, os.SEEK_SET)
         ts = rpm.TransactionSet()
         ts.setVSFlags(vsflags)
         with quiet_rpm():
@@ -202,7 +201,7 @@ def parse(prologue, header=None, files_checked=True, files=None):
     """Package facts from a native.Prologue (and its header, if loaded).
     files_checked=False leaves check_files to the caller; files: its
     FileTable, if built already."""
-    h = header if header is not None else load_header(prologue.data)
+    h = header if header is not None else load_header(prologue)
     if files_checked:
         check_files(h)
     fmt = h[rpm.RPMTAG_PAYLOADFORMAT]

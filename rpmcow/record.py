@@ -24,7 +24,7 @@ KEY_PATH = "var/lib/rpmcow/verdict.key"
 def headers_digest(prologue):
     """SHA-256 of signature header + main header (bytes 96 to the header's
     end): what a verdict belongs to."""
-    return hashlib.sha256(prologue[96:]).hexdigest()
+    return hashlib.sha256(memoryview(prologue)[96:]).hexdigest()
 
 
 def _key_file(target):

@@ -86,7 +86,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     # the transcoder is imported and the file table is built.  Not a payload
     # byte is decompressed before the headers' verdict is in; librpm reads
     # the header and checks its file tags while the payload streams.
-    hcheck = verify.HeaderCheck(target, pro.data) if _verify else None
+    hcheck = verify.HeaderCheck(target, pro) if _verify else None
     check = job = None
     try:
         try:
@@ -182,7 +182,7 @@ def _parse_checked(pro, facts, table, digests_verified=False):
     found every header digest of these very bytes OK (librpm need not hash
     them again)."""
     from . import package
-    header = package.load_header(pro.data, digests=not digests_verified)
+    header = package.load_header(pro, digests=not digests_verified)
     pkg = package.parse(pro, header=header, files_checked=False, files=table)
     package.cross_check(facts, pkg)
     package.check_files(header)

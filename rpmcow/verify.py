@@ -33,6 +33,7 @@ import signal
 from collections import namedtuple
 
 from . import rpmconfig
+from .native import memory_file
 from .errors import RpmcowError, VerificationError
 
 # Every transcode starts a HeaderCheck first, and only then imports the rest
@@ -204,12 +205,12 @@ class HeaderCheck(_Rpmkeys):
     TIMEOUT = 120       # seconds; a header check takes milliseconds
 
     def __init__(self, target, prologue):
+        """prologue: a native.Prologue (rpmkeys reads its memory file), or
+        the bytes of one."""
         self.items = None
         self.md5_skipped = False
-        stdin = os.memfd_create("rpmcow-prologue", os.MFD_CLOEXEC)
+        stdin = prologue.open() if hasattr(prologue, "open") else memory_file(prologue)
         try:
-            os.write(stdin, prologue)
-            os.lseek(stdin, 0, os.SEEK_SET)
             super().__init__(target, stdin, ["--eval", _SKIP_MD5])
         finally:
             os.close(stdin)

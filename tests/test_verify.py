@@ -514,3 +514,39 @@ def test_header_check_child_gets_no_inherited_descriptors(tmp_path, monkeypatch,
         os.close(w)
     # (the shell running the fake rpmkeys opens a few of its own)
     assert str(w) not in (tmp_path / "fds").read_text().split()
+
+
+def test_prologue_is_read_once_into_the_file_rpmkeys_and_librpm_read(monkeypatch):
+    """read_prologue puts the headers in a memory file, mapped for Python;
+    open() gives rpmkeys and librpm that same file (its own offset), and a
+    copy only where /proc cannot reopen it."""
+    pkg = CORPUS / "rpm-testdata" / "hello-2.0-1.x86_64.rpm"
+    data = pkg.read_bytes()
+    _, end = _headers_end(data)
+    fd = os.open(str(pkg), os.O_RDONLY)
+    try:
+        with native.Input(fd, []) as inp:
+            pro = inp.read_prologue()
+    finally:
+        os.close(fd)
+    assert pro.data[:] == data[:end] and len(pro.data) == end
+    with pytest.raises(TypeError):
+        pro.data[0] = 0                        # read-only
+    a, b = pro.open(), pro.open()
+    try:
+        assert os.fstat(a).st_ino == os.fstat(b).st_ino == os.fstat(pro._fd).st_ino
+        assert os.read(a, 100) == data[:100]
+        assert os.read(b, end + 1) == data[:end]      # offsets of their own
+    finally:
+        os.close(a)
+        os.close(b)
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a: (_ for _ in ()).throw(
+        FileNotFoundError(path)) if str(path).startswith("/proc/") else real_open(path, *a))
+    c = pro.open()
+    try:
+        assert os.fstat(c).st_ino != os.fstat(pro._fd).st_ino
+        assert os.read(c, end + 1) == data[:end]
+    finally:
+        os.close(c)
+    assert package.load_header(pro)["name"] == "hello"
