@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--mib", type=int, default=600)
     ap.add_argument("--packages", type=int, default=32)
     args = ap.parse_args()
+    benchlib.compile_bytecode()
     pkgs = scenario.build_packages(CACHE, args.mib, args.packages,
                                    log=lambda m: print(m, file=sys.stderr, flush=True))
     names = scenario.package_names(pkgs)

@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
     args = ap.parse_args()
+    benchlib.compile_bytecode()
     results = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
                "runs": args.runs, "packages": {}}
     with benchlib.loop_xfs(6) as xfs:

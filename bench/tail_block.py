@@ -62,6 +62,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1000)
     args = ap.parse_args()
+    benchlib.compile_bytecode()
     res = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
            "files": args.files}
     with benchlib.loop_xfs(1) as xfs:

@@ -508,6 +508,7 @@ def main(argv=None):
     os.makedirs(workdir, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)
 
+    benchlib.compile_bytecode()
     machine = describe_machine(workdir)
     pkgs = build_packages(workdir)
     packages = {"%s/%s" % k: describe_package(p) for k, p in pkgs.items()}
@@ -562,6 +563,9 @@ def main(argv=None):
             "load before each package is `loadavg_1m_before` in the JSON): wall times then "
             "scatter, CPU times much less. CPU = user + system time of the process and its "
             "children.",
+            "rpmcow's modules are compiled to bytecode before the runs, as an installed "
+            "rpmcow ships them (an edited source tree under PYTHONDONTWRITEBYTECODE would "
+            "otherwise compile its edited modules at every start).",
             "Peak RSS (%M) and CPU time (%U + %S) come from GNU time wrapped around each "
             "command; wall time is measured around it by the script (includes the ~1 ms of "
             "starting GNU time). rpmcow's RSS includes its Python interpreter.",

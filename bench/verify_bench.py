@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--workdir", default=os.path.join(HERE, "work"))
     args = ap.parse_args()
+    benchlib.compile_bytecode()
     res = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
            "runs": args.runs, "packages": {}}
     out = os.path.join(args.workdir, "verify-bench.rpme")
