@@ -4,7 +4,9 @@
  * (rc_digest_update_together).  Every other algorithm, every other CPU, and
  * RPMCOW_DIGESTS=openssl in the environment use OpenSSL's EVP.  The rest of
  * the core never touches OpenSSL or the block functions directly. */
+#include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/objects.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,4 +236,14 @@ void rc_digest_free(rc_digest *d)
         EVP_MD_CTX_free(d->ctx);
         free(d);
     }
+}
+
+int rc_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *msg, size_t n,
+                   uint8_t *out)
+{
+    unsigned int len = 0;
+    if (keylen > INT_MAX || HMAC(EVP_sha256(), key, (int)keylen, msg, n, out, &len) == NULL ||
+        len != 32)
+        return RC_E_INTERNAL;
+    return RC_OK;
 }

@@ -59,6 +59,9 @@ void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
  * updates cannot fail) */
 int rc_digest_interleaves(const rc_digest *d);
 /* "sha-ni" when SHA-256 and MD5 use blockhash.c, else "openssl" */
+/* HMAC-SHA-256 of msg with key (OpenSSL's): 32 bytes into out. */
+int rc_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *msg, size_t n,
+                   uint8_t *out);
 const char *rc_digest_backend(void);
 
 /* ---- block functions (blockhash.c) ----------------------------------- */

@@ -149,6 +149,23 @@ class Digests:
         return result
 
 
+def sha256(data):
+    """SHA-256 of a bytes-like, by the core's digests (on the SHA extensions
+    where the CPU has them)."""
+    d = Digests(["SHA256"])
+    d.update(data)
+    return d.digests()[0]
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA-256 (OpenSSL's), without importing hashlib and hmac."""
+    out = ffi.new("uint8_t[32]")
+    if lib.rc_hmac_sha256(ffi.from_buffer(key), len(key), ffi.from_buffer(msg), len(msg),
+                          out) != lib.RC_OK:
+        raise errors.InternalError("HMAC-SHA-256 failed")
+    return bytes(out)
+
+
 class Input:
     """A package being read from an fd; every byte read feeds the input
     digests named in `algos` (the C section)."""

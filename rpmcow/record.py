@@ -8,14 +8,13 @@ detected; a key imported later is honoured because header signatures are
 always re-checked against the current keyring (``rpmcow.checksig``).
 
 Apart from ``rpmcow.verify`` (which every transcode imports before its
-header check starts): hashlib and hmac cost ~3 ms to import, and a
-transcode needs them only once rpmkeys runs.
+header check starts); the digests are the C core's, because hashlib and
+hmac cost ~3 ms to import, in the window where a transcode waits for
+rpmkeys.
 """
-import hashlib
-import hmac
 import os
 
-from . import rpmconfig
+from . import native, rpmconfig
 from .verify import RC_FAIL, RC_OK, RECORD_PREFIX, parse_items
 
 KEY_PATH = "var/lib/rpmcow/verdict.key"
@@ -24,7 +23,7 @@ KEY_PATH = "var/lib/rpmcow/verdict.key"
 def headers_digest(prologue):
     """SHA-256 of signature header + main header (bytes 96 to the header's
     end): what a verdict belongs to."""
-    return hashlib.sha256(memoryview(prologue)[96:]).hexdigest()
+    return native.sha256(memoryview(prologue)[96:]).hex()
 
 
 def _key_file(target):
@@ -67,7 +66,7 @@ def record_key(target, create=True):
 def _mac(key, headers_sha256, items, files_ok):
     msg = "\n".join([headers_sha256, "files=%s" % ("OK" if files_ok else "BAD")]
                     + [it.line for it in items]).encode()
-    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+    return native.hmac_sha256(key, msg).hex()
 
 
 class Verdict:
@@ -114,6 +113,7 @@ def record_keys(target):
 def check_record(s_text, prologue, keys):
     """('valid' | 'missing' | 'foreign' | 'altered' | 'unkeyed', items) for a
     stored S text; keys: the record keys to accept (record_keys)."""
+    import hmac        # compare_digest: checking only (a transcode never needs it)
     text = s_text.decode("utf-8", "replace")
     items = parse_items(text)
     rec = parse_record(text)

@@ -113,3 +113,14 @@ print(json.dumps([native.digest_backend(),
     data = bytes(range(256)) * 4099
     assert backend == "openssl"
     assert digests == _expected(["SHA256", "SHA256", "MD5", "SHA1"], data, [0, 777, 99, 5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(max_size=200), msg=st.binary(max_size=5000))
+def test_one_shot_sha256_and_hmac_agree_with_hashlib(key, msg):
+    """The record's digests (rpmcow.record: the headers' SHA-256 and the
+    verdict's HMAC) come from the core, not hashlib: they must be the same.
+    Keys longer than SHA-256's 64-byte block are hashed first by HMAC."""
+    import hmac
+    assert native.sha256(msg) == hashlib.sha256(msg).digest()
+    assert native.hmac_sha256(key, msg) == hmac.new(key, msg, hashlib.sha256).digest()
