@@ -280,4 +280,12 @@ int rc_fail(rc_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int rc_write_all(int fd, const void *p, size_t n, rc_error *err);
 
+/* Write p[0, n) to fd on a thread of its own (no Python lock needed: the
+ * caller goes on at once), then close fd; p must stay valid until
+ * rc_writer_join.  NULL when no thread can be started (fd is then still
+ * the caller's). */
+typedef struct rc_writer rc_writer;
+rc_writer *rc_writer_start(int fd, const uint8_t *p, size_t n);
+void rc_writer_join(rc_writer *w);
+
 #endif

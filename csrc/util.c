@@ -1,6 +1,8 @@
 /* Error reporting and write helpers shared by every stage. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -38,4 +40,43 @@ int rc_write_all(int fd, const void *p, size_t n, rc_error *err)
         n -= (size_t)w;
     }
     return RC_OK;
+}
+
+/* ---- writing a buffer on a thread of its own -------------------------- */
+
+struct rc_writer {
+    pthread_t thread;
+    int fd;
+    const uint8_t *p;
+    size_t n;
+};
+
+static void *writer_main(void *arg)
+{
+    struct rc_writer *w = arg;
+    /* a reader that stops early (EPIPE) is the reader's business */
+    rc_write_all(w->fd, w->p, w->n, NULL);
+    close(w->fd);
+    return NULL;
+}
+
+rc_writer *rc_writer_start(int fd, const uint8_t *p, size_t n)
+{
+    rc_writer *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return NULL;
+    *w = (rc_writer){.fd = fd, .p = p, .n = n};
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void rc_writer_join(rc_writer *w)
+{
+    if (w) {
+        pthread_join(w->thread, NULL);
+        free(w);
+    }
 }

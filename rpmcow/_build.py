@@ -32,6 +32,9 @@ void rc_digest_free(rc_digest *d);
 void rc_digest_update_together(rc_digest *const *ds, const uint8_t *const *ps,
                                const size_t *ns, int k);
 const char *rc_digest_backend(void);
+typedef struct rc_writer rc_writer;
+rc_writer *rc_writer_start(int fd, const uint8_t *p, size_t n);
+void rc_writer_join(rc_writer *w);
 int rc_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *msg, size_t n,
                    uint8_t *out);
 """

@@ -166,6 +166,29 @@ def hmac_sha256(key, msg):
     return bytes(out)
 
 
+class BackgroundWrite:
+    """Writing a buffer to a descriptor (a pipe) on a C thread of its own,
+    which closes the descriptor when done; join() waits for that.  The
+    caller goes on at once, whatever the reader's pace.
+
+    start() returns None where no thread can be started: the descriptor is
+    then still the caller's."""
+
+    def __init__(self, writer, data):
+        self._w, self._keep = writer, data
+
+    @classmethod
+    def start(cls, fd, data):
+        buf = ffi.from_buffer(data)
+        w = lib.rc_writer_start(fd, buf, len(buf))
+        return None if w == ffi.NULL else cls(w, (data, buf))
+
+    def join(self):
+        if self._w is not None:
+            lib.rc_writer_join(self._w)
+            self._w = self._keep = None
+
+
 class Input:
     """A package being read from an fd; every byte read feeds the input
     digests named in `algos` (the C section)."""

@@ -10,12 +10,13 @@ import errno
 import os
 import stat
 
-# Only what it takes to start the header check is imported here.  The rest
-# (librpm's module, the extents writer, ...: ~15 ms) is imported by
-# _transcode once rpmkeys runs, in parallel with it: that check is on the
-# critical path of every transcode, and a command's start is most of the
-# time it takes for a small package.
-from . import native, rpmconfig, verify
+# Only what it takes to start the header check is imported here.  The C
+# core is imported once rpmkeys is starting up, and the rest (librpm's
+# module, the extents writer, ...: ~10 ms) once rpmkeys checks the
+# prologue, in parallel with it: that check is on the critical path of every
+# transcode, and a command's start is most of the time it takes for a small
+# package.
+from . import rpmconfig, verify
 from .digests import by_id, by_name
 from .errors import BadPackageError, OutputError, RpmcowError, VerificationError
 
@@ -71,12 +72,25 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     target = target or rpmconfig.Target()
     rpmconfig.check_level(level)
 
-    # the C input is done with in_fd when this returns
-    with native.Input(in_fd, algo_names) as inp:
-        return _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify)
+    # rpmkeys is started first: it loads and reads its configuration (~6 ms)
+    # while the C core is loaded and the prologue read, then reads the
+    # prologue from a pipe
+    hcheck = verify.HeaderCheck(target) if _verify else None
+    try:
+        try:
+            from . import native
+        except ImportError as exc:     # a broken install, or no memory to map it
+            raise RpmcowError("cannot load the transcoder: %s" % exc) from None
+        # the C input is done with in_fd when this returns
+        with native.Input(in_fd, algo_names) as inp:
+            return _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck)
+    except BaseException:
+        if hcheck:
+            hcheck.abort()
+        raise
 
 
-def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
+def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck):
     # the prologue's digests are computed later, off the critical path: by
     # the sink, with the payload's first blocks
     inp.hold_hashing()
@@ -86,7 +100,9 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, _verify):
     # the transcoder is imported and the file table is built.  Not a payload
     # byte is decompressed before the headers' verdict is in; librpm reads
     # the header and checks its file tags while the payload streams.
-    hcheck = verify.HeaderCheck(target, pro) if _verify else None
+    if hcheck:
+        hcheck.provide(pro.data)
+    _verify = hcheck is not None
     check = job = None
     try:
         try:

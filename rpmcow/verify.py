@@ -33,7 +33,6 @@ import signal
 from collections import namedtuple
 
 from . import rpmconfig
-from .native import memory_file
 from .errors import RpmcowError, VerificationError
 
 # Every transcode starts a HeaderCheck first, and only then imports the rest
@@ -134,18 +133,29 @@ _HOST_FLAGS = re.compile(r"^rpmcow-host-vsflags (\d+)$", re.M)
 
 
 class _Rpmkeys:
-    """A running ``rpmkeys -Kv`` for the target root, reading stdin (a
-    descriptor), its stdout and stderr going to memory files.
+    """A running ``rpmkeys -Kv`` for the target root, its stdout and stderr
+    going to memory files.  It reads stdin from a descriptor given, or else
+    from a pipe that feed() writes to.
 
     Spawned directly (posix_spawn): the subprocess module costs ~7 ms to
     import, and the header check's start is on the critical path of every
     transcode.  Like subprocess, the child gets SIGPIPE and SIGXFSZ back at
     their defaults and no descriptor but its standard three."""
 
-    def __init__(self, target, stdin, options=()):
+    def __init__(self, target, stdin=None, options=()):
         self._pid = None
-        self._out = self._err = -1
+        self._feeder = None       # a native.BackgroundWrite to the pipe (provide)
+        self._out = self._err = self._w = -1
+        r = -1
         try:
+            if stdin is None:
+                r, self._w = os.pipe()
+                stdin = r
+                try:
+                    import fcntl
+                    fcntl.fcntl(self._w, fcntl.F_SETPIPE_SZ, 1 << 20)   # fewer wake-ups
+                except OSError:
+                    pass
             self._out = os.memfd_create("rpmkeys-out", os.MFD_CLOEXEC)
             self._err = os.memfd_create("rpmkeys-err", os.MFD_CLOEXEC)
             self._pid = os.posix_spawnp(
@@ -157,11 +167,25 @@ class _Rpmkeys:
         except OSError as exc:
             self._close()
             raise VerificationError("cannot run rpmkeys: %s" % exc) from None
+        finally:
+            if r >= 0:
+                os.close(r)
+
+    def feed(self, data):
+        """Write data to rpmkeys' stdin pipe."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._w, view):]
+        except BrokenPipeError:
+            pass   # rpmkeys stopped reading; what it says is reported when it is waited for
 
     def _finish(self):
         """(exit code, stdout, stderr) once rpmkeys has exited (waits)."""
+        self._close_pipe()
         rc = _reap(self._pid)
         self._pid = None
+        self._join_feeder()
         out, err = self._read(self._out), self._read(self._err)
         self._close()
         return rc, out, err
@@ -184,14 +208,27 @@ class _Rpmkeys:
                 pass
             _reap(self._pid)
             self._pid = None
+        self._join_feeder()       # rpmkeys is gone: its pipe no longer blocks the feeder
         self._close()
+
+    def _join_feeder(self):
+        if self._feeder is not None:
+            self._feeder.join()
+            self._feeder = None
 
     @staticmethod
     def _read(fd):
         size = os.fstat(fd).st_size
         return os.pread(fd, size, 0).decode("utf-8", "replace") if size else ""
 
+    def _close_pipe(self):
+        """End rpmkeys' stdin (it has everything)."""
+        if self._w >= 0:
+            os.close(self._w)
+            self._w = -1
+
     def _close(self):
+        self._close_pipe()
         for fd in (self._out, self._err):
             if fd >= 0:
                 os.close(fd)
@@ -200,20 +237,42 @@ class _Rpmkeys:
 
 class HeaderCheck(_Rpmkeys):
     """rpmkeys -Kv on lead + signature header + header alone, running in the
-    background from construction until ``wait``."""
+    background from construction until ``wait``.
+
+    prologue: a native.Prologue (rpmkeys reads its memory file), or the
+    bytes of one; or None, to start rpmkeys before the prologue has been
+    read: it starts up (loads, reads its configuration and the keyring's
+    database path) meanwhile, and provide() gives it the prologue."""
 
     TIMEOUT = 120       # seconds; a header check takes milliseconds
 
-    def __init__(self, target, prologue):
-        """prologue: a native.Prologue (rpmkeys reads its memory file), or
-        the bytes of one."""
+    def __init__(self, target, prologue=None):
         self.items = None
         self.md5_skipped = False
-        stdin = prologue.open() if hasattr(prologue, "open") else memory_file(prologue)
+        if prologue is None:
+            super().__init__(target, None, ["--eval", _SKIP_MD5])
+            return
+        if hasattr(prologue, "open"):
+            stdin = prologue.open()
+        else:
+            from .native import memory_file
+            stdin = memory_file(prologue)
         try:
             super().__init__(target, stdin, ["--eval", _SKIP_MD5])
         finally:
             os.close(stdin)
+
+    def provide(self, prologue):
+        """The prologue's bytes, for a check started without them: written
+        to rpmkeys by a C thread, so that the caller goes on while rpmkeys
+        may still be starting up."""
+        from .native import BackgroundWrite
+        feeder = BackgroundWrite.start(self._w, prologue)
+        if feeder is None:                      # no thread to be had: write it here
+            self.feed(prologue)
+            self._close_pipe()
+        else:
+            self._w, self._feeder = -1, feeder  # the feeder's to close
 
     def wait(self):
         """Every item rpmkeys printed (payload items judged on no payload)."""
@@ -380,49 +439,17 @@ def payload_items(plan, computed, level):
 
 class Check(_Rpmkeys):
     """A running rpmkeys that reads the whole original package from a pipe
-    (``fd``: the input stage tees the package into it)."""
-
-    def __init__(self, target):
-        r, self._w = os.pipe()
-        try:
-            import fcntl     # legacy header+payload signatures only
-            fcntl.fcntl(self._w, fcntl.F_SETPIPE_SZ, 1 << 20)
-        except OSError:
-            pass
-        try:
-            super().__init__(target, r)
-        except VerificationError:
-            os.close(self._w)
-            raise
-        finally:
-            os.close(r)
+    (``fd``: the input stage tees the package into it; feed() writes too)."""
 
     @property
     def fd(self):
         return self._w
 
-    def feed(self, data):
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._w, view):]
-        except BrokenPipeError:
-            pass   # rpmkeys stopped reading; finish() reports what it said
-
     def finish(self):
         """(rpmkeys exit code, items)."""
-        self._close_pipe()
         rc, out, err = self._finish()
         items = parse_items(out)
         if not items:
             raise VerificationError("rpmkeys could not verify the package: %s" % err.strip())
         return rc, items
 
-    def abort(self):
-        self._close_pipe()
-        super().abort()
-
-    def _close_pipe(self):
-        if self._w >= 0:
-            os.close(self._w)
-            self._w = -1

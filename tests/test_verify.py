@@ -550,3 +550,52 @@ def test_prologue_is_read_once_into_the_file_rpmkeys_and_librpm_read(monkeypatch
     finally:
         os.close(c)
     assert package.load_header(pro)["name"] == "hello"
+
+
+# ---- the header check starts before the prologue is read --------------------
+
+def test_check_started_before_the_prologue_says_the_same(empty_root):
+    data = UNSIGNED.read_bytes()
+    _, end = _headers_end(data)
+    early = verify.HeaderCheck(empty_root)
+    early.provide(data[:end])
+    assert early.wait() == verify.HeaderCheck(empty_root, data[:end]).wait()
+    assert any(it.header_only and it.result == "OK" for it in early.wait())
+
+
+def test_provide_does_not_block_on_an_rpmkeys_that_never_reads(tmp_path, monkeypatch,
+                                                              empty_root):
+    """The prologue goes to rpmkeys from a thread of its own: provide()
+    returns at once, and a check that never finishes is killed, its feeder
+    thread ending with the pipe."""
+    import time
+    _fake_rpmkeys(tmp_path, monkeypatch, "echo $$ > %s/pid\nexec sleep 600\n" % tmp_path)
+    monkeypatch.setattr(verify.HeaderCheck, "TIMEOUT", 0.5)
+    check = verify.HeaderCheck(empty_root)
+    t = time.monotonic()
+    check.provide(bytes(8 << 20))            # far more than a pipe holds
+    assert time.monotonic() - t < 0.4
+    with pytest.raises(VerificationError, match="no verdict after"):
+        check.wait()
+    pid = int((tmp_path / "pid").read_text())
+    assert not os.path.exists("/proc/%d" % pid)
+
+
+def test_bad_input_stops_the_check_started_for_it(tmp_path, monkeypatch, empty_root):
+    """rpmkeys starts before the input is read: when the input turns out not
+    to be a package, it is killed and reaped, and nothing is written."""
+    _fake_rpmkeys(tmp_path, monkeypatch, "exec sleep 600\n")
+    started = []
+    real_init = verify.HeaderCheck.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        started.append(self._pid)
+    monkeypatch.setattr(verify.HeaderCheck, "__init__", init)
+    bad = tmp_path / "garbage.rpm"
+    bad.write_bytes(b"not a package at all" * 100)
+    with pytest.raises(RpmcowError, match="not an rpm package"):
+        _transcode(bad, tmp_path / "out.rpme", empty_root)
+    assert len(started) == 1
+    assert not os.path.exists("/proc/%d" % started[0])      # killed and reaped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "garbage.rpm", "root"]
