@@ -67,13 +67,14 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
     pthread_cond_init(&in->freed, NULL);
     in->fd = fd;
     in->tee_fd = -1;
-    for (int i = 0; i < IN_NBLOCKS; i++) {
-        if ((in->blocks[i] = malloc(IN_BLOCK)) == NULL) {
-            rc_input_free(in);
-            rc_fail(err, RC_E_NOMEM, "out of memory");
-            return NULL;
-        }
+    uint8_t *blocks = rc_big_alloc((size_t)IN_NBLOCKS * IN_BLOCK);
+    if (blocks == NULL) {
+        rc_input_free(in);
+        rc_fail(err, RC_E_NOMEM, "out of memory");
+        return NULL;
     }
+    for (int i = 0; i < IN_NBLOCKS; i++)
+        in->blocks[i] = blocks + (size_t)i * IN_BLOCK;
     for (int i = 0; i < nalgos; i++) {
         in->md[i] = rc_digest_new(algos[i], err);
         if (in->md[i] == NULL) {
@@ -93,8 +94,7 @@ void rc_input_free(rc_input *in)
         rc_digest_free(in->md[i]);
     for (int i = 0; i < in->nranges; i++)
         rc_digest_free(in->ranges[i].md);
-    for (int i = 0; i < IN_NBLOCKS; i++)
-        free(in->blocks[i]);
+    rc_big_free(in->blocks[0], (size_t)IN_NBLOCKS * IN_BLOCK);
     pthread_mutex_destroy(&in->lock);
     pthread_cond_destroy(&in->freed);
     free(in);

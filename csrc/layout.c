@@ -738,8 +738,10 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
 
     rc_decoder *dec = NULL;
     int allocated = (L->seen = calloc(ft->count ? ft->count : 1, 1)) != NULL;
-    for (int i = 0; i < OUT_NBUFS; i++)
-        allocated &= (L->bufs[i] = malloc(OUT_BUFSIZE)) != NULL;
+    uint8_t *bufs = rc_big_alloc((size_t)OUT_NBUFS * OUT_BUFSIZE);
+    allocated &= bufs != NULL;
+    for (int i = 0; bufs && i < OUT_NBUFS; i++)
+        L->bufs[i] = bufs + (size_t)i * OUT_BUFSIZE;
     if (!allocated) {
         rc = rc_fail(err, RC_E_NOMEM, "out of memory");
         goto out;
@@ -800,8 +802,7 @@ out:
     rc_digest_free(L->rmd);
     rc_digest_free(L->lane_md[0]);
     rc_digest_free(L->lane_md[1]);
-    for (int i = 0; i < OUT_NBUFS; i++)
-        free(L->bufs[i]);
+    rc_big_free(L->bufs[0], (size_t)OUT_NBUFS * OUT_BUFSIZE);
     free(L->seen);
     pthread_mutex_destroy(&L->lock);
     pthread_cond_destroy(&L->can_put);

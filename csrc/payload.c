@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+/* ZSTD_createDCtx_advanced and ZSTD_customMem: in zstd's "static linking"
+ * section, but exported by libzstd and unchanged since zstd 1.0 */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 
 #include "rpmcow.h"
@@ -36,6 +39,38 @@ static const char *const NAMES[] = {
     [RC_COMP_NONE] = "uncompressed", [RC_COMP_GZIP] = "gzip", [RC_COMP_BZIP2] = "bzip2",
     [RC_COMP_XZ] = "xz", [RC_COMP_LZMA] = "lzma", [RC_COMP_ZSTD] = "zstd",
 };
+
+/* zstd's window buffer (8 MiB at level 19) is written from its first byte
+ * on: allocations that large go on huge pages (rc_big_alloc), like the
+ * layout's buffers.  A header before each block says how to free it. */
+#define ZA_HDR 64u                   /* keeps zstd's blocks 16-byte aligned */
+#define ZA_BIG (1u << 20)
+
+static void *zstd_alloc(void *opaque, size_t size)
+{
+    (void)opaque;
+    if (size > SIZE_MAX - ZA_HDR)
+        return NULL;
+    size_t total = size + ZA_HDR;
+    size_t *p = size >= ZA_BIG ? rc_big_alloc(total) : malloc(total);
+    if (p == NULL)
+        return NULL;
+    p[0] = total;
+    p[1] = size >= ZA_BIG;
+    return (uint8_t *)p + ZA_HDR;
+}
+
+static void zstd_free(void *opaque, void *ptr)
+{
+    (void)opaque;
+    if (ptr == NULL)
+        return;
+    size_t *p = (size_t *)(void *)((uint8_t *)ptr - ZA_HDR);
+    if (p[1])
+        rc_big_free(p, p[0]);
+    else
+        free(p);
+}
 
 static int stream_init(rc_decoder *d, rc_error *err)
 {
@@ -73,7 +108,7 @@ static int stream_init(rc_decoder *d, rc_error *err)
         return RC_OK;
     case RC_COMP_ZSTD:
         if (d->zstd == NULL) {
-            d->zstd = ZSTD_createDCtx();
+            d->zstd = ZSTD_createDCtx_advanced((ZSTD_customMem){zstd_alloc, zstd_free, NULL});
             if (d->zstd == NULL)
                 return rc_fail(err, RC_E_NOMEM, "cannot start the zstd decoder");
             ZSTD_DCtx_setParameter(d->zstd, ZSTD_d_windowLogMax, 27); /* 128 MiB */

@@ -279,6 +279,10 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err);
 int rc_fail(rc_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int rc_write_all(int fd, const void *p, size_t n, rc_error *err);
+/* Buffer memory on huge pages where the kernel has them (util.c); free with
+ * the size it was allocated with.  NULL when out of memory. */
+void *rc_big_alloc(size_t n);
+void rc_big_free(void *p, size_t n);
 
 /* Write p[0, n) to fd on a thread of its own (no Python lock needed: the
  * caller goes on at once), then close fd; p must stay valid until

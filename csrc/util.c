@@ -1,5 +1,6 @@
-/* Error reporting and write helpers shared by every stage. */
+/* Error reporting, write helpers and buffer memory shared by every stage. */
 #include <errno.h>
+#include <sys/mman.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -79,4 +80,41 @@ void rc_writer_join(rc_writer *w)
         pthread_join(w->thread, NULL);
         free(w);
     }
+}
+
+/* Buffers that are written in full as soon as they are used (decoded data,
+ * input blocks): mapped 2 MiB-aligned with transparent huge pages asked for,
+ * so that a fresh process's first use of them costs a fault per 2 MiB rather
+ * than one per 4 KiB page.  Where the kernel has no huge pages to give, they
+ * are ordinary pages. */
+#define HUGE_PAGE (2u << 20)
+
+static size_t big_size(size_t n)
+{
+    return (n + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+}
+
+void *rc_big_alloc(size_t n)
+{
+    if (n == 0 || n > SIZE_MAX - 2 * (size_t)HUGE_PAGE)
+        return NULL;
+    size_t size = big_size(n);
+    uint8_t *p = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    size_t lead = (HUGE_PAGE - ((uintptr_t)p & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1);
+    if (lead)
+        munmap(p, lead);
+    munmap(p + lead + size, HUGE_PAGE - lead);
+#ifdef MADV_HUGEPAGE
+    madvise(p + lead, size, MADV_HUGEPAGE);     /* advice: ignored where unsupported */
+#endif
+    return p + lead;
+}
+
+void rc_big_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, big_size(n));
 }

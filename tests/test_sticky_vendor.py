@@ -483,7 +483,10 @@ def trust_world(world, tmp_path_factory):
     pub.write_text(subprocess.run(["gpg", "--armor", "--export", "Impostor"], check=True,
                                   capture_output=True, text=True,
                                   env={"GNUPGHOME": str(home)}).stdout)
-    return {"base": base, "good": good, "bad": bad, "rpms": rpms, "impostor_key": pub}
+    yield {"base": base, "good": good, "bad": bad, "rpms": rpms, "impostor_key": pub}
+    # gpg started an agent for this home: stop it with the session
+    subprocess.run(["gpgconf", "--kill", "all"], capture_output=True,
+                   env={"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"})
 
 
 def _trust_setup(dnf, tw, repo, gpgkey=None):

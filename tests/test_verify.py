@@ -154,7 +154,10 @@ def signer(tmp_path_factory):
         return dst
 
     sign.keys = keys
-    return sign
+    yield sign
+    # gpg started an agent for this home: stop it with the session
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], env=env,
+                   capture_output=True)
 
 
 def _headers_end(data):
