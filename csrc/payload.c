@@ -40,13 +40,15 @@ static const char *const NAMES[] = {
     [RC_COMP_XZ] = "xz", [RC_COMP_LZMA] = "lzma", [RC_COMP_ZSTD] = "zstd",
 };
 
-/* zstd's window buffer (8 MiB at level 19) is written from its first byte
- * on: allocations that large go on huge pages (rc_big_alloc), like the
- * layout's buffers.  A header before each block says how to free it. */
+/* Decoder windows -- zstd's (8 MiB at level 19), xz's dictionary (64 MiB at
+ * -9) -- are written from their first byte on and read back at random:
+ * allocations that large go on huge pages (rc_big_alloc), like the layout's
+ * buffers, which saves the faults and most TLB misses of their 4 KiB pages.
+ * A header before each block says how to free it. */
 #define ZA_HDR 64u                   /* keeps zstd's blocks 16-byte aligned */
 #define ZA_BIG (1u << 20)
 
-static void *zstd_alloc(void *opaque, size_t size)
+static void *window_alloc(void *opaque, size_t size)
 {
     (void)opaque;
     if (size > SIZE_MAX - ZA_HDR)
@@ -60,7 +62,7 @@ static void *zstd_alloc(void *opaque, size_t size)
     return (uint8_t *)p + ZA_HDR;
 }
 
-static void zstd_free(void *opaque, void *ptr)
+static void window_free(void *opaque, void *ptr)
 {
     (void)opaque;
     if (ptr == NULL)
@@ -72,6 +74,16 @@ static void zstd_free(void *opaque, void *ptr)
         free(p);
 }
 
+/* xz's dictionary (64 MiB at -9) likewise */
+static void *xz_alloc(void *opaque, size_t nmemb, size_t size)
+{
+    if (size && nmemb > SIZE_MAX / size)
+        return NULL;
+    return window_alloc(opaque, nmemb * size);
+}
+
+static const lzma_allocator XZ_ALLOCATOR = {xz_alloc, window_free, NULL};
+
 static int stream_init(rc_decoder *d, rc_error *err)
 {
     switch (d->kind) {
@@ -81,6 +93,7 @@ static int stream_init(rc_decoder *d, rc_error *err)
             lzma_end(&d->xz);
         lzma_stream init = LZMA_STREAM_INIT;
         d->xz = init;
+        d->xz.allocator = &XZ_ALLOCATOR;
         lzma_ret r = d->kind == RC_COMP_XZ
             ? lzma_stream_decoder(&d->xz, DECODER_MEMLIMIT, 0)
             : lzma_alone_decoder(&d->xz, DECODER_MEMLIMIT);
@@ -108,7 +121,7 @@ static int stream_init(rc_decoder *d, rc_error *err)
         return RC_OK;
     case RC_COMP_ZSTD:
         if (d->zstd == NULL) {
-            d->zstd = ZSTD_createDCtx_advanced((ZSTD_customMem){zstd_alloc, zstd_free, NULL});
+            d->zstd = ZSTD_createDCtx_advanced((ZSTD_customMem){window_alloc, window_free, NULL});
             if (d->zstd == NULL)
                 return rc_fail(err, RC_E_NOMEM, "cannot start the zstd decoder");
             ZSTD_DCtx_setParameter(d->zstd, ZSTD_d_windowLogMax, 27); /* 128 MiB */
