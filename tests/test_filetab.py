@@ -117,21 +117,30 @@ def test_bad_headers_give_one_line_errors():
         native.FileTable(bytes(bad))
 
 
-def _same_digest_prefixes(hdr, prefix):
-    """The main header with every file digest's first hex digits replaced by
-    `prefix` (same lengths: the header stays valid)."""
-    hdr = bytearray(hdr)
+def _string_spans(hdr, tag):
+    """[(start, end)] of each string of a string-array tag in a raw main
+    header (end: its terminating NUL)."""
     il = int.from_bytes(hdr[8:12], "big")
     store = 16 + 16 * il
     for k in range(il):
         e = 16 + 16 * k
-        if int.from_bytes(hdr[e:e + 4], "big") == rpm.RPMTAG_FILEDIGESTS:
-            at = store + int.from_bytes(hdr[e + 8:e + 12], "big")
+        if int.from_bytes(hdr[e:e + 4], "big") == tag:
+            spans, at = [], store + int.from_bytes(hdr[e + 8:e + 12], "big")
             for _ in range(int.from_bytes(hdr[e + 12:e + 16], "big")):
                 end = hdr.index(0, at)
-                if end - at > len(prefix):
-                    hdr[at:at + len(prefix)] = prefix
+                spans.append((at, end))
                 at = end + 1
+            return spans
+    raise AssertionError("no tag %d in the header" % tag)
+
+
+def _same_digest_prefixes(hdr, prefix):
+    """The main header with every file digest's first hex digits replaced by
+    `prefix` (same lengths: the header stays valid)."""
+    hdr = bytearray(hdr)
+    for at, end in _string_spans(hdr, rpm.RPMTAG_FILEDIGESTS):
+        if end - at > len(prefix):
+            hdr[at:at + len(prefix)] = prefix
     return bytes(hdr)
 
 
@@ -165,22 +174,11 @@ def _swapped_basenames(hdr):
     """The main header with two files' basenames of equal length swapped, so
     that its file list is no longer sorted by path (rpm's always is)."""
     hdr = bytearray(hdr)
-    il = int.from_bytes(hdr[8:12], "big")
-    store = 16 + 16 * il
-    for k in range(il):
-        e = 16 + 16 * k
-        if int.from_bytes(hdr[e:e + 4], "big") == rpm.RPMTAG_BASENAMES:
-            at = store + int.from_bytes(hdr[e + 8:e + 12], "big")
-            count = int.from_bytes(hdr[e + 12:e + 16], "big")
-            spans, pos = [], at
-            for _ in range(count):
-                end = hdr.index(0, pos)
-                spans.append((pos, end))
-                pos = end + 1
-            for (a, b), (c, d) in zip(spans, spans[1:]):
-                if b - a == d - c and hdr[a:b] != hdr[c:d]:
-                    hdr[a:b], hdr[c:d] = hdr[c:d], hdr[a:b]
-                    return bytes(hdr)
+    spans = _string_spans(hdr, rpm.RPMTAG_BASENAMES)
+    for (a, b), (c, d) in zip(spans, spans[1:]):
+        if b - a == d - c and hdr[a:b] != hdr[c:d]:
+            hdr[a:b], hdr[c:d] = hdr[c:d], hdr[a:b]
+            return bytes(hdr)
     raise AssertionError("no two neighbouring basenames of equal length")
 
 
