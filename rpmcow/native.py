@@ -98,6 +98,13 @@ class Prologue:
         return memoryview(self.data)[self.hdr_off:self.hdr_off + self.hdr_len]
 
 
+def open_prologue(prologue):
+    """A new descriptor reading a prologue from its first byte (the caller
+    closes it): a Prologue's own memory file, or one made of the bytes
+    given."""
+    return prologue.open() if isinstance(prologue, Prologue) else memory_file(prologue)
+
+
 class LayoutResult:
     def __init__(self, res, group_offsets):
         self.out_pos = res.out_pos

@@ -50,7 +50,7 @@ def load_header(prologue, vsflags=None, digests=True):
     """
     if vsflags is None:
         vsflags = rpm._RPMVSF_NOSIGNATURES | (0 if digests else rpm._RPMVSF_NODIGESTS)
-    fd = prologue.open() if hasattr(prologue, "open") else native.memory_file(prologue)
+    fd = native.open_prologue(prologue)
     try:
         ts = rpm.TransactionSet()
         ts.setVSFlags(vsflags)

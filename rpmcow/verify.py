@@ -252,11 +252,8 @@ class HeaderCheck(_Rpmkeys):
         if prologue is None:
             super().__init__(target, None, ["--eval", _SKIP_MD5])
             return
-        if hasattr(prologue, "open"):
-            stdin = prologue.open()
-        else:
-            from .native import memory_file
-            stdin = memory_file(prologue)
+        from .native import open_prologue
+        stdin = open_prologue(prologue)
         try:
             super().__init__(target, stdin, ["--eval", _SKIP_MD5])
         finally:
