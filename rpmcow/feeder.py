@@ -138,10 +138,8 @@ class PackageFeed:
 
     def write(self, out_fd, blk, gate_fd=None):
         """Write the whole payload stream to out_fd (blocking)."""
-        view = memoryview(self.prologue.data)
         try:
-            while view:
-                view = view[os.write(out_fd, view):]
+            native.write_all(out_fd, self.prologue.data)
         except BrokenPipeError:
             return                    # rpm wanted the headers only
         files, order = self._files, self._order

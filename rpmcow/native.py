@@ -45,13 +45,19 @@ def _check(rc, err):
         _raise(err)
 
 
+def write_all(fd, data):
+    """Every byte of a bytes-like to fd (os.write may take fewer at a time);
+    OSError as os.write raises it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def memory_file(data, name="rpmcow-prologue"):
     """A memory file holding `data`, its descriptor at offset 0."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)

@@ -235,11 +235,9 @@ def _judge(items, level, enforce, nevra, header_only=False):
 
 
 def _write(fd, data):
-    view = memoryview(data)
+    from .native import write_all     # loaded before anything is written
     try:
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        write_all(fd, data)
     except OSError as exc:
         raise OutputError("write failed: %s" % exc.strerror) from None
 

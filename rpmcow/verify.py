@@ -173,10 +173,9 @@ class _Rpmkeys:
 
     def feed(self, data):
         """Write data to rpmkeys' stdin pipe."""
-        view = memoryview(data)
+        from .native import write_all
         try:
-            while view:
-                view = view[os.write(self._w, view):]
+            write_all(self._w, data)
         except BrokenPipeError:
             pass   # rpmkeys stopped reading; what it says is reported when it is waited for
 
