@@ -14,12 +14,22 @@ The plugin may do its work on a thread of its own (the map's LAST field,
 see csrc/rpm_plugin_cow.c) -- only where no other enabled plugin looks at a
 file's content in its own hooks (``worker_ok``), and only for a driver that
 calls ``drain()`` before letting rpm read an archive's trailer.
+
+``$RPMCOW_PLUGIN`` names the cow.so to load.  In a process whose effective
+uid is 0 (``sudo -E`` keeps a user's environment) it is honoured only for a
+file that only root can change: the file and every directory above it
+(symlinks resolved) owned by root, none writable by group or others -- a
+directory writable by others only if it is sticky, like /tmp, the entry
+inside it then being root's.  Otherwise plugin_path() refuses it; nothing
+else ever loads a cow.so (rpm, or ``ctypes`` for the drain function) but
+the one plugin_path() returned.
 """
 import contextlib
 import ctypes
 import glob
 import os
 import shutil
+import stat
 import tempfile
 
 import rpm
@@ -28,6 +38,7 @@ from .errors import RpmcowError
 
 NAME = "cow"
 MAP_MACRO = "_rpmcow_map"
+VERIFY_MACRO = "_rpmcow_verify"
 HERE = os.path.dirname(os.path.abspath(__file__))
 # plugins whose hooks do not read or sign file content (rpm 4.16-4.20): ours
 # may still be cloning a file when theirs run.  ima (signatures of the
@@ -37,18 +48,71 @@ CONTENT_BLIND = {"audit", "dbus_announce", "fapolicyd", "prioreset", "selinux", 
 
 
 def plugin_path():
-    """The cow.so to load: $RPMCOW_PLUGIN, the system's, or the one built
-    beside this package."""
+    """The cow.so to load: $RPMCOW_PLUGIN (as root: only a file only root
+    can change), the system's, or the one built beside this package."""
     env = os.environ.get("RPMCOW_PLUGIN")
-    candidates = [env] if env else []
-    candidates += [rpm.expandMacro("%{?_rpmcow_plugin}"),     # rpm-plugin-cow's macros file
-                   os.path.join(rpm.expandMacro("%{__plugindir}"), NAME + ".so"),
-                   os.path.join(HERE, "plugins", NAME + ".so")]
+    if env and os.path.isfile(env):
+        path = _root_only(env) if os.geteuid() == 0 else os.path.abspath(env)
+        _APPROVED.add(path)
+        return path
+    candidates = [rpm.expandMacro("%{?_rpmcow_plugin}"),     # rpm-plugin-cow's macros file
+                  os.path.join(rpm.expandMacro("%{__plugindir}"), NAME + ".so"),
+                  os.path.join(HERE, "plugins", NAME + ".so")]
     for path in candidates:
         if path and os.path.isfile(path):
-            return os.path.abspath(path)
+            path = os.path.abspath(path)
+            _APPROVED.add(path)
+            return path
     raise RpmcowError("the cow rpm plugin is not installed (looked in: %s); "
-                      "run 'make build' or install rpm-plugin-cow" % ", ".join(candidates))
+                      "run 'make build' or install rpm-plugin-cow"
+                      % ", ".join(([env] if env else []) + candidates))
+
+
+# the paths plugin_path() has returned: the only ones _drain_fn loads
+_APPROVED = set()
+
+
+def _root_only(path):
+    """realpath of `path` if it is a regular file only root can change
+    (itself and every directory above it: owned by root, not writable by
+    group or others, except a sticky directory such as /tmp, whose entry
+    must then be root's); RpmcowError saying what is wrong otherwise."""
+    real = os.path.realpath(path)
+    parts = real.split("/")[1:]
+    current = "/"
+    for i, name in enumerate([""] + parts):
+        current = os.path.join(current, name)
+        is_file = i == len(parts)
+        try:
+            st = os.lstat(current)
+        except OSError as exc:
+            why = "cannot be checked (%s)" % exc.strerror
+        else:
+            why = _not_roots(st, is_file)
+        if why:
+            what = current if current == real else "%s (above %s)" % (current, real)
+            if real != os.path.abspath(path):
+                what += ", which %s names," % path
+            raise RpmcowError("%s %s; $RPMCOW_PLUGIN must name a root-owned file that only "
+                              "root can change" % (what, why))
+    return real
+
+
+def _not_roots(st, is_file):
+    """Why an entry on the way to the plugin is not root's alone, or None.
+    A sticky directory writable by others is root's: none of them can
+    replace the entry inside it, which must be root's (checked next)."""
+    if st.st_uid != 0:
+        return "is owned by uid %d" % st.st_uid
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link (it changed while being checked)"
+    if is_file and not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if not is_file and not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and (is_file or not st.st_mode & stat.S_ISVTX):
+        return "is writable by %s" % ("others" if st.st_mode & stat.S_IWOTH else "its group")
+    return None
 
 
 class Activation:
@@ -91,7 +155,10 @@ class Activation:
 
     def _drain_fn(self):
         """rpmcow_plugin_drain of cow.so -- the instance rpm loads: the
-        dynamic loader hands out one copy of a library per file."""
+        dynamic loader hands out one copy of a library per file.  Only ever
+        the file plugin_path() approved."""
+        if self.so not in _APPROVED:
+            return None
         try:
             fn = ctypes.CDLL(self.so).rpmcow_plugin_drain
         except (OSError, AttributeError):
@@ -107,6 +174,15 @@ class Activation:
         rpm.delMacro(MAP_MACRO)
         rpm.addMacro(MAP_MACRO, " ".join("%s=%s" % (k, ":".join("%d" % v for v in value))
                                          for k, value in entries.items()))
+
+    def verify_others(self, on):
+        """Whether the plugin checks every file rpm writes for the packages
+        not in the map against its header digest (rpm's own check is off
+        while extents files are fed: see csrc/rpm_plugin_cow.c)."""
+        rpm.delMacro(VERIFY_MACRO)
+        rpm.addMacro(VERIFY_MACRO, "1" if on else "0")
+        if VERIFY_MACRO not in self.names:
+            self.names.append(VERIFY_MACRO)
 
     def drain(self):
         """Wait for the plugin's work on the package rpm is installing; False
