@@ -2,7 +2,9 @@
 import os
 
 from . import extents, native, package
-from .errors import NotTranscodedError, RpmcowError
+from .errors import BadExtentsError, BadPackageError, NotTranscodedError, RpmcowError
+
+RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
 
 
 def _alignment(offsets):
@@ -15,12 +17,19 @@ def _alignment(offsets):
 
 
 def _nevra(fd):
+    """(nevra, where the headers end, None), or (None, None, the error) for
+    headers that cannot be read."""
     os.lseek(fd, 0, os.SEEK_SET)
     try:
         pro = native.Input(fd, []).read_prologue()
-        return package.nevra(package.load_header(pro)), len(pro.data)
-    except RpmcowError:
-        return None, None
+        return package.nevra(package.load_header(pro)), len(pro.data), None
+    except RpmcowError as exc:
+        return None, None, exc
+
+
+def _is_package(fd):
+    """Whether the file starts with an rpm lead (ed ab ee db)."""
+    return os.pread(fd, 4, 0) == RPM_LEAD_MAGIC
 
 
 def inspect_path(path, with_table=False):
@@ -30,13 +39,19 @@ def inspect_path(path, with_table=False):
         raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
     try:
         report = {"path": path, "size": os.fstat(fd).st_size}
-        nevra, headers_end = _nevra(fd)
+        nevra, headers_end, error = _nevra(fd)
         report["package"] = nevra
         try:
             s = extents.read_sections(fd)
         except NotTranscodedError:
+            if error is not None and _is_package(fd):
+                # a package whose headers cannot be read: say why, not just "not transcoded"
+                raise BadPackageError("%s: %s" % (path, error)) from None
             report["transcoded"] = False
             return report
+        if error is not None:
+            # an extents file is its package's headers first: none without them
+            raise BadExtentsError("%s: %s" % (path, error)) from None
         report["transcoded"] = True
         report["format_version"] = s.version
         report["headers_end"] = headers_end
