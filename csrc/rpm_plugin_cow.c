@@ -35,6 +35,14 @@
  * file content in its own fsm_file_prepare (ima, fsverity): with the worker
  * they would see it before the clone.
  *
+ * Checking the other packages.  The installer turns rpm's file-digest check
+ * off for the whole transaction (RPMTRANS_FLAG_NOFILEDIGEST: the fed zeros
+ * do not match the header), which would also turn it off for the packages
+ * that install the stock way beside the extents files.  With %_rpmcow_verify
+ * set to 1, every package not in the map has each regular file it writes
+ * hashed here, in fsm_file_prepare, against the header's digest, as rpm's
+ * own check would have: a mismatch fails the package and rpm rolls it back.
+ *
  * Everything is static except the hooks table and rpmcow_plugin_drain(). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -55,6 +63,7 @@
 
 #include <rpm/header.h>
 #include <rpm/rpmfi.h>
+#include <rpm/rpmpgp.h>          /* rpmDigest* (rpm >= 4.17: via rpmcrypto.h) */
 #include <rpm/rpmlib.h>
 #include <rpm/rpmlog.h>
 #include <rpm/rpmmacro.h>
@@ -107,6 +116,7 @@ extern void rpmPluginSetData(rpmPlugin plugin, void *data) __attribute__((weak))
 
 struct pkg {
     int active;
+    int verify;              /* not ours: check what rpm writes (see the top) */
     int fd;                  /* the extents file (the installer's fd) */
     uint32_t blk;            /* whole blocks of this size were fed as zeros */
     int async;               /* work on the worker thread (LAST was given) */
@@ -152,6 +162,7 @@ struct cow {
     struct worker w;
     uint8_t tail[MAX_BLK];
     uint8_t copybuf[1u << 16];
+    uint8_t readbuf[1u << 16];   /* verify_written */
 };
 
 /* the package being installed, for rpmcow_plugin_drain() */
@@ -580,7 +591,14 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     struct pkg *P = &c->pkg;
     rpmRC rc = RPMRC_OK;
     int n = map && key ? map_lookup(map, key, &P->fd, &P->blk, &P->last) : -1;
-    if (n >= 2) {
+    if (n < 2) {
+        char *v = rpmExpand("%{?_rpmcow_verify}", NULL);
+        if (v && strcmp(v, "1") == 0) {
+            P->verify = 1;
+            P->nevra = strdup(rpmteNEVRA(te));
+        }
+        free(v);
+    } else {
         P->active = 1;
         P->async = n == 3 && async_abi;
         P->nevra = strdup(rpmteNEVRA(te));
@@ -635,10 +653,109 @@ static rpmRC cow_file_pre(rpmPlugin plugin, rpmfi fi, const char *path, mode_t m
     return report(c);
 }
 
+/* ---- checking what rpm wrote for a package that is not ours --------------- */
+
+/* The file rpm is writing, opened for reading: rpm 4.16/4.17 give its full
+ * path, rpm 4.18 and later its name in its directory (rpm works through
+ * directory descriptors; the process is chrooted into the root, so the
+ * header's directory names it).  It must be the very inode of `fd` where
+ * rpm gave one.  -1 with errno set otherwise. */
+static int open_written(rpmfi fi, const char *path, int fd)
+{
+    char *full = NULL;
+    if (path[0] != '/') {
+        const char *dn = rpmfiDN(fi);
+        size_t dl = dn ? strlen(dn) : 0, pl = strlen(path);
+        full = malloc(dl + pl + 2);
+        if (full == NULL)
+            return -1;
+        memcpy(full, dn, dl);
+        if (dl == 0 || full[dl - 1] != '/')
+            full[dl++] = '/';
+        memcpy(full + dl, path, pl + 1);
+        path = full;
+    }
+    int rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int e = errno;
+    free(full);
+    if (rfd < 0) {
+        errno = e;
+        return -1;
+    }
+    struct stat a, b;
+    if (fstat(rfd, &a) < 0 || !S_ISREG(a.st_mode) ||
+        (fd >= 0 && (fstat(fd, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino))) {
+        close(rfd);
+        errno = ESTALE;              /* not the file rpm is writing */
+        return -1;
+    }
+    return rfd;
+}
+
+/* rpm's own file-digest check, for a package installed the stock way in a
+ * transaction without it: the file's content must have the header's digest. */
+static rpmRC verify_written(struct cow *c, rpmfi fi, int fd, const char *path, mode_t mode,
+                            rpmFsmOp op)
+{
+    struct pkg *P = &c->pkg;
+    if (fi == NULL || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH)
+        return RPMRC_OK;             /* nothing written (rpm checks nothing either) */
+    int algo = 0;
+    size_t want_len = 0;
+    const unsigned char *want = rpmfiFDigest(fi, &algo, &want_len);
+    if (want == NULL || want_len == 0)
+        return RPMRC_OK;             /* no digest to check against (as rpm) */
+    const char *what = "cannot read the file written";
+    int e = 0;
+    int rfd = open_written(fi, path, fd);
+    if (rfd < 0) {
+        e = errno;
+        goto fail;
+    }
+    DIGEST_CTX ctx = rpmDigestInit(algo, RPMDIGEST_NONE);
+    if (ctx == NULL) {
+        close(rfd);
+        what = "unknown file digest algorithm";
+        e = ENOTSUP;
+        goto fail;
+    }
+    for (;;) {
+        ssize_t r = read(rfd, c->readbuf, sizeof(c->readbuf));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            e = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        rpmDigestUpdate(ctx, c->readbuf, (size_t)r);
+    }
+    close(rfd);
+    void *got = NULL;
+    size_t got_len = 0;
+    rpmDigestFinal(ctx, &got, &got_len, 0);
+    if (e == 0 && got != NULL && got_len == want_len && memcmp(got, want, want_len) == 0) {
+        free(got);
+        return RPMRC_OK;
+    }
+    free(got);
+    if (e == 0) {
+        rpmlog(RPMLOG_ERR, "cow: %s: %s: Digest mismatch (the file's content does not "
+               "match its header digest)\n", P->nevra, rpmfiFN(fi));
+        return RPMRC_FAIL;
+    }
+fail:
+    rpmlog(RPMLOG_ERR, "cow: %s: %s: %s: %s\n", P->nevra, rpmfiFN(fi), what, strerror(e));
+    return RPMRC_FAIL;
+}
+
 static rpmRC prepare(struct cow *c, rpmfi fi, int fd, const char *path, mode_t mode,
                      rpmFsmOp op)
 {
     struct pkg *P = &c->pkg;
+    if (P->verify)
+        return verify_written(c, fi, fd, path, mode, op);
     if (!P->active)
         return RPMRC_OK;
     if (report(c) != RPMRC_OK)
@@ -692,6 +809,8 @@ static rpmRC cow_prepare_416(rpmPlugin plugin, rpmfi fi, const char *path,
 {
     (void)dest;
     struct cow *c = state(plugin);
+    if (c->pkg.verify)
+        return verify_written(c, fi, -1, path, mode, op);
     if (!c->pkg.active || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH)
         return RPMRC_OK;
     int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import dnf
 import dnf.yum.rpmtrans
@@ -51,8 +52,10 @@ def _import_rpmcow():
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rpmcow import (checksig, denylist, errors, feeder, rpmconfig, rpmplugin,
-                        transcode)
-    return checksig, denylist, errors, feeder, rpmconfig, rpmplugin, transcode
+                        snapshot, transcode)
+    return types.SimpleNamespace(checksig=checksig, denylist=denylist, errors=errors,
+                                 feeder=feeder, rpmconfig=rpmconfig, rpmplugin=rpmplugin,
+                                 snapshot=snapshot, transcode=transcode)
 
 
 def _size(n):
@@ -106,7 +109,7 @@ class Cow(dnf.Plugin):
         self.pool = None
         self.jobs = {}              # localPkg path -> future
         self.stock = {}             # localPkg path -> reason
-        self.feeds = {}             # localPkg path -> (feed, fd, transcode result)
+        self.feeds = {}             # localPkg path -> (feed, fd, transcode result, snapshot)
         self._patched = None
         self._lock = threading.Lock()
 
@@ -143,7 +146,7 @@ class Cow(dnf.Plugin):
                              "clones" % (d, root))
                 return
         try:
-            self.activation = self.mods[5].Activation()
+            self.activation = self.mods.rpmplugin.Activation()
         except Exception as exc:          # noqa: BLE001
             logger.warning(MSG_NOT_USED, exc)
             return
@@ -205,14 +208,14 @@ class Cow(dnf.Plugin):
         with self._lock:
             if path in self.jobs or path in self.stock:
                 return
-            hit = self.mods[1].matches(pkg.name, self.deny)
+            hit = self.mods.denylist.matches(pkg.name, self.deny)
             if hit:
                 self.stock[path] = "denied by %r in cow.conf" % hit
                 return
             self.jobs[path] = self.pool.submit(self._transcode, pkg)
 
     def _transcode(self, pkg):
-        transcode, rpmconfig = self.mods[6], self.mods[4]
+        transcode, rpmconfig = self.mods.transcode, self.mods.rpmconfig
         out = extents_path(pkg)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         t0 = time.monotonic()
@@ -243,8 +246,8 @@ class Cow(dnf.Plugin):
             self._undo()
 
     def _prepare(self):
-        checksig, errors, feeder = self.mods[0], self.mods[2], self.mods[3]
-        rpmconfig = self.mods[4]
+        m = self.mods
+        checksig, errors, feeder, rpmconfig = m.checksig, m.errors, m.feeder, m.rpmconfig
         self.progress = None
         root = self.base.conf.installroot
         target = rpmconfig.Target(root=root)
@@ -264,21 +267,28 @@ class Cow(dnf.Plugin):
             try:
                 out, r = job.result()
                 fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC)
+                snap = None
                 try:
-                    checksig.require_for_install(fd, target, level)
-                    feed = feeder.PackageFeed(fd, out)
+                    # judged, fed and cloned from one descriptor (rpmcow.install)
+                    snap = m.snapshot.take(fd, out)
+                    checksig.require_for_install(snap.fd, target, level, origin=snap.origin)
+                    feed = feeder.PackageFeed(snap.fd, out)
                     if not feed.cheap:
                         raise errors.RpmcowError("its %s payload has no cheap feed"
                                                  % feed.package.compressor)
                 except BaseException:
+                    if snap is not None:
+                        snap.close()
                     os.close(fd)
                     raise
                 if self.keep == "auto":
                     self.base._add_tempfiles([out])     # dnf's keepcache decides
                 key = (feed.header[rpm.RPMTAG_SHA256HEADER] or
                        feed.header[rpm.RPMTAG_SHA1HEADER] or feed.header["nevra"])
-                entries[key] = (fd, blk)
-                self.feeds[path] = (feed, fd, r)
+                entries[key] = (snap.fd, blk)
+                self.feeds[path] = (feed, fd, r, snap)
+            except OSError as exc:
+                self.stock[path] = "cannot read its extents file: %s" % exc.strerror
             except errors.RpmcowError as exc:
                 self.stock[path] = str(exc)
         for path, reason in sorted(self.stock.items()):
@@ -286,6 +296,9 @@ class Cow(dnf.Plugin):
         if not self.feeds:
             return
         self.activation.set_map(entries)
+        # rpm's file-digest check is off for the whole transaction: the
+        # plugin checks the files of the packages that go the stock way
+        self.activation.verify_others(len(self.feeds) < len(pkgs))
         ts = self.base._ts
         ts.addTsFlag(rpm.RPMTRANS_FLAG_NOFILEDIGEST)
         ts.ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
@@ -333,10 +346,10 @@ class Cow(dnf.Plugin):
     def transaction(self):
         if not self.active:
             return
-        for feed, _, _ in self.feeds.values():
+        for feed, _, _, _ in self.feeds.values():
             if feed.error is not None:      # rpm failed that package: say why
                 logger.error("cow: feeding %s to rpm failed: %s", feed.nevra, feed.error)
-        shared = sum(r.blob_bytes for _, _, r in self.feeds.values())
+        shared = sum(r.blob_bytes for _, _, r, _ in self.feeds.values())
         n, total = len(self.feeds), len(self._installing())
         self._undo()
         if n:
@@ -347,8 +360,9 @@ class Cow(dnf.Plugin):
             cls, original = self._patched
             cls._instOpenFile = original
             self._patched = None
-        for feed, fd, _ in self.feeds.values():
+        for feed, fd, _, snap in self.feeds.values():
             feed.join()
+            snap.close()
             os.close(fd)
         if self.keep == "never":
             for path in self.jobs:

@@ -33,6 +33,8 @@ class Evaluation:
     prologue: object = field(default=None, repr=False)
     package: object = None   # the parsed package, if the evaluation needed it
     sections: object = field(default=None, repr=False)
+    hashed: bool = False     # every blob was hashed against the header
+    unvouched: str = None    # why the record did not vouch for the blobs
 
     @property
     def nevra(self):
@@ -78,30 +80,45 @@ def _file_digests_item(fd, pkg, sections):
 
 def _check(fd, target, prologue, sections):
     """(prologue, sections, header items judged now, record status, stored
-    items); rpmkeys runs while the sections and the record are read."""
+    items, record fields); rpmkeys runs while the sections and the record
+    are read."""
     if prologue is None:
         os.lseek(fd, 0, os.SEEK_SET)
         prologue = native.Input(fd, []).read_prologue()
     check = verify.HeaderCheck(target, prologue)
     try:
         sections = sections or extents.read_sections(fd)
-        status, stored = record.check_record(sections.s_text, prologue.data,
-                                             record.record_keys(target))
+        status, stored, rec = record.check(sections.s_text, prologue.data,
+                                           record.record_keys(target))
         fresh = check.header_items
     except BaseException:
         check.abort()
         raise
-    return prologue, sections, fresh, status, stored
+    return prologue, sections, fresh, status, stored, rec
 
 
-def evaluate(fd, target, files=False, pkg=None, prologue=None, sections=None):
+def evaluate(fd, target, files=False, pkg=None, prologue=None, sections=None, origin=None):
     """Items for an extents file open at fd, judged now.  pkg: the parsed
-    package, if the caller has it (parsed here only when files=True);
-    prologue, sections: what the caller has read of the file already."""
-    return _evaluate(fd, files, pkg, *_check(fd, target, prologue, sections))
+    package, if the caller has it; prologue, sections: what the caller has
+    read of the file already; origin: os.stat_result of the file the record
+    must vouch for (default: fd's).  The blobs are hashed when asked to
+    (files=True) and whenever the record does not vouch for them."""
+    origin = origin or os.fstat(fd)
+    return _evaluate(fd, files, pkg, origin, *_check(fd, target, prologue, sections))
 
 
-def _evaluate(fd, files, pkg, pro, sections, fresh, status, stored):
+def _evaluate(fd, files, pkg, origin, pro, sections, fresh, status, stored, rec,
+              install=False):
+    """The judgement: fresh header items; the stored payload items where the
+    record is valid; and every blob hashed against the header when asked
+    (files), or where the record does not vouch for the blobs of this very
+    file -- for an install always, for a report (checksig) where the record
+    is valid (a copy, or a changed file) or cannot be checked (no key): a
+    missing or tampered record is reported as such there.  Without a valid
+    record the stored items are not needed: the content is judged itself."""
+    unvouched = record.vouches_for_blobs(status, rec, sections.t_sha256, origin)
+    if unvouched is not None and (install or status in ("valid", "unkeyed")):
+        files = True
     items = list(fresh)
     trusted = status == "valid"
     for it in stored:
@@ -117,19 +134,14 @@ def _evaluate(fd, files, pkg, pro, sections, fresh, status, stored):
     if files:
         pkg = pkg or package.parse(pro)
         items.append(_file_digests_item(fd, pkg, sections))
-    return Evaluation(items, status, pro, pkg, sections)
+    ev = Evaluation(items, status, pro, pkg, sections)
+    ev.hashed = files
+    ev.unvouched = unvouched
+    return ev
 
 
 def _nevra(pro, pkg):
     return pkg.nevra if pkg else package.nevra(package.load_header(pro))
-
-
-def blobs_trusted(fd):
-    """Whether blobs checked at transcode time can be taken as they are: the
-    file belongs to root and nobody else may write it.  (Whoever can write a
-    root-owned 0644 file is root already.)"""
-    st = os.fstat(fd)
-    return st.st_uid == 0 and not st.st_mode & 0o022
 
 
 class InstallCheck:
@@ -137,10 +149,16 @@ class InstallCheck:
     headers and the sections, starts rpmkeys on the headers in the
     background and checks the record; ``require`` waits for rpmkeys and
     judges.  In between the caller may parse the header (as the transcoder
-    does while rpmkeys runs) -- but must not act on the package."""
+    does while rpmkeys runs) -- but must not act on the package.
 
-    def __init__(self, fd, target, prologue=None, sections=None):
+    fd: what is judged and then installed from -- a private snapshot
+    (rpmcow.snapshot) wherever anyone else could change the file; origin:
+    os.stat_result of the file itself, taken after the snapshot, for the
+    record to vouch for (default: fd's)."""
+
+    def __init__(self, fd, target, prologue=None, sections=None, origin=None):
         self.fd = fd
+        self.origin = origin or os.fstat(fd)
         if prologue is None:
             os.lseek(fd, 0, os.SEEK_SET)
             prologue = native.Input(fd, []).read_prologue()
@@ -148,7 +166,7 @@ class InstallCheck:
         self._hcheck = verify.HeaderCheck(target, prologue)
         try:
             self.sections = sections or extents.read_sections(fd)
-            self._status, self._stored = record.check_record(
+            self._status, self._stored, self._rec = record.check(
                 self.sections.s_text, prologue.data, record.record_keys(target))
         except BaseException:
             self._hcheck.abort()
@@ -160,16 +178,17 @@ class InstallCheck:
         if it was parsed here).  pkg: the parsed package, if the caller has it.
 
         Blobs are hashed against the signed header (as ``checksig --files``)
-        when asked to, when the file has no valid record, or when someone
-        other than root could have changed them since they were checked."""
+        when asked to, and whenever the record does not vouch for them
+        (record.vouches_for_blobs: no valid record, or not this very file
+        unchanged since the transcoder wrote it, or a file someone other
+        than root could change); a mismatch fails at every level."""
         try:
             fresh = self._hcheck.header_items
         except BaseException:
             self._hcheck.abort()
             raise
-        files = files or self._status != "valid" or not blobs_trusted(self.fd)
-        ev = _evaluate(self.fd, files, pkg, self.prologue, self.sections, fresh,
-                       self._status, self._stored)
+        ev = _evaluate(self.fd, files, pkg, self.origin, self.prologue, self.sections, fresh,
+                       self._status, self._stored, self._rec, install=True)
         failure = verify.policy_failure(ev.items, level)
         if failure:
             raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))
@@ -180,10 +199,10 @@ class InstallCheck:
 
 
 def require_for_install(fd, target, level, files=False, pkg=None, prologue=None,
-                        sections=None):
+                        sections=None, origin=None):
     """Raise VerificationError unless the extents file satisfies `level`;
     returns the Evaluation (see InstallCheck.require)."""
-    return InstallCheck(fd, target, prologue, sections).require(level, files, pkg)
+    return InstallCheck(fd, target, prologue, sections, origin).require(level, files, pkg)
 
 
 def summary(items):

@@ -51,6 +51,7 @@ class Sections:
         self.input_len, self.input_digests = input_len, input_digests
         self.version, self.size = version, size
         self.s_offset, self.t_offset, self.c_offset = s_offset, t_offset, c_offset
+        self.t_sha256 = None         # hex SHA-256 of the T section as read
         self._index = None
 
     def __repr__(self):
@@ -65,18 +66,24 @@ class Sections:
         return self._index.get(digest)
 
 
-def encode_sections(s_offset, sections, page_size):
-    """Bytes of S, T, C, padding and footer for a file whose S starts at
-    s_offset.  Padding follows upstream: S_end + 24 rounded up to a page."""
-    text = sections.s_text
-    s = S_HEAD.pack(sections.s_rc, len(text)) + text
+def encode_t(sections):
+    """Bytes of the T section (what the record's table-sha256 covers)."""
     if isinstance(sections.table, tuple):
         count, raw = sections.table
-        t = T_HEAD.pack(count, sections.keysize) + raw
-    else:
-        entries = sorted(sections.table)
-        t = T_HEAD.pack(len(entries), sections.keysize) + b"".join(
-            d + OFFSET.pack(off) for d, off in entries)
+        return T_HEAD.pack(count, sections.keysize) + raw
+    entries = sorted(sections.table)
+    return T_HEAD.pack(len(entries), sections.keysize) + b"".join(
+        d + OFFSET.pack(off) for d, off in entries)
+
+
+def encode_sections(s_offset, sections, page_size, t=None):
+    """Bytes of S, T, C, padding and footer for a file whose S starts at
+    s_offset (t: encode_t's bytes, where the caller has them).  Padding
+    follows upstream: S_end + 24 rounded up to a page."""
+    text = sections.s_text
+    s = S_HEAD.pack(sections.s_rc, len(text)) + text
+    if t is None:
+        t = encode_t(sections)
     c = C_HEAD.pack(sections.input_len, len(sections.input_digests)) + b"".join(
         C_ALGO.pack(len(name), len(dig)) + name.encode() + dig
         for name, dig in sections.input_digests)
@@ -119,6 +126,8 @@ def _parse_t(fd, t_offset, c_offset, blob_end):
     if count * entry != c_offset - t_offset - T_HEAD.size:
         raise BadExtentsError("T section count %d does not fit its place" % count)
     raw = _read(fd, t_offset + T_HEAD.size, count * entry, "T section")
+    import hashlib              # reading only: a transcode never gets here
+    t_sha256 = hashlib.sha256(T_HEAD.pack(count, keysize) + raw).hexdigest()
     table = list(struct.iter_unpack("<%dsQ" % keysize, raw)) if count else []
     digests = [d for d, _ in table]
     offsets = [off for _, off in table]
@@ -127,7 +136,7 @@ def _parse_t(fd, t_offset, c_offset, blob_end):
         raise BadExtentsError("T entry %d points past the blobs" % i)
     if not all(map(operator.lt, digests, digests[1:])):
         raise BadExtentsError("T section is not sorted and unique")
-    return keysize, table
+    return keysize, table, t_sha256
 
 
 def _parse_c(fd, c_offset, end):
@@ -162,15 +171,19 @@ def read_sections(fd):
         if 0 < s_off < t_off < c_off <= size - FOOTER_V2.size:
             try:
                 rc, text = _parse_s(fd, s_off, t_off)
-                keysize, table = _parse_t(fd, t_off, c_off, s_off)
+                keysize, table, t_sha256 = _parse_t(fd, t_off, c_off, s_off)
                 input_len, dig = _parse_c(fd, c_off, size - FOOTER_V2.size)
-                return Sections(rc, text, keysize, table, input_len, dig, 2,
-                                s_off, t_off, c_off, size)
+                sections = Sections(rc, text, keysize, table, input_len, dig, 2,
+                                    s_off, t_off, c_off, size)
+                sections.t_sha256 = t_sha256
+                return sections
             except BadExtentsError:
                 pass   # may be a V1 file whose last 32 bytes merely look like V2
     t_off, c_off, _ = FOOTER_V1.unpack(_read(fd, size - 24, 24, "footer"))
     if not 0 < t_off < c_off <= size - FOOTER_V1.size:
         raise BadExtentsError("footer offsets are inconsistent")
-    keysize, table = _parse_t(fd, t_off, c_off, t_off)
+    keysize, table, t_sha256 = _parse_t(fd, t_off, c_off, t_off)
     input_len, dig = _parse_c(fd, c_off, size - FOOTER_V1.size)
-    return Sections(None, b"", keysize, table, input_len, dig, 1, 0, t_off, c_off, size)
+    sections = Sections(None, b"", keysize, table, input_len, dig, 1, 0, t_off, c_off, size)
+    sections.t_sha256 = t_sha256
+    return sections

@@ -8,8 +8,16 @@ file; plain .rpm files in the same transaction install the stock way.
 
 Verification: the effective %_pkgverify_level is enforced before rpm runs,
 for extents files by their verdict (rpmcow.checksig), for plain packages by
-rpmkeys.  rpm itself then checks every header again; it is told not to read
-payload digests or file digests, which the fed payload does not match.
+rpmkeys.  What is judged is exactly what is installed: each package is
+opened once, and a file anyone but root could change is first taken as a
+private snapshot (rpmcow.snapshot); rpmkeys, librpm, the blob check, the
+feed and the plugin all read that one descriptor, never the path again.
+rpm itself then checks every header again.  Where extents files are in the
+transaction it is told not to read payload digests or file digests (flags
+that are transaction-wide), which the fed payload does not match; the plain
+packages beside them then had their payload digest judged by rpmkeys on the
+very bytes rpm reads, and the plugin checks every file rpm writes for them
+against its header digest, as rpm would have (``_rpmcow_verify``).
 
 The plugin clones on a thread of its own where it may (rpmplugin.worker_ok):
 each such package's feed then withholds the archive's trailer until the
@@ -22,7 +30,7 @@ from dataclasses import dataclass, field
 
 import rpm
 
-from . import checksig, extents, feeder, rpmconfig, rpmplugin, verify
+from . import checksig, extents, feeder, rpmconfig, rpmplugin, snapshot, verify
 from .errors import RpmcowError, VerificationError
 
 
@@ -61,9 +69,17 @@ class _Package:
     def __init__(self, path):
         self.path = path
         try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
+        try:
+            self.snap = snapshot.take(fd, path)
+        except OSError as exc:
+            os.close(fd)
+            raise RpmcowError("%s: cannot take a private copy to check and install: %s"
+                              % (path, exc.strerror)) from None
+        self._orig_fd = fd
+        self.fd = self.snap.fd          # what is judged, fed and cloned from
         self.feed = None
         self.blk = 0
         self.gated = False           # the plugin works on its thread: gate the feed
@@ -110,7 +126,8 @@ class _Package:
         self.close_payload()
         if self.feed is not None:
             self.feed.join()
-        os.close(self.fd)
+        self.snap.close()
+        os.close(self._orig_fd)
 
 
 def _block_size(root, override):
@@ -216,7 +233,7 @@ def _checked_feed(p, target, level, verify_files):
     feed is described -- nothing is read of the blobs, and rpm runs only
     after the verdict.  A failed verification is the error to report, even
     where the header could not be parsed either."""
-    check = checksig.InstallCheck(p.fd, target)
+    check = checksig.InstallCheck(p.fd, target, origin=p.snap.origin)
     try:
         feed = feeder.PackageFeed(p.fd, p.path, prologue=check.prologue,
                                   sections=check.sections)
@@ -231,9 +248,8 @@ def _checked_feed(p, target, level, verify_files):
 
 
 def _require_plain(p, target, level):
-    import subprocess
-    r = subprocess.run(["rpmkeys", "-Kv", *target.rpm_args(), p.path], capture_output=True)
-    items = verify.parse_items(r.stdout.decode("utf-8", "replace"))
+    """rpmkeys judges the package through the descriptor rpm will read."""
+    items = verify.check_fd(target, p.fd)
     failure = verify.policy_failure(items, level) if items else "cannot be read by rpmkeys"
     if failure:
         raise VerificationError("%s: %s (verification level %s)" % (p.path, failure, level))
@@ -251,7 +267,9 @@ def _read_header(ts, p):
 
 def _plugin_map(pkgs, act):
     """The plugin's entries; packages it may work on in its thread get the
-    archive's last entry and a gated feed."""
+    archive's last entry and a gated feed.  The plain packages beside them
+    get their files checked by the plugin (rpm's own check is off)."""
+    act.verify_others(any(not p.is_extents for p in pkgs))
     entries = {}
     for p in pkgs:
         if not p.is_extents:

@@ -2,10 +2,26 @@
 
 The verdict is stored in the S section in upstream's layout (rc, the
 ``rpmkeys -Kv`` lines) plus one line of ours, the *record*: the SHA-256 of
-the headers it belongs to and an HMAC over the verdict with a key private to
-the target root.  A section copied from another package, or edited, is
-detected; a key imported later is honoured because header signatures are
-always re-checked against the current keyring (``rpmcow.checksig``).
+the headers it belongs to, whether every file matched its digest, the
+SHA-256 of the T section (which blob each file digest points at), the
+identity of the file the transcoder wrote (inode number and the mtime it
+gave the file, to the nanosecond), and an HMAC over all of it with a key
+private to the target root.  A section copied from another package, or
+edited, is detected; a key imported later is honoured because header
+signatures are always re-checked against the current keyring
+(``rpmcow.checksig``).
+
+The record proves two different things:
+
+* the *verdict* (payload digests and signatures over the original package)
+  belongs to these headers: true wherever the section is copied;
+* the *blobs* are the ones the transcoder checked (``vouches_for_blobs``):
+  only for the very file it wrote, while that file is unchanged -- the same
+  inode, the mtime it was given, a ctime no later than the write's end
+  allows (any write, chmod, chown, link or rename since moves the ctime, and
+  only root can set the clock), owned by root (or the installing user) with
+  no group or other write permission.  A copy, an edit or a move makes the
+  installer hash every blob instead.
 
 Apart from ``rpmcow.verify`` (which every transcode imports before its
 header check starts); the digests are the C core's, because hashlib and
@@ -63,10 +79,26 @@ def record_key(target, create=True):
         return None
 
 
-def _mac(key, headers_sha256, items, files_ok):
+# how long after the mtime the transcoder gave a file its ctime may be: the
+# sections' write, the chmod and the rename into place come after it
+CTIME_SLACK_NS = 60 * 10**9
+BINDING = ("table-sha256", "file")      # record fields that bind the blobs
+
+
+def _mac(key, headers_sha256, items, files_ok, binding=()):
+    """binding: "name=value" strings of the BINDING fields present."""
     msg = "\n".join([headers_sha256, "files=%s" % ("OK" if files_ok else "BAD")]
-                    + [it.line for it in items]).encode()
+                    + list(binding) + [it.line for it in items]).encode()
     return native.hmac_sha256(key, msg).hex()
+
+
+def file_id(ino, mtime_ns):
+    """The record's file field; fixed width, so that two transcodes of one
+    package differ only in these bytes and the MAC, never in length."""
+    return "%020d:%020d" % (ino, mtime_ns)
+
+
+NO_FILE = file_id(0, 0)      # written to a stream: no file to bind (no inode is 0)
 
 
 class Verdict:
@@ -84,11 +116,20 @@ class Verdict:
         ok = self.rpmkeys_rc == 0 and self.files_ok and all(i.result == "OK" for i in self.items)
         return RC_OK if ok else RC_FAIL
 
-    def s_text(self, key):
-        mac = _mac(key, self.headers_sha256, self.items, self.files_ok) if key else "none"
+    def s_text(self, key, table_sha256=None, file=None):
+        """The S text; table_sha256 (hex) and file (file_id) bind the
+        blobs of the file being written, where known."""
+        binding = []
+        if table_sha256:
+            binding.append("table-sha256=%s" % table_sha256)
+        if table_sha256 and file:
+            binding.append("file=%s" % file)
+        mac = _mac(key, self.headers_sha256, self.items, self.files_ok, binding) \
+            if key else "none"
         lines = [it.line for it in self.items]
-        lines.append("%sheader-sha256=%s files=%s mac=%s" % (
-            RECORD_PREFIX, self.headers_sha256, "OK" if self.files_ok else "BAD", mac))
+        lines.append("%sheader-sha256=%s files=%s%s mac=%s" % (
+            RECORD_PREFIX, self.headers_sha256, "OK" if self.files_ok else "BAD",
+            "".join(" " + b for b in binding), mac))
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -113,21 +154,54 @@ def record_keys(target):
 def check_record(s_text, prologue, keys):
     """('valid' | 'missing' | 'foreign' | 'altered' | 'unkeyed', items) for a
     stored S text; keys: the record keys to accept (record_keys)."""
+    return check(s_text, prologue, keys)[:2]
+
+
+def check(s_text, prologue, keys):
+    """check_record's (status, items) and the record's fields ({} where
+    there is no record): fields are vouched for only when status is 'valid'."""
     import hmac        # compare_digest: checking only (a transcode never needs it)
     text = s_text.decode("utf-8", "replace")
     items = parse_items(text)
     rec = parse_record(text)
     if rec is None:
-        return "missing", items
+        return "missing", items, {}
     if rec.get("header-sha256") != headers_digest(prologue):
-        return "foreign", items
+        return "foreign", items, rec
     if not keys or rec.get("mac") in (None, "none"):
-        return "unkeyed", items
+        return "unkeyed", items, rec
+    binding = ["%s=%s" % (name, rec[name]) for name in BINDING if name in rec]
     for key in keys:
-        expected = _mac(key, rec["header-sha256"], items, rec.get("files") == "OK")
+        expected = _mac(key, rec["header-sha256"], items, rec.get("files") == "OK", binding)
         if hmac.compare_digest(expected, rec.get("mac", "")):
-            return "valid", items
-    return "altered", items
+            return "valid", items, rec
+    return "altered", items, rec
+
+
+def vouches_for_blobs(status, rec, table_sha256, origin):
+    """None if a record of `status` with fields `rec` proves that the blobs
+    of the file (os.stat_result `origin`, its T section hashing to
+    table_sha256) are the ones the transcoder checked; else why not."""
+    from . import snapshot
+    if status != "valid":
+        return "no valid record"
+    if rec.get("files") != "OK":
+        return "the transcoder found files that do not match their digests"
+    if rec.get("table-sha256") is None or rec.get("file") is None:
+        return "the record does not bind the blobs (made by an older rpmcow, or to a stream)"
+    if rec["table-sha256"] != table_sha256:
+        return "the T section is not the one the record was made with"
+    ino, _, mtime = rec["file"].partition(":")
+    if rec["file"] == NO_FILE:
+        return "the record was made for a stream, not for this file"
+    if not (ino.isdigit() and mtime.isdigit()) or int(ino) != origin.st_ino:
+        return "the record belongs to another file (a copy?)"
+    if int(mtime) != origin.st_mtime_ns or \
+            not 0 <= origin.st_ctime_ns - origin.st_mtime_ns <= CTIME_SLACK_NS:
+        return "the file was changed, moved or had its attributes changed since it was written"
+    if not snapshot.private(origin):
+        return "the file can be changed by someone other than root"
+    return None
 
 
 RECORD_PROBLEMS = {

@@ -9,6 +9,7 @@ buffers; only the headers (bounded, like rpm's) are held whole.
 import errno
 import os
 import stat
+import time
 
 # Only what it takes to start the header check is imported here.  The C
 # core is imported once rpmkeys is starting up, and the rest (librpm's
@@ -71,6 +72,7 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     page_size = page_size or page_size_default()
     target = target or rpmconfig.Target()
     rpmconfig.check_level(level)
+    out_ino = _bindable(out_fd)
 
     # rpmkeys is started first: it loads and reads its configuration (~6 ms)
     # while the C core is loaded and the prologue read, then reads the
@@ -83,14 +85,15 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
             raise RpmcowError("cannot load the transcoder: %s" % exc) from None
         # the C input is done with in_fd when this returns
         with native.Input(in_fd, algo_names) as inp:
-            return _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck)
+            return _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck,
+                              out_ino)
     except BaseException:
         if hcheck:
             hcheck.abort()
         raise
 
 
-def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck):
+def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out_ino):
     # the prologue's digests are computed later, off the critical path: by
     # the sink, with the payload's first blocks
     inp.hold_hashing()
@@ -106,7 +109,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck):
     check = job = None
     try:
         try:
-            from . import denylist, extents, package, record   # see the imports at the top
+            from . import denylist, extents, native, package, record   # see the imports at the top
         except ImportError as exc:     # a broken install, or no memory to map librpm
             raise RpmcowError("cannot load the transcoder: %s" % exc) from None
         deny = denylist.from_env() if deny is None else deny
@@ -176,11 +179,22 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck):
         _judge(items, level, enforce, pkg.nevra)
 
     sections = extents.Sections(
-        s_rc=verdict.rc, s_text=verdict.s_text(record.record_key(target)),
-        keysize=pkg.files.keysize, table=pkg.files.t_entries(lay),
-        input_len=inp.total, input_digests=input_digests)
-    tail = extents.encode_sections(lay.out_pos, sections, page_size)
+        s_rc=verdict.rc, s_text=b"", keysize=pkg.files.keysize,
+        table=pkg.files.t_entries(lay), input_len=inp.total, input_digests=input_digests)
+    # the record binds the blobs to this very file: its T section, and its
+    # inode with the mtime it gets once complete (rpmcow.record)
+    t = extents.encode_t(sections)
+    mtime_ns = time.time_ns()
+    sections.s_text = verdict.s_text(
+        record.record_key(target), table_sha256=native.sha256(t).hex(),
+        file=record.file_id(out_ino, mtime_ns) if out_ino is not None else record.NO_FILE)
+    tail = extents.encode_sections(lay.out_pos, sections, page_size, t=t)
     _write(out_fd, tail)
+    if out_ino is not None:
+        try:
+            os.utime(out_fd, ns=(mtime_ns, mtime_ns))
+        except OSError as exc:
+            raise OutputError("cannot set the output's time: %s" % exc.strerror) from None
 
     result.input_len = inp.total
     result.output_len = lay.out_pos + len(tail)
@@ -190,6 +204,18 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck):
     result.verdict = verdict
     result.input_digests = tuple(input_digests)
     return result
+
+
+def _bindable(out_fd):
+    """The inode number of the output where the record can bind the file
+    itself (a regular file written from its start), else None."""
+    try:
+        st = os.fstat(out_fd)
+        if stat.S_ISREG(st.st_mode) and os.lseek(out_fd, 0, os.SEEK_CUR) == 0:
+            return st.st_ino
+    except OSError:
+        pass
+    return None
 
 
 def _parse_checked(pro, facts, table, digests_verified=False):
@@ -226,7 +252,12 @@ def _lead_name(pro):
 
 
 def _judge(items, level, enforce, nevra, header_only=False):
-    if enforce:
+    """Raise unless the items satisfy the transcode's policy.  At level
+    none the verdict is only recorded, a BAD one included (as upstream's
+    rpm2extents records it): an install refuses such a file at every level."""
+    if enforce and level == "none":
+        failure = None
+    elif enforce:
         failure = verify.policy_failure(items, level, header_only=header_only)
     else:
         failure = next((i.line.strip() for i in items if i.result == "BAD"), None)
@@ -320,7 +351,32 @@ def _to_stdout(in_fd, **kw):
         raise
 
 
-def _umask():
-    mask = os.umask(0)
+def _read_umask():
+    """The process umask, read without changing it (/proc/self/status,
+    Linux >= 4.7)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Without /proc the umask can only be read by setting it: done once, here,
+# when the module is imported (at a command's start, or when the dnf plugin
+# loads rpmcow, before any download or transcode thread runs) -- never while
+# other threads may be creating files.
+def _umask_by_setting():
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_START_UMASK = None if _read_umask() is not None else _umask_by_setting()
+
+
+def _umask():
+    mask = _read_umask()
+    return _START_UMASK if mask is None else mask

@@ -81,12 +81,17 @@ def parse_items(text):
 
 def policy_failure(items, level, header_only=False):
     """The first reason `items` do not satisfy %_pkgverify_level `level`,
-    or None.  header_only: judge only what a header check can show."""
-    if level == "none":
-        return None
+    or None.  header_only: judge only what a header check can show.
+
+    A BAD item fails at every level, `none` included, as in rpm: the level
+    says what must be *present* (a digest, a signature); rpm's verification
+    of a package refuses anything that is there and wrong, and its unpacking
+    refuses a file whose content does not match its digest."""
     for it in items:
         if it.result == "BAD":
             return it.line.strip()
+    if level == "none":
+        return None
     digests_ok = [it for it in items if not it.is_signature and it.result == "OK"]
     sigs = [it for it in items if it.is_signature]
     if level in ("digest", "all") and not header_only:
@@ -431,6 +436,19 @@ def payload_items(plan, computed, level):
             continue
         out.append(it)
     return out
+
+
+def check_fd(target, fd):
+    """Every item ``rpmkeys -Kv`` reports for the whole package read from fd
+    (from its start; the offset moves): the bytes judged are those of that
+    descriptor, not of whatever a path names later."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    rc, out, err = _Rpmkeys(target, stdin=fd)._finish()
+    items = parse_items(out)
+    if not items:
+        raise VerificationError("rpmkeys could not read the package: %s"
+                                % (err.strip() or "exit code %d" % rc))
+    return items
 
 
 class Check(_Rpmkeys):

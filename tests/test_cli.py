@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import unbound
 from rpmcow import cli, denylist, extents, transcode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,8 @@ def test_transcode_stdin_to_stdout_equals_file_output(tmp_path):
     assert rpmcow("transcode", str(MC), "-o", str(out), "-q").returncode == 0
     r = rpmcow("transcode", "-", "-o", "-", "-q", stdin=MC.read_bytes())
     assert r.returncode == 0 and r.stderr == b""
-    assert r.stdout == out.read_bytes()
+    # a pipe has no identity for the record to bind (rpmcow.record)
+    assert unbound(r.stdout) == unbound(out.read_bytes())
 
 
 def test_rpm2extents_matches_transcode_with_same_algorithms(tmp_path):
@@ -54,7 +56,8 @@ def test_rpm2extents_matches_transcode_with_same_algorithms(tmp_path):
     transcode.transcode_path(str(MC), str(out), algos=["SHA256", "MD5"])
     r = rpm2extents("SHA256", "MD5", stdin=MC.read_bytes())
     assert r.returncode == 0, r.stderr
-    assert r.stdout == out.read_bytes()
+    # a pipe has no identity for the record to bind (rpmcow.record)
+    assert unbound(r.stdout) == unbound(out.read_bytes())
     with open(out, "rb") as f:
         names = [n for n, _ in extents.read_sections(f.fileno()).input_digests]
     assert names == ["SHA256", "MD5"]

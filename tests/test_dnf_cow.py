@@ -365,3 +365,40 @@ def test_transcoding_survives_rpms_chroot(dnf_repo, cow_area, chroot_delay):
     check_state(d, want)
     check_cow(d, out, want)
 
+
+
+def _tampered_local_package(pkgbuilder, tmp_path):
+    """An unsigned package with an uncompressed payload, one byte of a file's
+    content flipped inside the .rpm: it unpacks, but neither its payload
+    digest nor the file's digest matches."""
+    from pkgbuild import directory, regular
+    data = bytes((i * 7 + 13) % 251 for i in range(40000))
+    pkg = pkgbuilder.build("cowtampered", [directory("/opt/cowtampered"),
+                                           regular("/opt/cowtampered/data", data)],
+                           compressor="none")
+    raw = bytearray(pkg.read_bytes())
+    at = raw.find(data[:256])
+    assert at > 0
+    raw[at + 20000] ^= 0xFF
+    out = tmp_path / pkg.name
+    out.write_bytes(bytes(raw))
+    return out
+
+
+def test_tampered_local_package_beside_cow_ones_fails_as_without_the_plugin(
+        dnf_repo, cow_area, pkgbuilder, tmp_path):
+    """A command-line package goes the stock way beside copy-on-write ones. rpm's
+    file-digest and payload checks are off for the whole transaction while
+    extents files are fed; the plugin must still refuse that package's content
+    that does not match its header, as stock dnf (rpm) does."""
+    bad = _tampered_local_package(pkgbuilder, tmp_path)
+    results = {}
+    for plugin in (True, False):
+        d = dnf_repo.dnf(cow_area / ("root-%s" % ("cow" if plugin else "stock")))
+        rc, out, err = d("install", bad, DEMO_10, plugin=plugin)
+        results[plugin] = (rc, rpm_qa(d.root), d)
+    (rc, qa, d), (rc0, qa0, d0) = results[True], results[False]
+    assert rc0 != 0, "stock dnf installed a tampered package:\n" + d0.transcript()
+    assert rc != 0, "the tampered package was installed with the cow plugin:\n" + d.transcript()
+    assert not any(n.startswith("cowtampered-") for n in qa), (qa, d.transcript())
+    assert not (d.root / "opt" / "cowtampered" / "data").exists()
