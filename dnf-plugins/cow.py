@@ -208,6 +208,11 @@ class Cow(dnf.Plugin):
         with self._lock:
             if path in self.jobs or path in self.stock:
                 return
+            if pkg._from_cmdline:
+                # no cache directory to put its extents file in (and a file
+                # someone else may own): rpm installs it, the plugin checks it
+                self.stock[path] = "given on the command line"
+                return
             hit = self.mods.denylist.matches(pkg.name, self.deny)
             if hit:
                 self.stock[path] = "denied by %r in cow.conf" % hit
@@ -291,6 +296,8 @@ class Cow(dnf.Plugin):
                 self.stock[path] = "cannot read its extents file: %s" % exc.strerror
             except errors.RpmcowError as exc:
                 self.stock[path] = str(exc)
+            except Exception as exc:       # noqa: BLE001 - that package alone goes stock
+                self.stock[path] = "internal error: %r" % exc
         for path, reason in sorted(self.stock.items()):
             logger.info(MSG_STOCK, os.path.basename(path), reason)
         if not self.feeds:

@@ -368,37 +368,72 @@ def test_transcoding_survives_rpms_chroot(dnf_repo, cow_area, chroot_delay):
 
 
 def _tampered_local_package(pkgbuilder, tmp_path):
-    """An unsigned package with an uncompressed payload, one byte of a file's
-    content flipped inside the .rpm: it unpacks, but neither its payload
-    digest nor the file's digest matches."""
+    """(genuine bytes, tampered bytes) of an unsigned package with an
+    uncompressed payload, one byte of a file's content flipped inside the
+    .rpm: it unpacks, but neither its payload digest nor the file's digest
+    matches."""
     from pkgbuild import directory, regular
     data = bytes((i * 7 + 13) % 251 for i in range(40000))
     pkg = pkgbuilder.build("cowtampered", [directory("/opt/cowtampered"),
                                            regular("/opt/cowtampered/data", data)],
                            compressor="none")
-    raw = bytearray(pkg.read_bytes())
+    genuine = pkg.read_bytes()
+    raw = bytearray(genuine)
     at = raw.find(data[:256])
     assert at > 0
     raw[at + 20000] ^= 0xFF
-    out = tmp_path / pkg.name
-    out.write_bytes(bytes(raw))
-    return out
+    return genuine, bytes(raw)
 
 
-def test_tampered_local_package_beside_cow_ones_fails_as_without_the_plugin(
-        dnf_repo, cow_area, pkgbuilder, tmp_path):
-    """A command-line package goes the stock way beside copy-on-write ones. rpm's
-    file-digest and payload checks are off for the whole transaction while
-    extents files are fed; the plugin must still refuse that package's content
-    that does not match its header, as stock dnf (rpm) does."""
-    bad = _tampered_local_package(pkgbuilder, tmp_path)
+TAMPER_PLUGIN = """
+import os
+import dnf
+
+
+class Tamper(dnf.Plugin):
+    # the attacker, between rpm's test run (which checks the payload digest)
+    # and the real one: rewrites the command-line package in place
+    name = "tamper"
+
+    def pre_transaction(self):
+        src, dst = os.environ.get("TAMPER_SRC"), os.environ.get("TAMPER_DST")
+        if src and dst:
+            with open(src, "rb") as f:
+                data = f.read()
+            with open(dst, "r+b") as f:
+                f.write(data)
+"""
+
+
+def test_local_package_rewritten_after_rpms_test_run(dnf_repo, cow_area, pkgbuilder, tmp_path):
+    """A command-line package goes the stock way beside copy-on-write ones, and
+    is rewritten in place after rpm's test run checked it.  rpm's file-digest
+    and payload checks are off for the whole real run while extents files are
+    fed; the plugin must still refuse that package's changed content, as
+    stock dnf (rpm's file-digest check) does."""
+    genuine, tampered = _tampered_local_package(pkgbuilder, tmp_path)
+    bad = tmp_path / "tampered.bytes"
+    bad.write_bytes(tampered)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "tamper.py").write_text(TAMPER_PLUGIN)
     results = {}
     for plugin in (True, False):
+        pkg = tmp_path / ("cow" if plugin else "stock") / "cowtampered-1.0-1.noarch.rpm"
+        pkg.parent.mkdir()
+        pkg.write_bytes(genuine)
         d = dnf_repo.dnf(cow_area / ("root-%s" % ("cow" if plugin else "stock")))
-        rc, out, err = d("install", bad, DEMO_10, plugin=plugin)
+        rc, out, err = d("--setopt=pluginpath=%s,%s" % (ROOT / "dnf-plugins", plugins),
+                         "install", pkg, DEMO_10, plugin=plugin,
+                         env={"TAMPER_SRC": str(bad), "TAMPER_DST": str(pkg)})
+        assert pkg.read_bytes() == tampered, "the attacker did not run:\n" + d.transcript()
         results[plugin] = (rc, rpm_qa(d.root), d)
     (rc, qa, d), (rc0, qa0, d0) = results[True], results[False]
     assert rc0 != 0, "stock dnf installed a tampered package:\n" + d0.transcript()
+    # the real run fed cowdemo from its extents file (rpm's checks off) ...
+    assert summary(d.transcript()) == (1, 2), d.transcript()
+    # ... and the plugin refused cowtampered's changed file
+    assert "Digest mismatch" in d.transcript(), d.transcript()
     assert rc != 0, "the tampered package was installed with the cow plugin:\n" + d.transcript()
     assert not any(n.startswith("cowtampered-") for n in qa), (qa, d.transcript())
     assert not (d.root / "opt" / "cowtampered" / "data").exists()
