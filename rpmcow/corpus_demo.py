@@ -1,6 +1,7 @@
-"""A short tour of the transcoder (``python -m rpmcow.corpus_demo``).
+"""A short tour of the transcoder (``python -m rpmcow.corpus_demo [CORPUS]``).
 
-Transcodes a handful of real packages from the shared corpus (every payload
+Transcodes a handful of real packages from a corpus directory -- the
+checkout's ``tests/corpus``, or ``$RPMCOW_CORPUS`` -- (every payload
 compressor, hardlinks, duplicates, a source package), checks each result
 against rpm's own extraction, and prints what happened.
 """
@@ -15,8 +16,6 @@ from pathlib import Path
 from . import extents, transcode
 from .errors import RpmcowError
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
 PACKAGES = [
     "real/ruby-libs-2.7.0-1.fc32.x86_64.rpm",          # xz, many files
     "real/cyrus-imapd-2.4.17-9.fc22.x86_64.rpm",       # xz, large
@@ -63,10 +62,16 @@ def _check_roundtrip(rpm_path, rpme_path):
             os.close(fd)
 
 
-def main():
-    if not CORPUS.exists():
-        print("demo: the shared corpus is not at %s (set RPMCOW_CORPUS)" % CORPUS,
-              file=sys.stderr)
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    where = argv[0] if argv else os.environ.get("RPMCOW_CORPUS")
+    if not where:
+        print("usage: python -m rpmcow.corpus_demo CORPUS_DIR (in a checkout: tests/corpus; "
+              "or set RPMCOW_CORPUS)", file=sys.stderr)
+        return 2
+    corpus = Path(where)
+    if not (corpus / "real").is_dir():
+        print("demo: %s: not a package corpus (no real/ in it)" % corpus, file=sys.stderr)
         return 1
     print("rpmcow demo: transcoding real packages into extents files\n")
     row = "%-44s %-6s %6s %6s %6s %11s %11s %8s %6s"
@@ -74,7 +79,7 @@ def main():
                  "time", "check"))
     with tempfile.TemporaryDirectory() as out:
         for rel in PACKAGES:
-            src = CORPUS / rel
+            src = corpus / rel
             if not src.exists():
                 continue
             dst = os.path.join(out, src.name + ".rpme")

@@ -1,8 +1,8 @@
 """Shared fixtures for the rpmcow tests.
 
-* ``corpus_dir``        -- Path of the shared package corpus: ``$RPMCOW_CORPUS`` if set,
-                           else ``../shared/corpus`` next to the repository. Tests
-                           using it are skipped when it is missing.
+* ``corpus_dir``        -- Path of the package corpus: ``$RPMCOW_CORPUS`` if set, else
+                           ``tests/corpus`` in this repository (see its README). Tests
+                           using it are skipped, with a reason, when it is missing.
 * ``real_packages``     -- sorted Paths of ``corpus/real/*.rpm``.
 * ``testdata_packages`` -- sorted Paths of ``corpus/rpm-testdata/*.rpm*`` (rpm's own
                            test packages, including a ``.rpm-v3`` and a corrupted one).
@@ -11,7 +11,8 @@
 * ``pkgbuilder``        -- session-wide ``tests.pkgbuild.PackageBuilder``: builds RPMs
                            with rpmbuild from ``FileSpec`` lists (skips without rpmbuild).
 
-The corpus is read-only and shared: never write into it, use ``tmp_path``.
+The corpus is read-only: never write into it, use ``tmp_path``.  ``corpus_path()`` is
+the one place that knows where it is.
 """
 import os
 import re
@@ -30,7 +31,7 @@ import pkgbuild  # noqa: E402
 def corpus_path():
     """Where the corpus is (also usable at collection time, e.g. in parametrize)."""
     env = os.environ.get("RPMCOW_CORPUS")
-    return Path(env) if env else ROOT.parent / "shared" / "corpus"
+    return Path(env) if env else ROOT / "tests" / "corpus"
 
 
 def list_real_packages():

@@ -55,11 +55,13 @@ import traceback
 from pathlib import Path
 
 import pytest
+
+from conftest import corpus_path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RPMCOW_CORPUS") or ROOT.parent / "shared" / "corpus")
+CORPUS = corpus_path()
 
 AS_LIMIT = 1536 << 20          # address space of every child
 TIMEOUT = 60                   # seconds per transcode, far above the ~0.1 s they take

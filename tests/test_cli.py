@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unbound
+from conftest import corpus_path, unbound
 from rpmcow import cli, denylist, extents, transcode
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS = corpus_path()
 HELLO = CORPUS / "rpm-testdata" / "hello-2.0-1.x86_64.rpm"
 MC = CORPUS / "real" / "mc-4.8.21-2.1.x86_64.rpm"
 GOLD_NOKEY = CORPUS / "upstream-extents" / "hello-2.0-1.x86_64-signed.NOKEY.v419.rpme"

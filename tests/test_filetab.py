@@ -12,13 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from conftest import corpus_path
 import rpm
 
 from rpmcow import native, package
 from rpmcow.errors import RpmcowError
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS = corpus_path()
 S_IFMT, S_IFREG, S_IFDIR, S_IFLNK = 0o170000, 0o100000, 0o040000, 0o120000
 
 

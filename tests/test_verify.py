@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unbound
+from conftest import corpus_path, unbound
 from rpmcow import checksig, extents, native, package, rpmconfig, transcode, verify
 from rpmcow.errors import RpmcowError, VerificationError
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("RPMCOW_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS = corpus_path()
 TESTDATA = CORPUS / "rpm-testdata"
 RPMORG_KEY = TESTDATA / "rpm.org-rsa-2048-test.pub"
 
