@@ -57,7 +57,7 @@ def page_size_default():
 
 
 def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
-                 target=None, level=None, enforce=True, _verify=True):
+                 target=None, level=None, enforce=True):
     """Transcode the package read from in_fd, writing the extents file to
     out_fd from its current position (taken as offset 0).
 
@@ -65,9 +65,19 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     level overrides that level.  enforce: raise VerificationError unless the
     verdict satisfies the level; without it (rpm2extents' stream contract)
     the verdict is only stored, and only a BAD item is an error.
-    _verify=False skips rpmkeys entirely and stores an empty, failed verdict:
-    only for measuring what verification costs (bench/verify_bench.py).
     """
+    return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, True)
+
+
+def _unverified_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
+                   target=None, level=None, enforce=True):
+    """transcode_fd without rpmkeys, storing an empty, failed verdict: only
+    for measuring what verification costs (bench/verify_bench.py, through
+    _via_path).  Not part of the API: nothing else reaches it."""
+    return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, False)
+
+
+def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, _verify):
     algo_names = [by_name(a).name for a in algos]
     page_size = page_size or page_size_default()
     target = target or rpmconfig.Target()
@@ -274,16 +284,21 @@ def _write(fd, data):
 
 
 def transcode_path(in_path, out_path, **kw):
-    """Transcode a file (or "-" for stdin) to out_path (or "-" for stdout).
+    """Transcode a file (or "-" for stdin) to out_path (or "-" for stdout);
+    kw: transcode_fd's options.
 
     A named output appears only when complete: it is written under a
     temporary name in the same directory and renamed on success.
     """
+    return _via_path(in_path, out_path, transcode_fd, kw)
+
+
+def _via_path(in_path, out_path, transcode, kw):
     in_fd = 0 if in_path == "-" else _open_input(in_path)
     try:
         if out_path == "-":
-            return _to_stdout(in_fd, **kw)
-        return _to_file(in_fd, out_path, **kw)
+            return _to_stdout(in_fd, transcode, kw)
+        return _to_file(in_fd, out_path, transcode, kw)
     finally:
         if in_fd != 0:
             os.close(in_fd)
@@ -296,14 +311,14 @@ def _open_input(path):
         raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
 
 
-def _to_file(in_fd, out_path, **kw):
+def _to_file(in_fd, out_path, transcode, kw):
     out_dir = os.path.dirname(os.path.abspath(out_path))
     try:
         fd, tmp = _create_part(out_dir, os.path.basename(out_path))
     except OSError as exc:
         raise OutputError("cannot create a file in %s: %s" % (out_dir, exc.strerror)) from None
     try:
-        result = transcode_fd(in_fd, fd, **kw)
+        result = transcode(in_fd, fd, **kw)
         os.fchmod(fd, 0o644 & ~_umask())
         os.close(fd)
         fd = -1
@@ -336,7 +351,7 @@ def _create_part(directory, name):
     raise FileExistsError(errno.EEXIST, "no unused temporary name")
 
 
-def _to_stdout(in_fd, **kw):
+def _to_stdout(in_fd, transcode, kw):
     # upstream's contract: extents file on stdout.  If stdout is a regular
     # file we started at offset 0, a failure leaves it empty, not
     # complete-looking.
@@ -344,7 +359,7 @@ def _to_stdout(in_fd, **kw):
     st = os.fstat(fd)
     truncatable = stat.S_ISREG(st.st_mode) and os.lseek(fd, 0, os.SEEK_CUR) == 0
     try:
-        return transcode_fd(in_fd, fd, **kw)
+        return transcode(in_fd, fd, **kw)
     except BaseException:
         if truncatable:
             os.ftruncate(fd, 0)

@@ -211,3 +211,14 @@ def test_only_the_program_spares_the_collector_at_exit():
                            capture_output=True, text=True, timeout=60)
         assert "rc 1" in r.stdout, r.stderr          # a plain .rpm: not an extents file
         assert ("frozen %s" % frozen) in r.stdout
+
+
+def test_no_way_to_skip_verification_through_the_api(tmp_path):
+    """The unverified transcode exists for one benchmark only: the public
+    functions take no option that skips rpmkeys."""
+    import inspect
+    for fn in (transcode.transcode_fd, transcode.transcode_path):
+        assert not any("verify" in p for p in inspect.signature(fn).parameters), fn
+    with pytest.raises(TypeError):
+        transcode.transcode_path(str(HELLO), str(tmp_path / "x.rpme"), _verify=False)
+    assert not (tmp_path / "x.rpme").exists()
