@@ -323,19 +323,29 @@ def test_trust_binding(tmp_path):
     assert not pol.decide(I(vendor=hs, keyid="FEDCBA9876543210"), P(vendor=hs, keyid=good)).allowed
 
 
-def test_key_ids_from_armored_key_and_packets():
-    # a minimal v4 RSA public key packet (not a real key: only its fingerprint matters)
-    body = bytes([4]) + (0).to_bytes(4, "big") + bytes([1]) + (8).to_bytes(2, "big") + b"\x80" \
-        + (8).to_bytes(2, "big") + b"\x03"
-    packet = bytes([0x99]) + len(body).to_bytes(2, "big") + body     # old format, tag 6
-    import base64
-    import hashlib
-    armored = ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n%s\n=abcd\n"
-               "-----END PGP PUBLIC KEY BLOCK-----\n" % base64.b64encode(packet).decode())
-    want = hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest()[-16:].upper()
-    assert keys.key_ids(armored) == {want}
+def test_key_ids_of_real_key_files(tmp_path):
+    """gpg reads the key files: primary key and subkey IDs of rpm.org's test
+    key (what `gpg --show-keys` lists for it), and a distribution key."""
+    from conftest import corpus_path
+    corpus = corpus_path()
+    rsa = corpus / "rpm-testdata" / "rpm.org-rsa-2048-test.pub"
+    hs = corpus / "keys" / "centos__RPM-GPG-KEY-CentOS-SIG-HyperScale"
+    if not rsa.is_file() or not hs.is_file():
+        pytest.skip("package corpus not found at %s" % corpus)
+    assert keys.key_ids(rsa.read_text()) == {"4344591E1964C5FC", "185E6146F00650F8"}
+    assert keys.key_ids(rsa.read_bytes()) == {"4344591E1964C5FC", "185E6146F00650F8"}
+    hs_ids = keys.key_ids(hs.read_bytes())
+    assert hs_ids and all(len(k) == 16 for k in hs_ids)
+    assert keys.repo_key_ids(["file://%s" % rsa, "file://%s" % hs]) == \
+        {"4344591E1964C5FC", "185E6146F00650F8"} | hs_ids
     assert keys.repo_key_ids([]) is None
     assert keys.repo_key_ids(["https://example.invalid/key"]) is None
+    junk = tmp_path / "junk.asc"
+    junk.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot a key\n"
+                    "-----END PGP PUBLIC KEY BLOCK-----\n")
+    with pytest.raises(ValueError):
+        keys.key_ids(junk.read_text())
+    assert keys.repo_key_ids(["file://%s" % junk]) is None
 
 
 # ---- settings, state, ini, explain ------------------------------------------------

@@ -1,77 +1,50 @@
 """Signing keys for trust binding: key IDs of OpenPGP keys and of package signatures.
 
+No OpenPGP code of ours: key files are read by gpg (``--show-keys`` in a
+private empty home), package signatures by librpm (``%{RSAHEADER:pgpsig}``).
+
 A vendor class with ``keys =`` is only that vendor for packages signed by one
 of those keys.  Key IDs are 16 upper-case hex digits (the low 64 bits of a v4
 fingerprint).  ``None`` means "not known yet" (a repository package before
 download); ``""`` means "known to be unsigned".
 """
-import base64
-import hashlib
+import os
 import re
+import shutil
+import subprocess
+import tempfile
 
-_KEYID = re.compile(r"Key ID ([0-9a-fA-F]{8,16})")
+_KEYID = re.compile(r"(?:Key ID|key ID|fingerprint:?) ([0-9a-fA-F]{8,40})")
 _SIG_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
 
 
-def _dearmor(text):
-    lines = text.splitlines()
-    out, inside, body = [], False, False
-    for line in lines:
-        if line.startswith("-----BEGIN PGP PUBLIC KEY BLOCK"):
-            inside, body, chunk = True, False, []
-            continue
-        if line.startswith("-----END PGP PUBLIC KEY BLOCK"):
-            if inside:
-                out.append(base64.b64decode("".join(c for c in chunk if not c.startswith("="))))
-            inside = False
-            continue
-        if inside:
-            if not body:
-                if not line.strip():
-                    body = True
-                continue
-            chunk.append(line.strip())
-    return out
-
-
-def _packets(data):
-    i = 0
-    while i < len(data):
-        tag_byte = data[i]
-        i += 1
-        if not tag_byte & 0x80:
-            raise ValueError("not an OpenPGP packet")
-        if tag_byte & 0x40:                       # new format
-            tag = tag_byte & 0x3F
-            first = data[i]
-            if first < 192:
-                length, i = first, i + 1
-            elif first < 224:
-                length, i = ((first - 192) << 8) + data[i + 1] + 192, i + 2
-            elif first == 255:
-                length, i = int.from_bytes(data[i + 1:i + 5], "big"), i + 5
-            else:
-                raise ValueError("partial-length packets are not keys")
-        else:                                      # old format
-            tag = (tag_byte >> 2) & 0x0F
-            ltype = tag_byte & 3
-            size = {0: 1, 1: 2, 2: 4}.get(ltype)
-            if size is None:
-                length, i = len(data) - i, i
-            else:
-                length, i = int.from_bytes(data[i:i + size], "big"), i + size
-        yield tag, data[i:i + length]
-        i += length
-
-
 def key_ids(armored_text):
-    """Key IDs (primary keys and subkeys) in an ASCII-armored public key file."""
+    """Key IDs (primary keys and subkeys) in an OpenPGP public key file
+    (armored or binary), as gpg reads it: no OpenPGP parsing of ours.
+    ValueError if gpg cannot read it (or is not installed)."""
+    gpg = shutil.which("gpg") or shutil.which("gpg2")
+    if gpg is None:
+        raise ValueError("gpg is not installed: cannot read key files")
+    data = armored_text.encode("utf-8", "surrogateescape") \
+        if isinstance(armored_text, str) else armored_text
+    # a private, empty home: nothing of the user's or root's keyrings is
+    # read or changed, and no agent is started
+    with tempfile.TemporaryDirectory(prefix="rpmcow-gpg.") as home:
+        os.chmod(home, 0o700)
+        try:
+            r = subprocess.run([gpg, "--homedir", home, "--batch", "--no-tty", "--quiet",
+                                "--no-autostart", "--with-colons", "--show-keys"],
+                               input=data, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ValueError("gpg cannot read the key file: %s" % exc) from None
     ids = set()
-    for blob in _dearmor(armored_text):
-        for tag, body in _packets(blob):
-            if tag in (6, 14) and body and body[0] == 4:
-                fpr = hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest()
-                ids.add(fpr[-16:].upper())
+    for line in r.stdout.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if fields[0] in ("pub", "sub") and len(fields) > 4 and fields[4]:
+            ids.add(fields[4].upper()[-16:])
+    if r.returncode != 0 and not ids:
+        raise ValueError("gpg cannot read the key file: %s"
+                         % r.stderr.decode("utf-8", "replace").strip())
     return ids
 
 
@@ -84,7 +57,7 @@ def header_key_id(hdr):
             continue
         m = _KEYID.search(text or "")
         if m:
-            return m.group(1).upper()
+            return m.group(1).upper()[-16:]     # a v4 fingerprint ends with the key ID
     return ""
 
 
@@ -124,7 +97,7 @@ def repo_key_ids(gpgkey_urls):
         if not url.startswith("file://"):
             return None
         try:
-            with open(url[len("file://"):], encoding="ascii", errors="replace") as f:
+            with open(url[len("file://"):], "rb") as f:
                 ids |= key_ids(f.read())
         except (OSError, ValueError):
             return None
