@@ -44,6 +44,10 @@ MSG_DISABLED = ("Vendor policy DISABLED (by %s): packages may change vendor as d
                 "allow_vendor_change says (%s).")
 MSG_ENABLED = "Vendor policy enforced (by %s): installed packages keep their vendor."
 MSG_NOT_INSTALLED = "%s is not installed: fresh installs are not restricted by vendor."
+MSG_UNKNOWN = "No package %s installed or available."
+MSG_NOTHING_MATCHED = "No package to explain: %s"
+MSG_PIN_UNKNOWN = ("Warning: no package %s is installed or available in the enabled "
+                   "repositories; the pin applies once one is.")
 MSG_PIN_NEEDS_VENDOR = "sticky-vendor: %s is not installed: give the vendor to pin it to"
 MSG_PINNED = "Pinned %s to %s."
 MSG_UNPINNED = "Unpinned %s."
@@ -370,7 +374,7 @@ class StickyVendor(dnf.Plugin):
     @_guarded
     def transaction(self):
         if self.active and self.switch_request and self.switch_changes:
-            entry = self.state().record_switch(self.switch_changes)
+            entry = self.state().record_switch(self.switch_changes, _history_id(self.base))
             logger.info(MSG_SWITCHED, ", ".join("%s %s -> %s" % (
                 c["package"], explain_mod.vendor(c["from_vendor"]),
                 explain_mod.vendor(c["to_vendor"])) for c in entry["changes"]))
@@ -464,8 +468,7 @@ class VendorCommand(dnf.cli.Command):
         if recent:
             print("Recent changes (%s):" % st.audit_path)
             for e in recent:
-                print("  %s %s %s %s" % (e.get("when"), e.get("who"), e.get("action"),
-                                         _details(e)))
+                print("  " + explain_mod.audit_line(e))
 
     def _run_list(self):
         groups = {}
@@ -496,10 +499,15 @@ class VendorCommand(dnf.cli.Command):
             print(MSG_DISABLED % (by, "allow_vendor_change = %s" %
                                   self.base.conf.allow_vendor_change))
         q = self.base.sack.query(flags=hawkey.IGNORE_EXCLUDES)
+        unknown = []
         for name in self.opts.args:
             inst = q.installed().filter(name=name)
             if not inst:
-                print(MSG_NOT_INSTALLED % name)
+                if q.available().filter(name=name):
+                    print(MSG_NOT_INSTALLED % name)
+                else:
+                    print(MSG_UNKNOWN % name)
+                    unknown.append(name)
                 continue
             for i in inst:
                 ip = policy_mod.Pkg.from_hawkey(i, p._keyids(i) if p._keyids else None)
@@ -530,12 +538,17 @@ class VendorCommand(dnf.cli.Command):
                     if not d.allowed:
                         print("           allow: %s" % explain_mod.allow_command(
                             name, c.vendor, p.root))
+        if unknown and len(unknown) == len(self.opts.args):
+            raise dnf.exceptions.Error(MSG_NOTHING_MATCHED % ", ".join(unknown))
 
     def _run_pin(self):
         st = self.plugin.state()
         if not self.opts.args:
             raise dnf.cli.CliError(MSG_NEEDS_ARG % ("pin", "PACKAGE [VENDOR] or PACKAGE --repo REPO"))
         package = self.opts.args[0]
+        q = self.base.sack.query(flags=hawkey.IGNORE_EXCLUDES).filter(name=package)
+        if not q:
+            logger.warning(MSG_PIN_UNKNOWN, package)
         if self.opts.pin_repo:
             st.pin(package, repo=self.opts.pin_repo)
             print(MSG_PINNED % (package, "repository '%s'" % self.opts.pin_repo))
@@ -644,6 +657,12 @@ def _read_header(path):
         os.close(fd)
 
 
-def _details(entry):
-    skip = ("when", "who", "uid", "action")
-    return " ".join("%s=%s" % (k, entry[k]) for k in sorted(entry) if k not in skip)
+
+
+def _history_id(base):
+    """dnf's history ID of the transaction that just ran, or None."""
+    try:
+        last = base.history.last()
+        return getattr(last, "tid", None)
+    except Exception:             # noqa: BLE001 - an ID is a nicety, never a failure
+        return None

@@ -242,6 +242,19 @@ def test_vendor_held_and_explain(dnf):
     assert "fresh installs are not restricted" in r.stdout
 
 
+def test_explain_and_pin_of_unknown_packages(dnf):
+    """Nothing matched: explain exits non-zero; a pin of a package nowhere to
+    be seen warns (it may be installed later) and is recorded."""
+    r = dnf("vendor", "explain", "nosuchpkg", check=1)
+    assert "No package nosuchpkg installed or available." in r.stdout
+    assert "No package to explain: nosuchpkg" in r.stderr
+    r = dnf("vendor", "explain", "nosuchpkg", "foo", check=0)     # one matched
+    assert "foo-1.0-1.noarch: installed from vendor 'Alpha Corp'" in r.stdout
+    r = dnf("vendor", "pin", "nosuchpkg", "Zeta", check=0)
+    assert "no package nosuchpkg is installed or available" in r.stdout + r.stderr
+    assert [e["action"] for e in dnf.audit()] == ["pin"]
+
+
 def test_vendor_list(dnf):
     r = dnf("vendor", "list", check=0)
     lines = r.stdout.splitlines()
@@ -256,6 +269,10 @@ def test_switch_is_intended_recorded_and_sticks(dnf):
     entry = dnf.audit()[-1]
     assert entry["action"] == "switch" and entry["who"] == "vendor-tester"
     assert entry["changes"][0]["from_vendor"] == ALPHA
+    assert isinstance(entry["transaction"], int), entry          # dnf's history ID
+    r = dnf("vendor", "status", check=0)
+    assert ("switched foo from 'Alpha Corp' to 'Beta Inc' (dnf history %d)"
+            % entry["transaction"]) in r.stdout, r.stdout
     state = json.loads((dnf.state_dir / "state.json").read_text())
     assert state["switches"][0]["changes"][0]["to"] == "foo-2.0-1.noarch"
     # the package now sticks to its new vendor
@@ -312,6 +329,12 @@ def test_pins(dnf):
     r = dnf("vendor", "unpin", "foo", check=1)
     assert "no pin" in r.stderr
     assert [e["action"] for e in dnf.audit()] == ["pin", "pin", "pin", "unpin"]
+    # the audit log as a person reads it, not as Python's reprs
+    r = dnf("vendor", "status", check=0)
+    recent = r.stdout.split("Recent changes", 1)[1]
+    assert "vendor-tester  pinned bar to vendor 'Beta Inc'" in recent, recent
+    assert "unpinned foo (was repository 'beta')" in recent, recent
+    assert "{" not in recent and "[" not in recent, recent
 
 
 # ---- policy files: three formats, one result ----------------------------------

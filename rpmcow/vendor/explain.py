@@ -122,3 +122,37 @@ def depsolve(violations, installroot="/"):
             "oldv": vendor(old.vendor), "rule": str(d),
             "cmd": allow_command(old.name, new.vendor, installroot)})
     return DEPSOLVE % {"lines": "\n".join(lines)}
+
+
+def _where(entry):
+    return "repository '%s'" % entry["repo"] if entry.get("repo") is not None \
+        else "vendor %s" % vendor(entry.get("vendor"))
+
+
+def audit_line(entry):
+    """One audit log entry as a person reads it: when, who, what -- and the
+    dnf history ID of the transaction where there is one."""
+    action = entry.get("action", "?")
+    when = str(entry.get("when", "?")).replace("T", " ").replace("Z", " UTC")
+    if action == "pin":
+        what = "pinned %s to %s%s" % (entry.get("package"), _where(entry),
+                                      " (replacing an earlier pin)" if entry.get("replaced")
+                                      else "")
+    elif action == "unpin":
+        was = entry.get("was") or {}
+        what = "unpinned %s (was %s)" % (entry.get("package"), _where(was))
+    elif action in ("enable", "disable"):
+        prev = entry.get("previous")
+        what = "%s the policy%s" % ("enforced" if action == "enable" else "disabled",
+                                    "" if prev is None else " (was %s)" %
+                                    ("enforced" if prev else "disabled"))
+    elif action == "switch":
+        what = "switched " + ", ".join(
+            "%s from %s to %s" % (c.get("package"), vendor(c.get("from_vendor")),
+                                  vendor(c.get("to_vendor")))
+            for c in entry.get("changes") or ())
+    else:
+        what = action
+    tid = entry.get("transaction")
+    return "%s  %-8s  %s%s" % (when, entry.get("who", "?"), what,
+                               " (dnf history %s)" % tid if tid is not None else "")
