@@ -625,14 +625,24 @@ static int take_entry(struct layout *L, const rc_cpio_entry *e, rc_error *err)
     if (is_reg && !(flags & RC_FT_REG))
         return rc_fail(err, RC_E_FORMAT, "archive entry /%s is a regular file, the header "
                        "says it is not", file_name(ft, fx));
+    /* and the other way round: a regular file of the header must come as
+     * one, or its content would be skipped as a directory's or a symlink's
+     * and the file left without a blob */
+    if (!is_reg && (flags & RC_FT_REG))
+        return rc_fail(err, RC_E_FORMAT, "archive entry /%s is not a regular file, the "
+                       "header says it is", file_name(ft, fx));
     if (!is_reg && size != ft->stripped_sizes[fx])
         /* directories carry nothing, symlinks their target: never more */
         return rc_fail(err, RC_E_FORMAT, "archive entry /%s has %llu bytes, the header "
                        "says %llu", file_name(ft, fx), (unsigned long long)size,
                        (unsigned long long)ft->stripped_sizes[fx]);
-    if (!is_reg || !(flags & RC_FT_KEYED) || (size == 0 && ft->sizes[fx] > 0))
+    if (!is_reg || !(flags & RC_FT_KEYED) ||
+        (size == 0 && ft->sizes[fx] > 0 && (flags & RC_FT_NOCONTENT)))
         /* not content we keep: directory, symlink target, device, a file
-         * without a digest, or a hardlink member whose content comes later */
+         * without a digest, or a hardlink member whose content travels with
+         * another member (only those the header says so: any other empty
+         * entry for a non-empty file is refused below, and walk() checks
+         * that the content did come) */
         return rc_ps_skip(&L->ps, size, "file content", err);
     if (size != ft->sizes[fx])
         return rc_fail(err, RC_E_FORMAT, "archive entry /%s has %llu bytes, the header says %llu",
@@ -697,10 +707,20 @@ static int walk(struct layout *L, rc_error *err)
     if (rc == RC_OK)
         rc = drain(L, err);
     if (rc == RC_OK) {
-        for (uint32_t i = 0; i < L->ft->count; i++) {
-            if ((L->ft->flags[i] & RC_FT_REG) && !L->seen[i])
+        const rc_filetab *ft = L->ft;
+        for (uint32_t i = 0; i < ft->count; i++) {
+            if ((ft->flags[i] & RC_FT_REG) && !L->seen[i])
                 return rc_fail(err, RC_E_FORMAT, "payload lacks /%s, which the header lists",
-                               file_name(L->ft, i));
+                               file_name(ft, i));
+        }
+        /* every file with a digest has its content in the output: a hardlink
+         * member skipped above relies on another entry having carried it
+         * (e.g. not so if the set's members disagree on their digest) */
+        for (uint32_t i = 0; i < ft->count; i++) {
+            if ((ft->flags[i] & RC_FT_REG) && (ft->flags[i] & RC_FT_KEYED) &&
+                L->group_offsets[ft->groups[i]] == UINT64_MAX)
+                return rc_fail(err, RC_E_FORMAT, "payload carries no content for /%s (a "
+                               "hardlink set without its content?)", file_name(ft, i));
         }
     }
     return rc;

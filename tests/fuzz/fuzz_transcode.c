@@ -28,7 +28,9 @@
  *   - every failure returns a negative RC_E_* equal to err.code, with a
  *     non-empty one-line message (no newline);
  *   - RC_OK leaves err.code at RC_OK, and every blob offset handed back is
- *     page-aligned and inside the output;
+ *     page-aligned and inside the output; every file with a digest has a
+ *     blob (its group's offset is set: a hardlink member's content travels
+ *     with another member, but it must have come);
  *   - the prologue frames add up (lead 96 bytes, signature header padded to 8);
  *   - a file table built from the main header is consistent: names sorted,
  *     indices and groups in range, archive order a subset of the files.
