@@ -395,6 +395,8 @@ class VendorCommand(dnf.cli.Command):
                             help="switch: the vendor to move the packages to")
         parser.add_argument("--follow-repo", dest="pin_repo", metavar="REPO",
                             help="pin: follow this repository instead of a vendor")
+        parser.add_argument("--json", dest="vendor_json", action="store_true",
+                            help="status, held: machine-readable output")
 
     def configure(self):
         sub = self.opts.subcommand
@@ -439,6 +441,17 @@ class VendorCommand(dnf.cli.Command):
         p = self.plugin
         st = p.state()
         enforce, by = p.enforcing(st)
+        if self.opts.vendor_json:
+            errors, warnings = [], []
+            pol = p.load_policy(st, errors, warnings)
+            _print_json({"enforced": bool(enforce), "by": by,
+                         "policy_files": list(pol.sources), "rules": pol.summary(),
+                         "normalize": bool(p.settings.normalize),
+                         "commandline": p.settings.commandline,
+                         "errors": [str(e) for e in errors],
+                         "warnings": [str(w) for w in warnings],
+                         "pins": st.pins, "recent": st.audit_entries(last=5)})
+            return
         if enforce:
             print(MSG_ENABLED % by)
         else:
@@ -483,6 +496,16 @@ class VendorCommand(dnf.cli.Command):
 
     def _run_held(self):
         p = self.plugin
+        if self.opts.vendor_json:
+            held = p.plan.held if p.active else {}
+            _print_json({"enforced": bool(p.active), "held": [
+                {"name": name, "kind": h.kind,
+                 "installed": str(h.installed), "installed_vendor": h.installed.vendor,
+                 "candidate": str(h.candidate), "candidate_vendor": h.candidate.vendor,
+                 "taken": str(h.taken) if getattr(h, "taken", None) is not None else None,
+                 "rule": str(h.decision)}
+                for name, h in sorted(held.items())]})
+            return
         if not p.active:
             print(MSG_HELD_OFF)
             return
@@ -666,3 +689,9 @@ def _history_id(base):
         return getattr(last, "tid", None)
     except Exception:             # noqa: BLE001 - an ID is a nicety, never a failure
         return None
+
+
+def _print_json(doc):
+    import json
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")

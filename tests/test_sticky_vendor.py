@@ -255,6 +255,18 @@ def test_explain_and_pin_of_unknown_packages(dnf):
     assert [e["action"] for e in dnf.audit()] == ["pin"]
 
 
+def test_status_and_held_as_json(dnf):
+    held = json.loads(dnf("-q", "vendor", "held", "--json", check=0).stdout)
+    assert held["enforced"] and len(held["held"]) == 8
+    foo = next(h for h in held["held"] if h["name"] == "foo")
+    assert foo["installed_vendor"] == ALPHA and foo["candidate_vendor"] == BETA
+    assert foo["candidate"] == "foo-2.0-1.noarch" and foo["rule"]
+    dnf("vendor", "pin", "bar", BETA, check=0)
+    st = json.loads(dnf("-q", "vendor", "status", "--json", check=0).stdout)
+    assert st["enforced"] and st["pins"][0]["package"] == "bar"
+    assert st["recent"][-1]["action"] == "pin" and st["errors"] == []
+
+
 def test_vendor_list(dnf):
     r = dnf("vendor", "list", check=0)
     lines = r.stdout.splitlines()
