@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
-	bench-dnf bench-vendor bench-tail-block clean
+	bench-dnf bench-vendor bench-tail-block clean test-matrix test-matrix-clean
 
 setup: deps venv build
 
@@ -35,6 +35,17 @@ $(CORE): $(wildcard csrc/*.c csrc/*.h) rpmcow/_build.py setup.py
 
 test: setup
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# the suite on the other Debian generations (bullseye, trixie, sid) in cached
+# mmdebstrap chroots; prints the table and writes it to docs/compatibility.md.
+# Needs root and the Debian registry; not `setup` (nothing of the host's build
+# is used).  MATRIX_SUITES="bullseye sid" picks; see tests/matrix/matrix.sh.
+test-matrix:
+	bash tests/matrix/matrix.sh
+
+# the cached chroots (/var/tmp/rpmcow-matrix), only when nothing is mounted there
+test-matrix-clean:
+	bash tests/matrix/matrix.sh --clean
 
 demo: setup
 	$(VPY) -m rpmcow.demo

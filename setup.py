@@ -30,6 +30,9 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=["rpmcow", "rpmcow.vendor"],
+    # the demo's timing plugin for dnf (rpmcow.scenario): make demo works
+    # from an installed rpmcow too
+    package_data={"rpmcow": ["scenario_plugins/*.py"]},
     setup_requires=["cffi>=1.14"],
     install_requires=["cffi>=1.14", 'tomli; python_version < "3.11"'],
     cffi_modules=["rpmcow/_build.py:ffibuilder"],

@@ -66,7 +66,7 @@ rc_digest *rc_digest_new(const char *name, rc_error *err)
         return NULL;
     }
     d->md = md;
-    int type = EVP_MD_get_type(md);
+    int type = EVP_MD_type(md);      /* OpenSSL 1.1 and 3 (there an alias of EVP_MD_get_type) */
     if (use_native() && type == NID_sha256)
         d->kind = BK_SHA256;
     else if (use_native() && type == NID_md5)

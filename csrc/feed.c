@@ -45,7 +45,6 @@
 #define XZ_CHUNK (64u << 10)
 #define GZ_STORED 65535u
 #define STAGE_CAP (128u << 10)
-#define RC_FEED_GATE 0x80   /* see the comment at the top; feeder.py FEED_GATE */
 
 static const uint8_t ZEROS[1u << 16];
 static const uint8_t ZSTD_FRAME_HEADER[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38};  /* window 128 KiB */

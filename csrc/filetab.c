@@ -1,6 +1,9 @@
 /* The file table: what the main header says about each file, read from the
- * header's own index and data (after librpm has accepted the header), in
- * the form the layout and the feeder need it.
+ * header's own index and data, in the form the layout and the feeder need
+ * it.  It is built while rpmkeys judges the same bytes and before librpm
+ * reads them (transcode.py): so nothing here trusts the header more than a
+ * hostile one deserves -- and the layout uses the table only after the
+ * header's verdict is in.
  *
  * Per file: archive name, size, kind, flags, binary digest and its
  * distinct-digest group, symlink target, hardlink set; plus the names sorted
@@ -36,6 +39,7 @@ enum {
 static const struct { int id; const char *name; uint32_t size; } ALGOS[] = {
     {1, "MD5", 16}, {2, "SHA1", 20}, {8, "SHA256", 32},
     {9, "SHA384", 48}, {10, "SHA512", 64}, {11, "SHA224", 28},
+    {12, "SHA3-256", 32}, {14, "SHA3-512", 64},       /* rpm 6 */
 };
 
 struct tag {                          /* one index entry */
@@ -411,7 +415,7 @@ static int file_count(const struct hdr *h, uint32_t *n, rc_error *err)
         rc = find(h, TAG_OLDFILENAMES, &t, &found, err);
     *n = found ? t.count : 0;
     if (rc == RC_OK && *n > RC_MAX_FILES)
-        rc = rc_fail(err, RC_E_NOMEM, "header lists %u files, more than %u", *n, RC_MAX_FILES);
+        rc = rc_fail(err, RC_E_LIMIT, "header lists %u files, more than %u", *n, RC_MAX_FILES);
     return rc;
 }
 

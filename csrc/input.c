@@ -35,6 +35,7 @@ struct rc_input {
     size_t pos, len;                /* within the current block */
     size_t hashed;                  /* bytes of the current block hashed */
     uint64_t total;                 /* bytes consumed */
+    uint64_t progress;              /* bytes read so far, for other threads (atomic) */
     uint64_t block_start;           /* absolute offset of block byte 0 */
     int nalgos;
     rc_digest *md[RC_MAX_ALGOS];
@@ -248,6 +249,7 @@ static int fill(rc_input *in, rc_error *err)
         if (r == 0)
             in->eof = 1;
         in->len = (size_t)r;
+        __atomic_store_n(&in->progress, in->block_start + (uint64_t)r, __ATOMIC_RELAXED);
         return RC_OK;
     }
 }
@@ -296,6 +298,7 @@ static ssize_t read_direct(rc_input *in, uint8_t *dst, size_t n, rc_error *err)
     hash_range(in, dst, in->total, 0, (size_t)r, 0);
     in->total += (uint64_t)r;
     in->block_start = in->total;
+    __atomic_store_n(&in->progress, in->total, __ATOMIC_RELAXED);
     return r;
 }
 
@@ -388,6 +391,11 @@ int rc_input_copy_to(rc_input *in, int fd, rc_error *err)
 uint64_t rc_input_total(const rc_input *in)
 {
     return in->total;
+}
+
+uint64_t rc_input_progress(const rc_input *in)
+{
+    return __atomic_load_n(&in->progress, __ATOMIC_RELAXED);
 }
 
 int rc_input_finish(rc_input *in, uint8_t *out, int *lens,

@@ -541,9 +541,19 @@ static int pad_to_page(struct layout *L)
     return put(L, o);
 }
 
+/* Who hashes file contents: -1 (the default) lets sink_behind() decide;
+ * 1 or 0 force the reader or the sink, for the tests that check both ways
+ * catch a changed file (rc_layout_force_hasher; nothing reads the
+ * environment for it). */
+static int forced_hasher = -1;
+
+void rc_layout_force_hasher(int who)
+{
+    __atomic_store_n(&forced_hasher, who == 0 || who == 1 ? who : -1, __ATOMIC_RELAXED);
+}
+
 /* The sink is behind: all output buffers but one wait for it (a heuristic,
- * read without the lock).  Tests only: RPMCOW_TEST_READER_HASHES=1 says it
- * always is, =0 never. */
+ * read without the lock), or the forced answer. */
 static int sink_behind(struct layout *L)
 {
     if (L->reader_hashes >= 0)
@@ -774,8 +784,7 @@ int rc_layout_payload(rc_input *in, int compressor, const rc_filetab *ft,
         rc = err->code;
         goto out;
     }
-    const char *test = getenv("RPMCOW_TEST_READER_HASHES");
-    L->reader_hashes = !test ? -1 : strcmp(test, "1") == 0 ? 1 : strcmp(test, "0") == 0 ? 0 : -1;
+    L->reader_hashes = __atomic_load_n(&forced_hasher, __ATOMIC_RELAXED);
     /* two lanes only where they are hashed together (SHA-256, MD5 on the
      * SHA extensions): elsewhere one at a time is as fast */
     if (L->fmd && rc_digest_interleaves(L->fmd)) {

@@ -220,9 +220,12 @@ static int step(rc_decoder *d, const uint8_t *p, size_t n, int eof, uint8_t *out
             return RC_OK;
         if (r == LZMA_BUF_ERROR && eof)
             return rc_fail(err, RC_E_TRUNCATED, "truncated %s payload", NAMES[d->kind]);
-        if (r == LZMA_MEMLIMIT_ERROR || r == LZMA_MEM_ERROR)
-            return rc_fail(err, RC_E_NOMEM, "%s payload needs more than %llu MiB to decompress",
+        if (r == LZMA_MEMLIMIT_ERROR)
+            return rc_fail(err, RC_E_LIMIT, "%s payload needs more than %llu MiB to decompress",
                            NAMES[d->kind], DECODER_MEMLIMIT >> 20);
+        if (r == LZMA_MEM_ERROR)
+            return rc_fail(err, RC_E_NOMEM, "out of memory decompressing the %s payload",
+                           NAMES[d->kind]);
         return rc_fail(err, RC_E_FORMAT, "corrupt %s payload (liblzma error %d)",
                        NAMES[d->kind], (int)r);
     }

@@ -127,7 +127,9 @@ struct pkg {
     const char *copy_why;    /* cannot clone: copy (said once, by rpm's thread) */
     int copy_said;
     char *nevra;
-    const char *fault;       /* $RPMCOW_TEST_FAULT_PATH: tests only */
+#ifdef RPMCOW_TEST_HOOKS
+    const char *fault;       /* $RPMCOW_TEST_FAULT_PATH: test builds only */
+#endif
     uint64_t cloned, copied;
     /* the first failure, written under the worker's lock */
     int failed, reported;
@@ -167,6 +169,17 @@ struct cow {
 
 /* the package being installed, for rpmcow_plugin_drain() */
 static struct cow *active_cow;
+
+/* What happened to each package of the map, for the installer's report
+ * (rpmcow_plugin_result), kept until rpmcow_plugin_clear_results(). */
+struct result {
+    char *nevra;
+    uint64_t cloned, copied;
+    const char *copy_why;    /* static: why blocks were copied, or NULL */
+    int ok;
+};
+static struct result *results;
+static unsigned nresults, results_cap;
 
 static struct cow *fallback_state;   /* rpm < 4.17 has no plugin data */
 
@@ -353,10 +366,12 @@ static int run_job(struct cow *c, const struct job *j)
     struct pkg *P = &c->pkg;
     int fd = j->fd;
     errno = 0;
+#ifdef RPMCOW_TEST_HOOKS
     if (P->fault && strstr(j->path, P->fault)) {
         errno = EIO;
         return job_fail(c, j, "cannot clone (fault injected by RPMCOW_TEST_FAULT_PATH)");
     }
+#endif
     if (P->fs_blk == 0) {
         struct statfs sfs;
         P->fs_blk = fstatfs(fd, &sfs) == 0 && sfs.f_bsize > 0 ? (uint64_t)sfs.f_bsize : 4096;
@@ -602,9 +617,11 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
         P->active = 1;
         P->async = n == 3 && async_abi;
         P->nevra = strdup(rpmteNEVRA(te));
+#ifdef RPMCOW_TEST_HOOKS
         P->fault = getenv("RPMCOW_TEST_FAULT_PATH");
         if (P->fault && !*P->fault)
             P->fault = NULL;
+#endif
         if (load_table(P) < 0) {
             rpmlog(RPMLOG_ERR, "cow: %s: cannot read the extents file's table\n",
                    rpmteNEVRA(te));
@@ -617,6 +634,50 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     return rc;
 }
 
+static void record_result(const struct pkg *P, int ok)
+{
+    if (nresults == results_cap) {
+        unsigned cap = results_cap ? 2 * results_cap : 16;
+        struct result *r = realloc(results, cap * sizeof(*r));
+        if (r == NULL)
+            return;                  /* the report lacks a line; the install is fine */
+        results = r;
+        results_cap = cap;
+    }
+    char *nevra = strdup(P->nevra ? P->nevra : "?");
+    if (nevra == NULL)
+        return;
+    results[nresults++] = (struct result){.nevra = nevra, .cloned = P->cloned,
+                                          .copied = P->copied, .ok = ok,
+                                          .copy_why = __atomic_load_n(&P->copy_why,
+                                                                      __ATOMIC_ACQUIRE)};
+}
+
+/* The i-th result (0 <= i): 1 and its fields, or 0 past the last one. */
+__attribute__((visibility("default"))) int rpmcow_plugin_result(unsigned i, const char **nevra,
+                                                                uint64_t *cloned,
+                                                                uint64_t *copied,
+                                                                const char **copy_why, int *ok)
+{
+    if (i >= nresults)
+        return 0;
+    *nevra = results[i].nevra;
+    *cloned = results[i].cloned;
+    *copied = results[i].copied;
+    *copy_why = results[i].copy_why;
+    *ok = results[i].ok;
+    return 1;
+}
+
+__attribute__((visibility("default"))) void rpmcow_plugin_clear_results(void)
+{
+    for (unsigned i = 0; i < nresults; i++)
+        free(results[i].nevra);
+    free(results);
+    results = NULL;
+    nresults = results_cap = 0;
+}
+
 static rpmRC cow_psm_post(rpmPlugin plugin, rpmte te, int res)
 {
     (void)te;
@@ -625,6 +686,7 @@ static rpmRC cow_psm_post(rpmPlugin plugin, rpmte te, int res)
     drain(c);
     if (P->active) {
         say_copying_now(P);
+        record_result(P, res == RPMRC_OK && !P->failed);
         /* a failure no hook could report: with the installer's trailer
          * check this cannot happen; say so loudly if it does */
         if (P->failed && !P->reported && res == RPMRC_OK)

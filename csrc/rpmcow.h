@@ -27,9 +27,10 @@
 #define RC_E_FORMAT     -2   /* input is not a valid package */
 #define RC_E_TRUNCATED  -3   /* input ended early */
 #define RC_E_DIGEST     -4   /* content does not match its header digest */
-#define RC_E_NOMEM      -5   /* allocation failed or a limit was exceeded */
+#define RC_E_NOMEM      -5   /* out of memory (or threads): says nothing of the package */
 #define RC_E_TRAILING   -6   /* data after the end of the package */
 #define RC_E_INTERNAL   -7   /* invalid arguments from the caller */
+#define RC_E_LIMIT      -8   /* the package exceeds one of rpmcow's limits */
 
 typedef struct rc_error {
     int code;
@@ -120,6 +121,9 @@ void rc_input_release_block(rc_input *in, int idx, uint64_t base, size_t from, s
 int rc_input_block_chunks(rc_input *in, int idx, uint64_t base, size_t from, size_t to,
                           rc_digest **ds, const uint8_t **ps, size_t *ns);
 uint64_t rc_input_total(const rc_input *in);
+/* Bytes read from the input so far; safe to call from any thread while
+ * the layout runs (a progress report's). */
+uint64_t rc_input_progress(const rc_input *in);
 /* Copy the rest of the input to fd unchanged (deny-listed packages). */
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
 /* Finalise the digests; out must hold nalgos * RC_MAX_DIGEST bytes, lens
@@ -163,8 +167,9 @@ void rc_decoder_free(rc_decoder *d);
  * (all streams ended and the input exhausted), or a negative RC_E_*. */
 long rc_decoder_read(rc_decoder *d, uint8_t *out, size_t cap, rc_error *err);
 
-/* ---- the file table handed in by the caller ------------------------- */
-/* What the header says about each file, prepared by Python from librpm. */
+/* ---- the file table ---------------------------------------------------- */
+/* What the header says about each file, read by filetab.c from the header's
+ * own tags (rc_ftable_build); librpm checks the same tags meanwhile. */
 #define RC_FT_REG        1   /* regular file (not %ghost) */
 #define RC_FT_KEYED      2   /* has a header digest: gets a table entry */
 #define RC_FT_NOCONTENT  4   /* hardlink member whose content travels with another */
@@ -247,11 +252,15 @@ int rc_layout_start(rc_input *in, int compressor, const rc_filetab *ft,
                     uint64_t *group_offsets, rc_layout_result *res,
                     rc_layout_job **job, rc_error *err);
 int rc_layout_wait(rc_layout_job *job, rc_error *err);
+/* Who hashes file contents from now on: 1 the decompressing thread, 0 the
+ * sink, -1 (the default) whichever is idle.  For tests of both paths. */
+void rc_layout_force_hasher(int who);
 
 /* ---- payload feeding (feed.c) -------------------------------------- */
 #define RC_FEED_NONE 0      /* no content: directory, device, hardlink member */
 #define RC_FEED_REG  1      /* content from the extents file at blob */
 #define RC_FEED_LINK 2      /* content: the symlink target in link */
+#define RC_FEED_GATE 0x80   /* the gate: its blob field is the gate's fd (feed.c) */
 
 typedef struct rc_feed_file {
     uint8_t kind;
@@ -291,5 +300,9 @@ void rc_big_free(void *p, size_t n);
 typedef struct rc_writer rc_writer;
 rc_writer *rc_writer_start(int fd, const uint8_t *p, size_t n);
 void rc_writer_join(rc_writer *w);
+
+/* Give the unnamed file open at fd (O_TMPFILE) the name path: linkat with
+ * AT_EMPTY_PATH, else through /proc/self/fd.  0, or -1 with errno set. */
+int rc_link_unnamed(int fd, const char *path);
 
 #endif

@@ -1,5 +1,9 @@
 /* Error reporting, write helpers and buffer memory shared by every stage. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE              /* AT_EMPTY_PATH */
+#endif
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -117,4 +121,15 @@ void rc_big_free(void *p, size_t n)
 {
     if (p)
         munmap(p, big_size(n));
+}
+
+int rc_link_unnamed(int fd, const char *path)
+{
+    /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (root has it); the /proc
+     * link works for anyone where /proc is mounted */
+    if (linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH) == 0)
+        return 0;
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
 }

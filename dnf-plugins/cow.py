@@ -308,7 +308,7 @@ class Cow(dnf.Plugin):
         self.activation.verify_others(len(self.feeds) < len(pkgs))
         ts = self.base._ts
         ts.addTsFlag(rpm.RPMTRANS_FLAG_NOFILEDIGEST)
-        ts.ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
+        m.rpmplugin.verify_headers_only(ts.ts)
         self._patch_open(blk)
         self._drop_originals()
 

@@ -2,7 +2,9 @@
 
 Declarations are grouped by stage of the data path, each mirroring a part of
 ``csrc/rpmcow.h``.  The extension links the system compression libraries and
-OpenSSL's libcrypto (SHA-NI/AVX2 digests).
+OpenSSL's libcrypto (every digest's EVP); on x86-64 CPUs with the SHA
+extensions, SHA-256 and MD5 run on blockhash.c's own block functions,
+several streams at once (RPMCOW_DIGESTS=openssl turns that off).
 """
 import os
 
@@ -20,6 +22,7 @@ ERRORS = """
 #define RC_E_NOMEM ...
 #define RC_E_TRAILING ...
 #define RC_E_INTERNAL ...
+#define RC_E_LIMIT ...
 typedef struct rc_error { int code; char msg[512]; } rc_error;
 """
 
@@ -35,6 +38,7 @@ const char *rc_digest_backend(void);
 typedef struct rc_writer rc_writer;
 rc_writer *rc_writer_start(int fd, const uint8_t *p, size_t n);
 void rc_writer_join(rc_writer *w);
+int rc_link_unnamed(int fd, const char *path);
 int rc_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *msg, size_t n,
                    uint8_t *out);
 """
@@ -48,6 +52,7 @@ rc_input *rc_input_new(int fd, const char *const *algos, int nalgos, rc_error *e
 void rc_input_free(rc_input *in);
 void rc_input_set_tee(rc_input *in, int fd);
 uint64_t rc_input_total(const rc_input *in);
+uint64_t rc_input_progress(const rc_input *in);
 int rc_input_copy_to(rc_input *in, int fd, rc_error *err);
 int rc_input_add_range_digest(rc_input *in, const char *name, uint64_t start,
                               const uint8_t *prefix, size_t prefix_len, rc_error *err);
@@ -137,12 +142,14 @@ int rc_layout_start(rc_input *in, int compressor, const rc_filetab *ft,
                     uint64_t *group_offsets, rc_layout_result *res,
                     rc_layout_job **job, rc_error *err);
 int rc_layout_wait(rc_layout_job *job, rc_error *err);
+void rc_layout_force_hasher(int who);
 """
 
 FEED = """
 #define RC_FEED_NONE ...
 #define RC_FEED_REG ...
 #define RC_FEED_LINK ...
+#define RC_FEED_GATE ...
 typedef struct rc_feed_file { uint8_t kind; uint64_t size; uint64_t blob; const char *link; } rc_feed_file;
 typedef struct rc_feed {
     int extents_fd; int compressor; uint32_t blk;
@@ -181,17 +188,19 @@ PLUGIN_SOURCE = "rpm_plugin_cow.c"
 PLUGIN_DIR = os.path.join(HERE, "plugins")
 
 
-def build_plugin(out_dir=PLUGIN_DIR, cc=None):
+def build_plugin(out_dir=PLUGIN_DIR, cc=None, test_hooks=False):
     """Compile csrc/rpm_plugin_cow.c against the system librpm into
-    out_dir/cow.so; returns its path."""
+    out_dir/cow.so; returns its path.  test_hooks: a build for the tests
+    alone, with $RPMCOW_TEST_FAULT_PATH (the default build, and so every
+    package, has no test hook)."""
     import subprocess
     import sysconfig
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, "cow.so")
     cc = cc or os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
     # -pthread: the plugin runs a worker thread (glibc < 2.34 needs libpthread)
-    cmd = [cc, "-shared", "-fPIC", *CFLAGS, *LDFLAGS, "-o", out + ".tmp",
-           os.path.join(CSRC, PLUGIN_SOURCE), "-lrpm", "-lrpmio"]
+    cmd = [cc, "-shared", "-fPIC", *CFLAGS, *(["-DRPMCOW_TEST_HOOKS"] if test_hooks else []),
+           *LDFLAGS, "-o", out + ".tmp", os.path.join(CSRC, PLUGIN_SOURCE), "-lrpm", "-lrpmio"]
     subprocess.run(cmd, check=True)
     os.replace(out + ".tmp", out)
     return out

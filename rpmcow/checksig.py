@@ -15,15 +15,22 @@ also how an extents file without a valid record can still be trusted.
 import hashlib
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from . import extents, native, package, record, verify
-from .errors import RpmcowError, VerificationError
+from . import extents, inputs, native, package, record, rpmconfig, verify
+from .errors import RpmcowError
 from .verify import Item
 
+# rpm 4: "key ID <8 hex>"; rpm 6: "key ID <16 hex>" (NOKEY), or ", key
+# fingerprint: <40 or 64 hex>" where the key was found (lib/rpmvs.cc rpmsinfoMsg)
 _KEYID = re.compile(r"key ID ([0-9a-f]+)")
+_FINGERPRINT = re.compile(r", key fingerprint: ([0-9a-f]+)$")
+
+
+def _key_of(label):
+    m = _KEYID.search(label) or _FINGERPRINT.search(label)
+    return m.group(1) if m else None
 
 
 @dataclass
@@ -44,11 +51,15 @@ class Evaluation:
 def _refresh_legacy(it, fresh):
     if not (it.is_signature and it.result in ("NOKEY", "NOTTRUSTED")):
         return it
-    m = _KEYID.search(it.label)
-    same = [f for f in fresh if f.is_signature and m and m.group(0) in f.label]
+    key = _key_of(it.label)
+    same = [f for f in fresh if f.is_signature and key and _key_of(f.label)
+            and (_key_of(f.label).endswith(key) or key.endswith(_key_of(f.label)))]
     if not same:
         return it
-    return Item(it.label, same[0].result, same[0].detail)
+    label, fpr = it.label, _FINGERPRINT.search(same[0].label)
+    if fpr and ", key ID " in label:     # as rpm 6 names a key it found
+        label = label.split(", key ID ", 1)[0] + fpr.group(0)
+    return Item(label, same[0].result, same[0].detail)
 
 
 def _file_digests_item(fd, pkg, sections):
@@ -191,7 +202,7 @@ class InstallCheck:
                        self._status, self._stored, self._rec, install=True)
         failure = verify.policy_failure(ev.items, level)
         if failure:
-            raise VerificationError("%s: %s (verification level %s)" % (ev.nevra, failure, level))
+            raise verify.refusal(ev.nevra, failure, level)
         return ev
 
     def abort(self):
@@ -205,53 +216,91 @@ def require_for_install(fd, target, level, files=False, pkg=None, prologue=None,
     return InstallCheck(fd, target, prologue, sections, origin).require(level, files, pkg)
 
 
+_OWN_ITEMS = ("rpmcow record", "File digests")     # ours, not rpmkeys'
+
+
+def outcome(items):
+    """(bad, failed) as ``rpmkeys -K`` concludes from these items
+    (verify.rpmkeys_outcome: the rules of this host's librpm, at its
+    %_pkgverify_level); an item of rpmcow's own (the record, the files)
+    that is not OK is a bad digest and fails; the files found OK verify the
+    payload (as its digest would)."""
+    theirs = [i for i in items if i.label not in _OWN_ITEMS]
+    if any(i.label == "File digests" and i.result == "OK" for i in items):
+        # every file checked against the header: the payload is verified
+        theirs.append(Item("Payload file digests", "OK"))
+    bad, failed = verify.rpmkeys_outcome(theirs, rpmconfig.rpmkeys_verify_level())
+    if any(i.result != "OK" for i in items if i.label in _OWN_ITEMS):
+        bad, failed = bad | {verify.DIGEST}, True
+    return bad, failed
+
+
 def summary(items):
     """rpmkeys -K's one-line form: 'digests signatures OK' and so on."""
-    found = [i for i in items if i.result != "NOTFOUND"]
-    digests = [i for i in found if not i.is_signature]
-    sigs = [i for i in found if i.is_signature]
+    bad, failed = outcome(items)
     words = []
-    for name, group in (("digests", digests), ("signatures", sigs)):
-        if group or name == "digests":
-            words.append(name.upper() if any(i.result != "OK" for i in group) else name)
-    ok = all(i.result == "OK" for i in found)
-    return " ".join(words) + (" OK" if ok else " NOT OK")
+    for name, kind in (("digests", verify.DIGEST), ("signatures", verify.SIGNATURE)):
+        seen = any((i.is_signature) == (kind == verify.SIGNATURE) for i in items)
+        if seen or name == "digests":
+            words.append(name.upper() if kind in bad else name)
+    return " ".join(words) + (" NOT OK" if failed else " OK")
 
 
-def checksig(paths, target, verbose=False, files=False, out=None, err=None):
-    """Check each path; returns the number that failed (rpmkeys' exit code)."""
+def checksig(paths, target, verbose=False, files=False, out=None, err=None, as_json=False):
+    """Check each path; returns the number that failed (rpmkeys' exit code).
+    Plain packages are judged by rpmkeys (through the descriptor opened
+    here, like every rpmkeys run of rpmcow: verify.check_fd), extents files
+    by evaluate(); the output is rpmkeys -K's (-Kv's with verbose), or, with
+    as_json, one JSON list of {path, kind, ok, items, note}."""
     out = out or sys.stdout
     err = err or sys.stderr
     failed = 0
+    results = []
     for path in paths:
+        note = None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            print("rpmcow: cannot open %s: %s" % (path, exc.strerror), file=err)
+            fd = inputs.open_file(path)
+        except RpmcowError as exc:
+            print("rpmcow: %s" % exc, file=err)
             failed += 1
+            results.append({"path": path, "error": str(exc), "ok": False})
             continue
         try:
-            if not extents.is_transcoded(fd):
-                out.flush()
-                r = subprocess.run(["rpmkeys", "-Kv" if verbose else "-K",
-                                    *target.rpm_args(), path], stdout=subprocess.PIPE)
-                out.write(r.stdout.decode("utf-8", "replace"))
-                failed += r.returncode != 0
-                continue
-            ev = evaluate(fd, target, files=files)
-            ev.nevra                # a header librpm cannot load is an error here
+            kind = inputs.kind(fd, path)
+            if kind != inputs.EXTENTS:
+                items = verify.check_fd(target, fd)
+            else:
+                ev = evaluate(fd, target, files=files)
+                ev.nevra                # a header librpm cannot load is an error here
+                items = ev.items
+                if ev.hashed and not files and ev.record == "unkeyed":
+                    note = ("the record cannot be checked without the root's record key (%s): "
+                            "every file was hashed against the signed header instead"
+                            % record.KEY_PATH)
         except RpmcowError as exc:
-            print("rpmcow: %s: %s" % (path, exc), file=err)
+            msg = str(inputs.named(path, exc))
+            print("rpmcow: %s" % msg, file=err)
             failed += 1
+            results.append({"path": path, "error": msg, "ok": False})
             continue
         finally:
             os.close(fd)
-        ok = all(i.result in ("OK", "NOTFOUND") for i in ev.items)
-        if verbose:
-            out.write("%s:\n" % path + "".join(i.line + "\n" for i in ev.items))
-        else:
-            out.write("%s: %s\n" % (path, summary(ev.items)))
+        ok = not outcome(items)[1]
         failed += not ok
+        if as_json:
+            results.append({"path": path, "kind": kind or inputs.PACKAGE, "ok": ok,
+                            "summary": summary(items), "note": note,
+                            "items": [{"item": i.label, "result": i.result, "detail": i.detail}
+                                      for i in items]})
+            continue
+        if note:
+            print("rpmcow: %s: %s" % (path, note), file=err)
+        if verbose:
+            out.write("%s:\n" % path + "".join(i.line + "\n" for i in items))
+        else:
+            out.write("%s: %s\n" % (path, summary(items)))
+    if as_json:
+        import json
+        json.dump(results, out, indent=2, sort_keys=True)
+        out.write("\n")
     return min(failed, 255)
-
-

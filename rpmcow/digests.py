@@ -25,6 +25,9 @@ ALGOS = [
     Algo(9, "SHA384", 48),
     Algo(10, "SHA512", 64),
     Algo(11, "SHA224", 28),
+    # rpm 6 (rpmcrypto.h RPM_HASH_SHA3_*): payload and header digests, file digests
+    Algo(12, "SHA3-256", 32),
+    Algo(14, "SHA3-512", 64),
 ]
 BY_ID = {a.rpm_id: a for a in ALGOS}
 BY_NAME = {a.name: a for a in ALGOS}

@@ -37,6 +37,13 @@ class NotTranscodedError(RpmcowError):
     """A file that should be an extents file is not one."""
 
 
+class ResourceError(RpmcowError):
+    """The machine ran out of memory (or threads) while working on a file:
+    nothing is said about the file itself, which may be perfectly good."""
+
+    exit_code = 3
+
+
 class BadExtentsError(RpmcowError):
     """An extents file is damaged or inconsistent."""
 

@@ -29,7 +29,6 @@ from .errors import BadExtentsError
 F_SETPIPE_SZ = 1031
 CHEAP = ("zstd", "xz", "gzip", "none")      # containers with a stored mode
 GATED = ("zstd", "gzip")                     # containers a gate can pause (feed.c)
-FEED_GATE = 0x80                             # csrc/feed.c: RC_FEED_GATE
 NO_GATE = float("inf")
 
 
@@ -95,8 +94,7 @@ class PackageFeed:
     def _describe(self):
         """Per file index: (RC_FEED_* kind, size, blob offset, symlink target)."""
         ft = self.package.files
-        link_kind, reg_kind, none_kind = (native.lib.RC_FEED_LINK, native.lib.RC_FEED_REG,
-                                          native.lib.RC_FEED_NONE)
+        link_kind, reg_kind, none_kind = native.FEED_LINK, native.FEED_REG, native.FEED_NONE
         KIND_LINK, KIND_REG, NOCONTENT, KEYED = ft.KIND_LINK, ft.KIND_REG, ft.NOCONTENT, ft.KEYED
         lookup = self.sections.lookup
         limit = self.sections.s_offset if self.sections.version >= 2 else None
@@ -133,7 +131,7 @@ class PackageFeed:
 
     def clones(self, blk):
         """Whether the plugin has work for this package at feed block size blk."""
-        return any(k == native.lib.RC_FEED_REG and size >= blk
+        return any(k == native.FEED_REG and size >= blk
                    for k, size, _, _ in self._files)
 
     def write(self, out_fd, blk, gate_fd=None):
@@ -144,7 +142,7 @@ class PackageFeed:
             return                    # rpm wanted the headers only
         files, order = self._files, self._order
         if gate_fd is not None:
-            files = files + [(FEED_GATE, 0, gate_fd, b"")]
+            files = files + [(native.FEED_GATE, 0, gate_fd, b"")]
             order = order + [len(files) - 1]
         native.feed_write(self.fd, self.package.compressor, blk, b"", files, order, out_fd)
 

@@ -1,7 +1,7 @@
 """``rpmcow inspect``: what an extents file (ours or upstream's) contains."""
 import os
 
-from . import extents, native, package
+from . import extents, inputs, native, package
 from .errors import BadExtentsError, BadPackageError, NotTranscodedError, RpmcowError
 
 RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
@@ -27,16 +27,29 @@ def _nevra(fd):
         return None, None, exc
 
 
+def _files_by_digest(fd):
+    """{file digest: ([paths], size)} from the header, for the table's
+    entries; {} where the header cannot say (a format we cannot parse)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        ft = package.parse(native.Input(fd, []).read_prologue()).files
+        out = {}
+        for path, digest, size, flags in zip(ft.paths, ft.digests, ft.sizes, ft.flags):
+            if flags & ft.KEYED:
+                entry = out.setdefault(digest, ([], size))
+                entry[0].append("/" + path.decode("utf-8", "replace").lstrip("/"))
+        return out
+    except RpmcowError:
+        return {}
+
+
 def _is_package(fd):
     """Whether the file starts with an rpm lead (ed ab ee db)."""
     return os.pread(fd, 4, 0) == RPM_LEAD_MAGIC
 
 
 def inspect_path(path, with_table=False):
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
+    fd = inputs.open_file(path)
     try:
         report = {"path": path, "size": os.fstat(fd).st_size}
         nevra, headers_end, error = _nevra(fd)
@@ -65,8 +78,10 @@ def inspect_path(path, with_table=False):
         report["table"] = {"count": len(s.table), "keysize": s.keysize,
                            "alignment": _alignment(offsets) if offsets else None}
         if with_table:
-            report["table"]["entries"] = [{"digest": d.hex(), "offset": off}
-                                          for d, off in s.table]
+            files = _files_by_digest(fd)
+            report["table"]["entries"] = [
+                {"digest": d.hex(), "offset": off, "size": files.get(d, ([], None))[1],
+                 "files": files.get(d, ([], None))[0]} for d, off in s.table]
         report["input"] = {"length": s.input_len,
                            "digests": {name: d.hex() for name, d in s.input_digests}}
         return report
@@ -87,14 +102,18 @@ def format_report(r, with_table=False):
                     r["offsets"]["C"]))
     v = r.get("verification")
     if v is not None:
-        lines.append("  verification: rc %d (%s), as recorded at transcode time"
-                     % (v["rc"], "OK" if v["ok"] else "NOT OK"))
+        lines.append("  verification: %s when transcoded (rc %d); 'rpmcow checksig' judges it "
+                     "now" % ("every item OK" if v["ok"] else "NOT every item OK", v["rc"]))
         lines.extend("    " + l for l in v["lines"])
     t = r["table"]
-    lines.append("  table:        %d distinct contents, %d-byte digests, aligned to %s"
-                 % (t["count"], t["keysize"], t["alignment"] or "-"))
+    lines.append("  table:        %s, %d-byte digests, aligned to %s"
+                 % ("1 distinct content" if t["count"] == 1 else
+                    "%d distinct contents" % t["count"], t["keysize"], t["alignment"] or "-"))
     if with_table:
-        lines.extend("    %s  %d" % (e["digest"], e["offset"]) for e in t["entries"])
+        for e in t["entries"]:
+            names = ", ".join(e.get("files") or ["?"])
+            size = "%d bytes" % e["size"] if e.get("size") is not None else "? bytes"
+            lines.append("    %12s at %-10d %s  %s" % (size, e["offset"], names, e["digest"]))
     i = r["input"]
     lines.append("  input:        %d bytes" % i["length"])
     lines.extend("    %-7s %s" % (k, v) for k, v in sorted(i["digests"].items()))

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 import rpm
 
-from . import checksig, extents, feeder, rpmconfig, rpmplugin, snapshot, verify
-from .errors import RpmcowError, VerificationError
+from . import checksig, extents, feeder, inputs, rpmconfig, rpmplugin, snapshot, verify
+from .errors import RpmcowError
 
 
 class InstallError(RpmcowError):
@@ -54,13 +54,19 @@ class Options:
     level: str = None            # override of %_pkgverify_level
     verify_files: bool = False   # hash every blob even when the verdict is trusted
     block_size: int = None       # feed granularity (default: the root fs's)
+    # report(event, nevra, amount, total): "start" when rpm begins to unpack a
+    # package, "progress" as it does (amount of total archive bytes)
+    report: object = None
 
 
 @dataclass
 class Result:
     cow: list = field(default_factory=list)      # NEVRAs installed from extents files
     plain: list = field(default_factory=list)    # NEVRAs installed the stock way
-    shared_bytes: int = 0                        # file data cloned or copied by the plugin
+    shared_bytes: int = 0                        # file data cloned by the plugin
+    copied_bytes: int = 0                        # file data the plugin had to copy
+    # per extents file, what the plugin did: {NEVRA: rpmplugin.PackageResult}
+    plugin: dict = field(default_factory=dict)
 
 
 class _Package:
@@ -68,16 +74,18 @@ class _Package:
 
     def __init__(self, path):
         self.path = path
+        self.nevra = path               # until the header is read
+        fd = inputs.open_file(path)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
-        try:
+            inputs.kind(fd, path)        # a clear error for what is no package
             self.snap = snapshot.take(fd, path)
         except OSError as exc:
             os.close(fd)
             raise RpmcowError("%s: cannot take a private copy to check and install: %s"
                               % (path, exc.strerror)) from None
+        except BaseException:
+            os.close(fd)
+            raise
         self._orig_fd = fd
         self.fd = self.snap.fd          # what is judged, fed and cloned from
         self.feed = None
@@ -173,13 +181,14 @@ def _prob_filter(opts):
     return f
 
 
-def _callback(errors):
+def _callback(errors, report=None):
     """rpm's callback; called after every archive entry of every package,
     so INST_PROGRESS comes first and costs one comparison."""
     progress = rpm.RPMCALLBACK_INST_PROGRESS
     open_file, close_file = rpm.RPMCALLBACK_INST_OPEN_FILE, rpm.RPMCALLBACK_INST_CLOSE_FILE
     unpack_errors = (rpm.RPMCALLBACK_UNPACK_ERROR, rpm.RPMCALLBACK_CPIO_ERROR)
     script_error = rpm.RPMCALLBACK_SCRIPT_ERROR
+    start = getattr(rpm, "RPMCALLBACK_INST_START", None)
 
     def callback(what, amount, total, key, data):
         if what == progress:
@@ -189,6 +198,11 @@ def _callback(errors):
                 return None
             if amount > gate_at:
                 key.release_gate()
+            if report is not None:
+                report("progress", key.nevra, amount, total)
+            return None
+        if what == start and report is not None and key is not None:
+            report("start", key.nevra, 0, total)
             return None
         if what == open_file:
             return key.open_payload()
@@ -252,7 +266,7 @@ def _require_plain(p, target, level):
     items = verify.check_fd(target, p.fd)
     failure = verify.policy_failure(items, level) if items else "cannot be read by rpmkeys"
     if failure:
-        raise VerificationError("%s: %s (verification level %s)" % (p.path, failure, level))
+        raise verify.refusal(p.path, failure, level)
 
 
 def _read_header(ts, p):
@@ -291,11 +305,31 @@ def _run(pkgs, opts, target):
         with rpmplugin.enabled() if any_cow else contextlib.nullcontext() as act:
             if any_cow:
                 _plugin_map(pkgs, act)
+                act.clear_results()
             ts = rpm.TransactionSet(opts.root)
             try:
-                return _transact(ts, pkgs, opts, any_cow)
+                result = _transact(ts, pkgs, opts, any_cow)
             finally:
                 ts.closeDB()
+            if any_cow:
+                # rpm runs a package's psm once per stage (%pretrans, install,
+                # %posttrans): the plugin reports each; only the install's moves data
+                for r in act.results():
+                    seen = result.plugin.get(r.nevra)
+                    if seen is None:
+                        result.plugin[r.nevra] = r
+                    else:
+                        seen.cloned += r.cloned
+                        seen.copied += r.copied
+                        seen.copy_why = seen.copy_why or r.copy_why
+                        seen.ok = seen.ok and r.ok
+                    result.shared_bytes += r.cloned
+                    result.copied_bytes += r.copied
+                act.clear_results()
+            if not opts.test:
+                from . import journal
+                journal.log(journal.install_line(result, opts.root))
+            return result
     finally:
         for name in macros:
             rpm.delMacro(name)
@@ -306,7 +340,8 @@ def _transact(ts, pkgs, opts, any_cow):
     # rpm checks every header (digests, signature, at its own level) when it
     # reads it; the fed payload and its files do not match the header's
     # digests, which the transcoder and our policy check stood in for
-    ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
+    # (rpm < 4.18 cannot check headers alone: see rpmplugin.verify_headers_only)
+    rpmplugin.verify_headers_only(ts)
     ts.setFlags(_trans_flags(opts, any_cow))
     ts.setProbFilter(_prob_filter(opts))
     for p in pkgs:
@@ -315,6 +350,7 @@ def _transact(ts, pkgs, opts, any_cow):
             # rpm -i unpacks these into %_topdir, outside any transaction
             raise InstallError("%s: %s is a source package: install it with rpm -i"
                                % (p.path, h[rpm.RPMTAG_NAME]))
+        p.nevra = h["nevra"]
         ts.addInstall(h, p, "u" if opts.upgrade else "i")
         (result.cow if p.is_extents else result.plain).append(h["nevra"])
     if not opts.nodeps:
@@ -325,7 +361,7 @@ def _transact(ts, pkgs, opts, any_cow):
     ts.order()
     errors = []
     rpm.setVerbosity(rpm.RPMLOG_WARNING)   # rpm's and the plugin's messages go to stderr
-    problems = ts.run(_callback(errors), None)
+    problems = ts.run(_callback(errors, opts.report), None)
     # rpm's answer: None when all went well, a list of problems when the
     # transaction could not start, an empty list when elements failed
     if problems:

@@ -21,9 +21,21 @@ _ERRORS = {
     lib.RC_E_TRUNCATED: errors.BadPackageError,
     lib.RC_E_TRAILING: errors.BadPackageError,
     lib.RC_E_DIGEST: errors.DigestMismatchError,
-    lib.RC_E_NOMEM: errors.BadPackageError,
+    lib.RC_E_NOMEM: errors.ResourceError,
+    lib.RC_E_LIMIT: errors.BadPackageError,
     lib.RC_E_INTERNAL: errors.InternalError,
 }
+
+# what feed_write() is told of each file (csrc/rpmcow.h: RC_FEED_*)
+FEED_NONE, FEED_REG, FEED_LINK, FEED_GATE = (lib.RC_FEED_NONE, lib.RC_FEED_REG,
+                                             lib.RC_FEED_LINK, lib.RC_FEED_GATE)
+
+
+def force_hasher(who):
+    """Who hashes file contents in later layouts: "reader", "sink", or None
+    (the default: whichever is idle).  For the tests of both paths."""
+    lib.rc_layout_force_hasher({"reader": 1, "sink": 0}.get(who, -1))
+
 
 COMPRESSORS = {
     "none": lib.RC_COMP_NONE,
@@ -37,12 +49,22 @@ COMPRESSORS = {
 
 def _raise(err):
     msg = ffi.string(err.msg).decode("utf-8", "replace")
+    if err.code == lib.RC_E_NOMEM:
+        msg += " -- this machine ran out of memory; nothing was judged about the package"
     raise _ERRORS.get(err.code, errors.InternalError)(msg)
 
 
 def _check(rc, err):
     if rc != lib.RC_OK:
         _raise(err)
+
+
+def link_unnamed(fd, path):
+    """Name the unnamed (O_TMPFILE) file open at fd `path`; OSError as
+    os.link raises it."""
+    if lib.rc_link_unnamed(fd, os.fsencode(path)) != 0:
+        e = ffi.errno
+        raise OSError(e, os.strerror(e), path)
 
 
 def write_all(fd, data):
@@ -275,6 +297,10 @@ class Input:
     @property
     def total(self):
         return lib.rc_input_total(self._in)
+
+    def progress(self):
+        """Bytes read so far: callable from any thread while the layout runs."""
+        return lib.rc_input_progress(self._in)
 
     def add_range_digest(self, name, start, prefix):
         """Add a digest of the input from absolute offset `start` to its end;

@@ -3,8 +3,10 @@
 The C core frames the prologue (lead, signature header, main header); this
 module hands those bytes to librpm -- rpm's own header parser and checks, not
 a reimplementation -- for the package's identity and payload compressor.
-The file table (digest, size, kind and archive name of every file) is then
-read by the C core from the same, accepted, header (csrc/filetab.c).
+The file table (digest, size, kind and archive name of every file) is read
+by the C core from the same bytes (csrc/filetab.c), while rpmkeys judges
+them; librpm's checks of the file tags (check_files) follow while the
+payload streams.
 """
 import contextlib
 import os
@@ -18,8 +20,15 @@ from .errors import BadPackageError
 
 # tags read from the raw headers before librpm has read them (header_facts)
 _TAG_NAME, _TAG_PAYLOADFORMAT, _TAG_PAYLOADCOMPRESSOR = 1000, 1124, 1125
+# PAYLOADDIGESTALGO (rpm < 6), renamed PAYLOADSHA256ALGO in rpm 6, whose
+# Python bindings have no RPMTAG_PAYLOADDIGESTALGO: by number (rpmtag.h)
 _TAG_PAYLOADDIGESTALGO = 5093
 _SIGTAG_MD5 = 1004
+_TAG_RPMFORMAT = 5114        # rpm 6: the package format (6 for v6 packages)
+# librpm 6 ignores the signature header's legacy tags (>= 1000: the MD5
+# among them) in v6 packages (lib/package.cc headerMergeLegacySigs); a
+# librpm that knows the tag knows the format
+_DROPS_V6_LEGACY = hasattr(rpm, "RPMTAG_RPMFORMAT")
 _TYPE_INT32, _TYPE_STRING, _TYPE_BIN = 4, 6, 7
 
 # PAYLOADCOMPRESSOR values rpm writes; a missing tag means gzip (rpm's default)
@@ -179,18 +188,22 @@ def header_facts(prologue):
     fmt = _string(data, main, store, _TAG_PAYLOADFORMAT)
     if fmt not in (None, "cpio"):
         raise BadPackageError("unsupported payload format %r" % fmt)
+    sigmd5 = _bin(data, sig, sig_store, _SIGTAG_MD5)
+    if sigmd5 is not None and _DROPS_V6_LEGACY and \
+            (_int32(data, main, store, _TAG_RPMFORMAT) or 0) >= 6:
+        sigmd5 = None
     return HeaderFacts(
         name=_string(data, main, store, _TAG_NAME) or "",
         compressor=_compressor(_string(data, main, store, _TAG_PAYLOADCOMPRESSOR)),
         payload_digest_algo=_int32(data, main, store, _TAG_PAYLOADDIGESTALGO),
-        sigmd5=_bin(data, sig, sig_store, _SIGTAG_MD5))
+        sigmd5=sigmd5)
 
 
 def cross_check(facts, pkg):
     """librpm must read the header as header_facts did."""
     h = pkg.header
     librpm = HeaderFacts(name=pkg.name, compressor=pkg.compressor,
-                         payload_digest_algo=h[rpm.RPMTAG_PAYLOADDIGESTALGO],
+                         payload_digest_algo=h[_TAG_PAYLOADDIGESTALGO],
                          sigmd5=h[rpm.RPMTAG_SIGMD5] or None)
     if librpm != facts:
         raise BadPackageError("bad package header: librpm reads it differently (%s, not %s)"

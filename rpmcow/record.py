@@ -113,7 +113,10 @@ class Verdict:
 
     @property
     def rc(self):
-        ok = self.rpmkeys_rc == 0 and self.files_ok and all(i.result == "OK" for i in self.items)
+        """rpmkeys' verdict (rpm 4: every item OK; rpm 6.1 ignores a
+        NOTTRUSTED item: verify.rpmkeys_outcome) and the files'."""
+        ok = self.rpmkeys_rc == 0 and self.files_ok and \
+            not any(i.result in ("BAD", "NOKEY") for i in self.items)
         return RC_OK if ok else RC_FAIL
 
     def s_text(self, key, table_sha256=None, file=None):

@@ -47,6 +47,43 @@ CONTENT_BLIND = {"audit", "dbus_announce", "fapolicyd", "prioreset", "selinux", 
                  "systemd_inhibit", "unshare"}
 
 
+def _rpm_version():
+    v = []
+    for part in rpm.__version__.split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        v.append(int(digits or 0))
+    return tuple(v)
+
+
+# rpm before 4.18 requires payload digests in its verification pass even
+# with RPMVSF_NEEDPAYLOAD: lib/rpmvs.c (rpmvsVerify) counts the payload items
+# that flag disables in the range it requires, so at every level but none a
+# package fails with "does not verify: no digest" (4.18: "Cannot verify
+# payload if RPMVSF_NEEDPAYLOAD is set").  librpm offers nothing to ask.
+# rpm 6.1 requires the whole package again, by design ("mixing enforcing mode
+# with RPMVSF_NEEDPAYLOAD needs to fail": lib/rpmvs.cc, rpmvsVerify).
+PAYLOADLESS_VERIFY_PASS = (4, 18) <= _rpm_version() < (6, 1)
+
+
+# rpm 4.18 added the descriptor of the file being written to the plugin's
+# fsm_file_prepare hook; before, the plugin opens the file itself and does
+# all its work in the hook (csrc/rpm_plugin_cow.c: cow_pick_abi)
+WORKER_ABI = _rpm_version() >= (4, 18)
+
+
+def verify_headers_only(ts):
+    """Tell rpm's transaction set `ts` not to read payload digests, which a
+    fed payload does not match: rpm checks every header at its own level.
+    rpm < 4.18 cannot (above): its verification pass is skipped (level
+    none) -- the caller has judged every package at the level already
+    (rpmcow.install, dnf's test transaction and the cow plugin), and rpm
+    still fails a package whose header digest or signature is BAD when it
+    reads the header to install it (lib/rpmte.c, rpmteFDHeader)."""
+    ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
+    if not PAYLOADLESS_VERIFY_PASS:
+        ts.setVfyLevel(0)
+
+
 def plugin_path():
     """The cow.so to load: $RPMCOW_PLUGIN (as root: only a file only root
     can change), the system's, or the one built beside this package."""
@@ -70,6 +107,19 @@ def plugin_path():
 
 # the paths plugin_path() has returned: the only ones _drain_fn loads
 _APPROVED = set()
+
+
+class PackageResult:
+    """What the plugin did for one package: bytes cloned, bytes copied
+    (and why it could not clone), whether the package went in."""
+
+    def __init__(self, nevra, cloned, copied, copy_why, ok):
+        self.nevra, self.cloned, self.copied = nevra, cloned, copied
+        self.copy_why, self.ok = copy_why, ok
+
+    def __repr__(self):
+        return "PackageResult(%r, cloned=%d, copied=%d, copy_why=%r, ok=%r)" % (
+            self.nevra, self.cloned, self.copied, self.copy_why, self.ok)
 
 
 def _root_only(path):
@@ -115,6 +165,50 @@ def _not_roots(st, is_file):
     return None
 
 
+_UNWINDER = []
+
+
+def _load_unwinder():
+    """glibc < 2.34 loads libgcc_s.so.1 the first time a thread ends through
+    pthread_exit -- as Python < 3.10 ends every thread of its own -- and
+    aborts the process ("libgcc_s.so.1 must be installed for pthread_cancel
+    to work") where it cannot: inside rpm's chroot into a root without it.
+    Loaded now, before any transaction, it is found loaded then."""
+    if not _UNWINDER:
+        try:
+            _UNWINDER.append(ctypes.CDLL("libgcc_s.so.1"))
+        except OSError:
+            _UNWINDER.append(None)
+
+
+def _remove_private(name, parent_fd):
+    """rm -rf NAME in the directory open as `parent_fd`, errors ignored.
+    shutil.rmtree takes dir_fd from Python 3.11; before (EL9: 3.9) the
+    private plugin directory, which holds only links, is emptied by hand."""
+    try:
+        shutil.rmtree(name, dir_fd=parent_fd, ignore_errors=True)
+        return
+    except TypeError:              # Python < 3.11: no dir_fd
+        pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent_fd)
+    except OSError:
+        return
+    try:
+        for entry in os.listdir(fd):
+            try:
+                os.unlink(entry, dir_fd=fd)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except OSError:
+        pass
+
+
 class Activation:
     """The macros (and private plugin directory) that let rpm load the
     plugin into transaction sets created -- or first given a package --
@@ -123,6 +217,7 @@ class Activation:
 
     def __init__(self):
         self.so = plugin_path()
+        _load_unwinder()
         sysdir = rpm.expandMacro("%{__plugindir}")
         self.private = None
         values = {"__transaction_" + NAME: self.so, MAP_MACRO: ""}
@@ -148,24 +243,57 @@ class Activation:
     @property
     def worker_ok(self):
         """Whether the plugin may work on a thread of its own: no other
-        plugin rpm loads looks at file content, and this cow.so has the
-        worker (a plugin older than this module would not)."""
+        plugin rpm loads looks at file content, this cow.so has the
+        worker (a plugin older than this module would not), and rpm hands
+        the hook the file's descriptor (WORKER_ABI)."""
         return all(name in CONTENT_BLIND for name in self.others) and \
-            self._drain_fn() is not None
+            self._drain_fn() is not None and WORKER_ABI
 
     def _drain_fn(self):
         """rpmcow_plugin_drain of cow.so -- the instance rpm loads: the
         dynamic loader hands out one copy of a library per file.  Only ever
         the file plugin_path() approved."""
+        fn = self._function("rpmcow_plugin_drain")
+        if fn is not None:
+            fn.restype = ctypes.c_int
+            fn.argtypes = []
+        return fn
+
+    def _function(self, name):
         if self.so not in _APPROVED:
             return None
         try:
-            fn = ctypes.CDLL(self.so).rpmcow_plugin_drain
+            return getattr(ctypes.CDLL(self.so), name)
         except (OSError, AttributeError):
             return None
+
+    def results(self):
+        """What the plugin did for each package of the map it installed, in
+        order: [PackageResult]; [] where this cow.so cannot say."""
+        fn = self._function("rpmcow_plugin_result")
+        if fn is None:
+            return []
+        u64 = ctypes.c_uint64
         fn.restype = ctypes.c_int
-        fn.argtypes = []
-        return fn
+        fn.argtypes = [ctypes.c_uint, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(u64),
+                       ctypes.POINTER(u64), ctypes.POINTER(ctypes.c_char_p),
+                       ctypes.POINTER(ctypes.c_int)]
+        out, i = [], 0
+        nevra, why = ctypes.c_char_p(), ctypes.c_char_p()
+        cloned, copied, ok = u64(), u64(), ctypes.c_int()
+        while fn(i, ctypes.byref(nevra), ctypes.byref(cloned), ctypes.byref(copied),
+                 ctypes.byref(why), ctypes.byref(ok)):
+            out.append(PackageResult(nevra.value.decode("utf-8", "replace"), cloned.value,
+                                     copied.value,
+                                     why.value.decode() if why.value else None, bool(ok.value)))
+            i += 1
+        return out
+
+    def clear_results(self):
+        fn = self._function("rpmcow_plugin_clear_results")
+        if fn is not None:
+            fn.restype = None
+            fn()
 
     def set_map(self, entries):
         """entries: {header key: (extents fd, feed block size)}, or (fd,
@@ -196,8 +324,7 @@ class Activation:
         self.names = []
         if self.private:
             try:
-                shutil.rmtree(os.path.basename(self.private), dir_fd=self._parent_fd,
-                              ignore_errors=True)
+                _remove_private(os.path.basename(self.private), self._parent_fd)
             finally:
                 os.close(self._parent_fd)
             self.private = None

@@ -252,6 +252,17 @@ def drop_caches():
         f.write("3\n")
 
 
+def dnf_plugin_dirs():
+    """(pluginpath, pluginconfpath) with the cow plugin: this checkout's
+    dnf-plugins/ where rpmcow runs from a checkout, else dnf's own (where
+    python3-dnf-plugin-cow installs it)."""
+    here = os.path.join(CHECKOUT, "dnf-plugins")
+    if os.path.isfile(os.path.join(here, "cow.py")):
+        return here, here
+    import dnf.const
+    return dnf.const.PLUGINPATH, dnf.const.PLUGINCONFPATH
+
+
 def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=None):
     """Run the system dnf against the scenario repository.  Returns
     (returncode, output, wall seconds)."""
@@ -261,12 +272,12 @@ def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=Non
         os.mkdir(reposd)
         with open(os.path.join(reposd, "scenario.repo"), "w") as f:
             f.write("[scenario]\nname=rpmcow scenario\nbaseurl=%s\ngpgcheck=0\n" % repo_url)
-        pluginpath = os.path.join(CHECKOUT, "dnf-plugins")
+        pluginpath, pluginconfpath = dnf_plugin_dirs()
         if extra_pluginpath:
             pluginpath += "," + extra_pluginpath
         cmd = ["dnf", "-y", "--installroot", root, "--releasever", "1",
                "--setopt=reposdir=" + reposd, "--setopt=pluginpath=" + pluginpath,
-               "--setopt=pluginconfpath=" + pluginpath.split(",")[0],
+               "--setopt=pluginconfpath=" + pluginconfpath,
                "--setopt=keepcache=%d" % keepcache, "--setopt=install_weak_deps=0"]
         cmd.append("--disableplugin=sticky-vendor")   # the scenario measures cow alone
         if not cow:

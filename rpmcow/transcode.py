@@ -18,11 +18,10 @@ import time
 # transcode, and a command's start is most of the time it takes for a small
 # package.
 from . import rpmconfig, verify
-from .digests import by_id, by_name
-from .errors import BadPackageError, OutputError, RpmcowError, VerificationError
+from .digests import BY_NAME, by_name
+from .errors import BadPackageError, OutputError, RpmcowError
 
 DEFAULT_ALGOS = ("SHA256",)
-PGPHASHALGO_SHA256 = 8
 
 
 class Result:
@@ -57,7 +56,7 @@ def page_size_default():
 
 
 def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
-                 target=None, level=None, enforce=True):
+                 target=None, level=None, enforce=True, progress=None):
     """Transcode the package read from in_fd, writing the extents file to
     out_fd from its current position (taken as offset 0).
 
@@ -65,8 +64,11 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     level overrides that level.  enforce: raise VerificationError unless the
     verdict satisfies the level; without it (rpm2extents' stream contract)
     the verdict is only stored, and only a BAD item is an error.
+    progress: called as progress(bytes read, input size or None) from a
+    thread of its own, a few times a second while the payload streams.
     """
-    return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, True)
+    return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, True,
+                         progress)
 
 
 def _unverified_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
@@ -77,7 +79,8 @@ def _unverified_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None
     return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, False)
 
 
-def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, _verify):
+def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, _verify,
+                  progress=None):
     algo_names = [by_name(a).name for a in algos]
     page_size = page_size or page_size_default()
     target = target or rpmconfig.Target()
@@ -95,8 +98,13 @@ def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce,
             raise RpmcowError("cannot load the transcoder: %s" % exc) from None
         # the C input is done with in_fd when this returns
         with native.Input(in_fd, algo_names) as inp:
-            return _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck,
-                              out_ino)
+            watch = _Progress(inp, in_fd, progress) if progress else None
+            try:
+                return _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck,
+                                  out_ino)
+            finally:
+                if watch:
+                    watch.stop()
     except BaseException:
         if hcheck:
             hcheck.abort()
@@ -126,7 +134,6 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
         level = rpmconfig.verify_level(target, level)    # the host's: librpm's
         try:
             facts = package.header_facts(pro)
-            ranges = _add_verification_digests(inp, pro, facts) if _verify else {}
             table = package.FileTable(pro.main_header)
         except BadPackageError:
             if hcheck:     # rpmkeys names what is wrong with a header best
@@ -147,6 +154,8 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
 
         plan = verify.PayloadPlan(hcheck.wait(), facts.sigmd5 if hcheck.md5_skipped
                                   else None) if hcheck else None
+        # not a byte of the payload has been read yet
+        ranges = _add_verification_digests(inp, pro, plan) if plan else {}
         if plan and (plan.full_check or not set(plan.digests.values()) <= set(ranges)):
             # a legacy header+payload signature: rpmkeys reads it all
             check = verify.Check(target)
@@ -162,7 +171,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
         headers_sha256 = record.headers_digest(pro.data)
         lay = job.wait()
         input_digests, range_digests = inp.finish()
-    except BaseException as exc:
+    except BaseException:
         if check:
             check.abort()
         if hcheck:
@@ -180,8 +189,9 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
     elif plan:
         computed = {label: range_digests[ranges[what]].hex()
                     for label, what in plan.digests.items()}
-        items = verify.payload_items(plan, computed, rpmconfig.rpmkeys_verify_level())
-        rpmkeys_rc = 0 if all(it.result == "OK" for it in items) else 1
+        rpmkeys_level = rpmconfig.rpmkeys_verify_level()
+        items = verify.payload_items(plan, computed, rpmkeys_level)
+        rpmkeys_rc = 1 if verify.rpmkeys_outcome(items, rpmkeys_level)[1] else 0
     else:
         rpmkeys_rc, items = 1, []
     verdict = record.Verdict(items, headers_sha256, files_ok=True, rpmkeys_rc=rpmkeys_rc)
@@ -216,6 +226,32 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
     return result
 
 
+class _Progress:
+    """A thread reporting how far the input has been read, until stop()."""
+
+    INTERVAL = 0.25
+
+    def __init__(self, inp, in_fd, callback):
+        import threading
+        st = os.fstat(in_fd)
+        self._size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        self._inp, self._callback = inp, callback
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rpmcow-progress")
+        self._thread.start()
+
+    def _run(self):
+        while not self._done.wait(self.INTERVAL):
+            try:
+                self._callback(self._inp.progress(), self._size)
+            except Exception:         # noqa: BLE001 - a report must never fail the work
+                return
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+
+
 def _bindable(out_fd):
     """The inode number of the output where the record can bind the file
     itself (a regular file written from its start), else None."""
@@ -241,18 +277,29 @@ def _parse_checked(pro, facts, table, digests_verified=False):
     return pkg
 
 
-def _add_verification_digests(inp, pro, facts):
-    """Digests of the compressed input that rpmkeys' payload items need:
-    the payload digest (its algorithm from the header) from the payload's
-    start, and the legacy MD5 of header + payload.  Returns
-    {(algorithm, "payload" | "header+payload"): range digest index}."""
+def _add_verification_digests(inp, pro, plan):
+    """Digests of the compressed input that rpmkeys' payload items need
+    (plan.digests): each payload digest rpmkeys checks (rpm 4: the one
+    PAYLOADDIGESTALGO names; rpm 6: SHA-256, SHA-512 and SHA3-256 as the
+    header has them, each with its ALT) from the payload's start, and the
+    legacy MD5 of header + payload.  Called before any payload byte is
+    read.  Returns {(algorithm, "payload" | "header+payload"): range digest
+    index}; one the C core cannot compute (or one too many) is left out,
+    and rpmkeys then checks the whole package itself."""
     ranges = {}
-    algo = by_id(facts.payload_digest_algo or PGPHASHALGO_SHA256)
-    if algo is not None:
-        ranges[(algo.name, "payload")] = inp.add_range_digest(algo.openssl, len(pro.data), b"")
-    if facts.sigmd5 is not None:
-        ranges[("MD5", "header+payload")] = inp.add_range_digest(
-            "MD5", pro.hdr_off, memoryview(pro.data)[pro.hdr_off:])
+    for what in sorted(set(plan.digests.values())):
+        name, where = what
+        algo = BY_NAME.get(name.upper())
+        if algo is None:
+            continue
+        try:
+            if where == "payload":
+                ranges[what] = inp.add_range_digest(algo.openssl, len(pro.data), b"")
+            else:
+                ranges[what] = inp.add_range_digest(
+                    algo.openssl, pro.hdr_off, memoryview(pro.data)[pro.hdr_off:])
+        except RpmcowError:
+            continue
     return ranges
 
 
@@ -272,7 +319,7 @@ def _judge(items, level, enforce, nevra, header_only=False):
     else:
         failure = next((i.line.strip() for i in items if i.result == "BAD"), None)
     if failure:
-        raise VerificationError("%s: %s (verification level %s)" % (nevra, failure, level))
+        raise verify.refusal(nevra, failure, level)
 
 
 def _write(fd, data):
@@ -296,6 +343,7 @@ def transcode_path(in_path, out_path, **kw):
 def _via_path(in_path, out_path, transcode, kw):
     in_fd = 0 if in_path == "-" else _open_input(in_path)
     try:
+        _check_input(in_fd, in_path)
         if out_path == "-":
             return _to_stdout(in_fd, transcode, kw)
         return _to_file(in_fd, out_path, transcode, kw)
@@ -305,21 +353,49 @@ def _via_path(in_path, out_path, transcode, kw):
 
 
 def _open_input(path):
+    from .inputs import open_file
+    return open_file(path)
+
+
+def _check_input(in_fd, in_path):
+    """A named or redirected input must be a package, and not an extents
+    file already (whose 'payload' no decompressor would make sense of)."""
+    from . import inputs
+    if inputs.kind(in_fd, "standard input" if in_path == "-" else in_path) == inputs.EXTENTS:
+        raise BadPackageError("%s: already an extents file (transcoded): install it with "
+                              "'rpmcow install', or transcode the original package"
+                              % ("standard input" if in_path == "-" else in_path))
+
+
+def _same_file(in_fd, out_path):
+    """Whether out_path names the very file being read (a link included)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise RpmcowError("cannot open %s: %s" % (path, exc.strerror)) from None
+        a, b = os.fstat(in_fd), os.stat(out_path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _to_file(in_fd, out_path, transcode, kw):
+    """Write the extents file where no one sees it until it is complete: an
+    unnamed file (O_TMPFILE) in the output's directory, given a name only
+    at the end -- so an interrupted or killed transcode leaves nothing
+    behind.  Where the filesystem (or a missing /proc) does not allow that,
+    a ".NAME.RANDOM.part" file, removed on failure (and swept when stale)."""
+    if _same_file(in_fd, out_path):
+        raise OutputError("%s: the output is the input file itself: name another output "
+                          "(the original package would be replaced)" % out_path)
     out_dir = os.path.dirname(os.path.abspath(out_path))
+    name = os.path.basename(out_path)
     try:
-        fd, tmp = _create_part(out_dir, os.path.basename(out_path))
+        fd, tmp = _create_output(out_dir, name)
     except OSError as exc:
         raise OutputError("cannot create a file in %s: %s" % (out_dir, exc.strerror)) from None
     try:
         result = transcode(in_fd, fd, **kw)
         os.fchmod(fd, 0o644 & ~_umask())
+        if tmp is None:
+            tmp = _name_output(fd, out_dir, name)
         os.close(fd)
         fd = -1
         os.rename(tmp, out_path)
@@ -335,6 +411,81 @@ def _to_file(in_fd, out_path, transcode, kw):
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+
+PART_MAX_AGE = 3600          # seconds after which a ".NAME.*.part" of ours is stale
+
+
+def _create_output(directory, name):
+    """(fd, None) of an unnamed file in directory, or (fd, path) of a
+    ".part" file where unnamed files cannot be linked into place here (no
+    O_TMPFILE, or neither AT_EMPTY_PATH nor /proc: tried on a probe)."""
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    else:
+        if _can_link(directory):
+            return fd, None
+        os.close(fd)
+    _sweep_parts(directory, name)
+    return _create_part(directory, name)
+
+
+def _can_link(directory):
+    """Whether an unnamed file in directory can be given a name."""
+    try:
+        from .native import link_unnamed
+    except ImportError as exc:     # a broken install, or no memory to map it
+        raise RpmcowError("cannot load the transcoder: %s" % exc) from None
+    probe = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        path = os.path.join(directory, ".rpmcow-probe.%s" % os.urandom(6).hex())
+        link_unnamed(probe, path)
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(probe)
+
+
+def _name_output(fd, directory, name):
+    """Give the unnamed file at fd a temporary ".part" name, to be renamed
+    over the output (which a link cannot replace)."""
+    from .native import link_unnamed
+    for _ in range(100):
+        path = os.path.join(directory, ".%s.%s.part" % (name, os.urandom(6).hex()))
+        try:
+            link_unnamed(fd, path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name")
+
+
+def _sweep_parts(directory, name):
+    """Remove ".NAME.*.part" files of ours that a killed transcode left in
+    directory (older than PART_MAX_AGE: a running one keeps writing)."""
+    import time as _time
+    prefix = ".%s." % name
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    now = _time.time()
+    for entry in entries:
+        if not (entry.startswith(prefix) and entry.endswith(".part")):
+            continue
+        path = os.path.join(directory, entry)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and \
+                    now - st.st_mtime > PART_MAX_AGE:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def _create_part(directory, name):

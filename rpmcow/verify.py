@@ -42,6 +42,8 @@ from .errors import RpmcowError, VerificationError
 RC_OK = 0
 RC_FAIL = 2
 RECORD_PREFIX = "    rpmcow record: "     # the S text's last line (rpmcow.record)
+# rpm 6 names the header+payload range "Legacy" (rpmvs.cc: rangeName)
+_MD5_LABELS = ("MD5 digest", "Legacy MD5 digest")
 
 _LINE = re.compile(r"^    (?P<label>.*?): (?P<result>OK|BAD|NOKEY|NOTTRUSTED|NOTFOUND|UNKNOWN)"
                    r"(?: \((?P<detail>.*)\))?$")
@@ -64,18 +66,62 @@ class Item(namedtuple("Item", "label result detail", defaults=("",))):
         return not self.header_only
 
     @property
+    def is_legacy_md5(self):
+        """The header+payload MD5: "MD5 digest" (rpm 4), "Legacy MD5 digest" (rpm 6)."""
+        return self.label in _MD5_LABELS
+
+    @property
     def line(self):
         return "    %s: %s%s" % (self.label, self.result,
                                  " (%s)" % self.detail if self.detail else "")
 
 
+# rpm 6's OpenPGP messages (rpm-sequoia's) run over several lines:
+# "    Header OpenPGP RSA signature: BAD (package tag 268: invalid OpenPGP
+# signature: Parsing an OpenPGP packet:\n  Failed to parse ...\n ... (0))"
+_OPENED = re.compile(r"^    (?P<label>.*?): (?P<result>OK|BAD|NOKEY|NOTTRUSTED|NOTFOUND|UNKNOWN)"
+                     r" \((?P<detail>.*)$")
+
+
+def _closes(detail):
+    """Whether a detail (the text after its opening parenthesis) ends with
+    the parenthesis closing it."""
+    depth = 0
+    for c in detail:
+        depth += (c == "(") - (c == ")")
+    return depth < 0 and detail.endswith(")")
+
+
 def parse_items(text):
-    """Items from ``rpmkeys -Kv`` output (or an S section's text)."""
+    """Items from ``rpmkeys -Kv`` output (or an S section's text).  A detail
+    over several lines is kept whole (its lines joined with newlines) up to
+    its closing parenthesis, or up to the next item's line (four spaces,
+    then text; rpm's continuation lines are indented otherwise)."""
     items = []
+    pending = None                        # [label, result, detail lines] of an open item
     for line in text.splitlines():
+        starts = line[:4] == "    " and line[4:5] not in ("", " ", "\t")
+        if pending is not None:
+            if not starts:
+                pending[2].append(line)
+                detail = "\n".join(pending[2])
+                if _closes(detail):
+                    items.append(Item(pending[0], pending[1], detail[:-1]))
+                    pending = None
+                continue
+            items.append(Item(pending[0], pending[1], "\n".join(pending[2])))   # never closed
+            pending = None
+        if not starts or line.startswith(RECORD_PREFIX):
+            continue
         m = _LINE.match(line)
-        if m and not line.startswith(RECORD_PREFIX):
+        if m:
             items.append(Item(m["label"], m["result"], m["detail"] or ""))
+            continue
+        m = _OPENED.match(line)
+        if m:
+            pending = [m["label"], m["result"], [m["detail"]]]
+    if pending is not None:
+        items.append(Item(pending[0], pending[1], "\n".join(pending[2])))
     return items
 
 
@@ -97,7 +143,7 @@ def policy_failure(items, level, header_only=False):
     if level in ("digest", "all") and not header_only:
         # digests that cover the payload (and the legacy MD5, which also
         # covers the header) are only known after the full check
-        if not any(it.header_only or it.label == "MD5 digest" for it in digests_ok):
+        if not any(it.header_only or it.is_legacy_md5 for it in digests_ok):
             return "no header digest verified"
         if not any(it.covers_payload for it in digests_ok):
             return "no payload digest verified"
@@ -109,6 +155,20 @@ def policy_failure(items, level, header_only=False):
             bad = [it for it in sigs if it.result != "NOTFOUND"]
             return bad[0].line.strip() if bad else "package is not signed"
     return None
+
+
+def refusal(what, failure, level):
+    """The VerificationError for `what` (a NEVRA or a path) failing `level`
+    with `failure` (policy_failure's reason), saying how to fix what can be
+    fixed: a missing key, a level the package cannot meet."""
+    msg = "%s: %s (verification level %s)" % (what, failure, level)
+    if "NOKEY" in failure:
+        msg += ("; import the signing key into the target root's keyring "
+                "('rpmkeys --import KEYFILE', with --root for another root), or accept "
+                "unverified signatures with --verify-level digest")
+    elif "NOTTRUSTED" in failure or "not signed" in failure:
+        msg += "; --verify-level digest accepts packages without a trusted signature"
+    return VerificationError(msg)
 
 
 def header_digests_ok(header_items):
@@ -158,7 +218,8 @@ class _Rpmkeys:
                 stdin = r
                 try:
                     import fcntl
-                    fcntl.fcntl(self._w, fcntl.F_SETPIPE_SZ, 1 << 20)   # fewer wake-ups
+                    # fewer wake-ups; Python < 3.10 has no name for it (Linux: 1031)
+                    fcntl.fcntl(self._w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
                 except OSError:
                     pass
             self._out = os.memfd_create("rpmkeys-out", os.MFD_CLOEXEC)
@@ -204,10 +265,20 @@ class _Rpmkeys:
         finally:
             os.close(pidfd)
 
+    # SIGTERM first: rpm exits on it through its signal queue, closing its
+    # database, where SIGKILL can leave a Berkeley DB environment (rpm's
+    # usual backend before 4.17: Debian 11) with a dead holder of a lock:
+    # every later rpm run that opens the database then hangs or cannot read
+    # the keyring.  SIGKILL only if rpmkeys has not exited after this long.
+    ABORT_GRACE = 2.0
+
     def abort(self):
         if self._pid is not None:
+            self._close_pipe()    # rpmkeys reading stdin sees its end
             try:
-                os.kill(self._pid, signal.SIGKILL)
+                os.kill(self._pid, signal.SIGTERM)
+                if not self._exited(self.ABORT_GRACE):
+                    os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             _reap(self._pid)
@@ -322,9 +393,11 @@ def _reap(pid):
 
 # ---- payload items, computed by the C input stage --------------------------
 
-_PAYLOAD_DIGEST = re.compile(r"^Payload (?P<algo>[A-Z0-9]+)(?P<alt> ALT)? digest$")
+# rpm 4: SHA256 (PAYLOADDIGESTALGO's); rpm 6: SHA256, SHA512, SHA3-256, each with an ALT
+_PAYLOAD_DIGEST = re.compile(r"^Payload (?P<algo>[A-Z0-9-]+)(?P<alt> ALT)? digest$")
 _EXPECTED = re.compile(r"^Expected (?P<want>[0-9a-fA-F]+) != [0-9a-fA-F]*$")
 _DIG, _SIG = 1, 2                   # rpmvs item types
+DIGEST, SIGNATURE = _DIG, _SIG
 _HEADER, _PAYLOAD = 1, 2            # rpmvs ranges
 _LEVEL_BITS = {"none": 0, "digest": _DIG, "signature": _SIG, "all": _DIG | _SIG}
 
@@ -364,7 +437,7 @@ class PayloadPlan:
             m = _PAYLOAD_DIGEST.match(it.label)
             if m:
                 what = (m["algo"], "payload")
-            elif it.label == "MD5 digest":
+            elif it.is_legacy_md5:
                 what = ("MD5", "header+payload")
             else:
                 self.full_check = True      # a signature over header+payload
@@ -383,14 +456,78 @@ class PayloadPlan:
         if len(sigmd5) != 16:
             self.full_check = True          # rpmkeys judges a malformed tag itself
             return
-        label = "MD5 digest"
-        where = [i for i, it in enumerate(self.items) if it.label == label]
+        where = [i for i, it in enumerate(self.items) if it.is_legacy_md5]
         if where:
+            label = self.items[where[0]].label
             self.items[where[0]] = Item(label, "NOTFOUND")
-        else:
+        else:       # rpm >= 6.1 lists no disabled item; the legacy range sorts last
+            label = _legacy_md5_label()
             self.items.append(Item(label, "NOTFOUND"))
         self.digests[label] = ("MD5", "header+payload")
         self.expected[label] = sigmd5.hex()
+
+
+def _legacy_md5_label():
+    """What this librpm calls the header+payload MD5 item (rpm 6 names that
+    range "Legacy": lib/rpmvs.cc rangeName; rpm 4 leaves it unnamed)."""
+    import rpm
+    try:
+        major = int(str(rpm.__version_info__[0]))
+    except (AttributeError, IndexError, ValueError):
+        major = 4
+    return _MD5_LABELS[1] if major >= 6 else _MD5_LABELS[0]
+
+
+def _rpm_version():
+    import rpm
+    try:
+        return tuple(int(str(x)) for x in rpm.__version_info__[:3])
+    except (AttributeError, TypeError, ValueError):
+        return (4, 0, 0)
+
+
+def rpmkeys_outcome(items, level):
+    """What ``rpmkeys -K`` concludes from the items it printed, at
+    %_pkgverify_level `level`: (bad, failed).  bad: the item types (_DIG,
+    _SIG) its one-line form writes in capitals ("DIGESTS", "SIGNATURES");
+    failed: whether it exits non-zero ("NOT OK").  librpm's rules changed
+    twice (lib/rpmvs.cc rpmvsVerify, lib/rpmchecksig.cc):
+
+    * rpm 4 and 6.0.0: any printed item not OK fails, and is bad;
+    * 6.0.1: NOTTRUSTED is neither a success nor a failure (NOTFOUND still
+      fails); at least one item must be OK.  Bad: as before;
+    * 6.1: only BAD and NOKEY fail, and at a level above none the whole
+      package (header and payload) must be covered by verified digests
+      (digest) or signatures (signature; also wherever a signature
+      verified).  Bad: the failed types."""
+    items = reported(items, level)         # e.g. a header check's NOTFOUND, covered by the MD5
+    notok = {_type(it) for it in items if it.result != "OK"}
+    version = _rpm_version()
+    if version < (6, 0, 1):
+        return notok, bool(notok)
+    if version < (6, 1, 0):
+        success = sum(it.result == "OK" for it in items)
+        failures = sum(it.result in ("BAD", "NOKEY", "NOTFOUND") for it in items)
+        return notok, not (success >= 1 and failures == 0)
+    failed = {_type(it) for it in items if it.result in ("BAD", "NOKEY")}
+    verified = {_DIG: 0, _SIG: 0}
+    for it in items:
+        if it.result == "OK":
+            verified[_type(it)] |= _range(it)
+            # digests inside a header whose signature verified count as signed
+            if it.label.startswith("Payload ") and verified[_SIG] & _HEADER:
+                verified[_SIG] |= _range(it)
+    level_bits = _LEVEL_BITS.get(level, _DIG)
+    # at level none the range is that of the items (those not printed --
+    # NOTFOUND, not required -- are not known here)
+    whole = (_HEADER | _PAYLOAD) if level_bits else 0
+    for it in items:
+        whole |= _range(it)
+    vfylevel = level_bits | (_SIG if verified[_SIG] else 0)
+    for kind in (_DIG, _SIG):
+        if vfylevel & kind and verified[kind] != whole:
+            failed.add(kind)
+    return failed, bool(failed)
 
 
 def payload_items(plan, computed, level):
@@ -405,6 +542,15 @@ def payload_items(plan, computed, level):
             it = Item(it.label, "OK") if want == got else \
                 Item(it.label, "BAD", "Expected %s != %s" % (want, got))
         judged.append(it)
+    return reported(judged, level)
+
+
+def reported(judged, level):
+    """Of every item judged, those ``rpmkeys -Kv`` prints, as it prints them
+    (rpmvsVerify's rules): a failed payload digest whose alternative
+    verified is NOTFOUND; a NOTFOUND item only where its range is not
+    otherwise verified as the level requires.  Items rpmkeys printed come
+    out unchanged."""
     verified = {_DIG: 0, _SIG: 0}
     strengths, ranges = [], 0
     for it in judged:

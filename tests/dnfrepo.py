@@ -139,8 +139,10 @@ class GpgKey:
         raise RuntimeError("no fingerprint for the new key:\n" + r.stdout)
 
     def sign(self, paths):
-        """rpmsign --addsign (replaces any signature the packages had)."""
-        _run(["rpmsign", "--addsign",
+        """rpmsign --resign: replaces any signature the packages had (rpm 4:
+        the same as --addsign; rpm 6's --addsign refuses a package that has
+        a signature of another kind: "already contains a legacy signature")."""
+        _run(["rpmsign", "--resign",
               "--define", "_gpg_name %s" % self.fingerprint,
               "--define", "__gpg /usr/bin/gpg",
               "--define", "_gpg_path %s" % self.home] + [str(p) for p in paths],
@@ -549,7 +551,7 @@ RPMFILE_GHOST = 1 << 6
 def installed_regular_files(root, name, with_flags=False):
     """[(path inside root, size)] of the regular, non-ghost files of an installed
     package ([(path, size, fileflags)] with_flags)."""
-    r = _run(rpm_cmd(root, "-q", "--qf", "[%{FILENAMES}\t%{FILESIZES}\t%{FILEMODES}\t"
+    r = _run(rpm_cmd(root, "-q", "--qf", "[%{FILENAMES}\t%{LONGFILESIZES}\t%{FILEMODES}\t"
                      "%{FILEFLAGS}\n]", name))
     out = []
     for line in r.stdout.splitlines():

@@ -63,7 +63,12 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = corpus_path()
 
-AS_LIMIT = 1536 << 20          # address space of every child
+AS_LIMIT = 1536 << 20          # address space of every child (at least)
+
+
+def _vmsize():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
 TIMEOUT = 60                   # seconds per transcode, far above the ~0.1 s they take
 SCALE = float(os.environ.get("RPMCOW_BAD_INPUT_EXAMPLES", "1"))
 
@@ -410,7 +415,9 @@ def transcode_isolated(data, **kw):
         if pid == 0:   # pragma: no cover - the child
             try:
                 os.close(r)
-                resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
+                # above what this (forked, possibly large by now) process maps already
+                limit = max(AS_LIMIT, _vmsize() + (1 << 30))
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
                 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
                 try:
                     transcode.transcode_path(src, dst, **kw)
@@ -612,13 +619,52 @@ for _kind in MAIN_PKGS:
             _runners.append("rpm2extents")
         if _kind == "xz" and _cut_name in ("inside-main-data", "inside-payload"):
             _runners.append("stdin")
+        # an empty named file is "not an RPM package (empty file)": test_empty_file
         case("truncated", "%s-%s" % (_kind, _cut_name),
-             lambda k=_kind, c=_cut_name: _cut(k, c), runners=_runners, expect="truncated")
+             lambda k=_kind, c=_cut_name: _cut(k, c), runners=_runners,
+             expect=None if _cut_name == "empty" else "truncated")
 
 
 @pytest.mark.parametrize("case", cases("truncated"))
 def test_truncated_at_boundary(cli, case):
     cli.check(case)
+
+
+def test_files_that_are_no_package_are_named(tmp_path):
+    """Errors a user reads first: the file's name and what it is."""
+    empty, text, dirpath = tmp_path / "empty.rpm", tmp_path / "notes.rpm", tmp_path / "dir.rpm"
+    empty.write_bytes(b"")
+    text.write_text("not a package\n")
+    dirpath.mkdir()
+    ext = tmp_path / "x.rpme"
+    src = CORPUS / PKGS["zstd"][0]
+    assert run(command("rpmcow") + ["transcode", "-q", str(src), "-o", str(ext)]).returncode == 0
+    for path, want in ((empty, "not an RPM package (empty file)"),
+                       (text, "not an RPM package"),
+                       (dirpath, "is a directory"),
+                       (ext, "already an extents file")):
+        proc = run(command("rpmcow") + ["transcode", str(path), "-o", str(tmp_path / "out")])
+        err = proc.stderr.decode()
+        assert proc.returncode != 0 and err.startswith("rpmcow: %s: %s" % (path, want)), err
+        assert "Traceback" not in err
+        assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.rpm", "empty.rpm", "notes.rpm",
+                                                          "x.rpme"]
+
+
+def test_output_that_is_the_input_is_refused(tmp_path):
+    """'rpmcow transcode self.rpm -o self.rpm' (or a hard link of it) would
+    replace the signed original: refused, the original untouched."""
+    src = tmp_path / "self.rpm"
+    shutil.copyfile(CORPUS / PKGS["zstd"][0], src)
+    link = tmp_path / "link.rpm"
+    os.link(src, link)
+    before = src.read_bytes()
+    for out in (src, link):
+        proc = run(command("rpmcow") + ["transcode", str(src), "-o", str(out)])
+        assert proc.returncode != 0 and b"is the input file itself" in proc.stderr, proc.stderr
+        assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.rpm", "self.rpm"]
 
 
 # cuts of the decompressed archive, recompressed: the decoder sees a complete
@@ -957,7 +1003,7 @@ def test_truncated_anywhere(kind, frac):
     n = int(frac * s.size)
     o = transcode_isolated(data[:n])
     assert_outcome(o, data[:n], must_fail=True, what="%s cut at %d" % (kind, n))
-    assert "truncated" in o.msg.lower(), o.msg
+    assert ("truncated" if n else "empty file") in o.msg.lower(), o.msg
 
 
 U32 = st.one_of(st.sampled_from([0, 1, 2, 15, 16, 0x7F, 0xFF, 0xFFFF, 0x10000, 0x00FFFFFF,
@@ -1120,3 +1166,31 @@ def test_allocation_failure(kind, warm, level, start, stop, step):
         bad.append(r)
     kinds = collections.Counter(r["kind"] for r in results)
     assert not bad, "%s (outcomes: %s)" % (bad[:3], dict(kinds))
+
+
+def test_out_of_memory_is_not_a_bad_package(tmp_path):
+    """Run out of address space in the middle of a transcode: the error says
+    so (exit 3), never that a good package is bad."""
+    src = CORPUS / PKGS["xz"][0]
+    code = ("import resource, sys\n"
+            "from rpmcow import cli, native, transcode, package, verify, extents, record\n"
+            "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status')\n"
+            "          if l.startswith('VmSize:'))\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (vm + %d, resource.RLIM_INFINITY))\n"
+            "sys.exit(cli.main(['transcode', '-q', sys.argv[1], '-o', sys.argv[2]]))\n")
+    seen = set()
+    for extra in (1 << 20, 4 << 20, 16 << 20, 40 << 20, 80 << 20, 160 << 20, 400 << 20):
+        proc = subprocess.run([sys.executable, "-c", code % extra, str(src),
+                               str(tmp_path / "o.rpme")], capture_output=True)
+        err = proc.stderr.decode()
+        if proc.returncode == 0:
+            seen.add("ok")
+            continue
+        assert "Traceback" not in err, err
+        if proc.returncode == 3:
+            assert "out of memory" in err and "nothing was judged" in err, err
+            seen.add("oom")
+        else:
+            # librpm or Python may die otherwise, but never call the package bad
+            assert "not a valid" not in err and "corrupt" not in err and "BAD" not in err, err
+    assert "oom" in seen and "ok" in seen, seen

@@ -39,3 +39,21 @@ def test_each_source_compiles_without_warnings(source):
            str(ROOT / "csrc" / source)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_shipped_builds_carry_no_test_hooks(tmp_path):
+    """The default builds read no test variable: neither the extension nor
+    the plugin (which runs in every copy-on-write install, as root) has
+    their names in them; only a test build of the plugin does."""
+    import rpmcow._core
+    sos = [rpmcow._core.__file__]
+    plugin = ROOT / "rpmcow" / "plugins" / "cow.so"
+    if plugin.is_file():             # a checkout's build (rpmbuild's %check has it elsewhere)
+        sos.append(str(plugin))
+    for so in sos:
+        data = Path(so).read_bytes()
+        assert b"RPMCOW_TEST" not in data, so
+        assert b"fault injected" not in data, so
+    if plugin.is_file():
+        hooked = _build.build_plugin(str(tmp_path), test_hooks=True)
+        assert b"RPMCOW_TEST_FAULT_PATH" in Path(hooked).read_bytes()

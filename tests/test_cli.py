@@ -164,8 +164,25 @@ def test_inspect_reads_upstream_file():
     assert r.returncode == 0
     text = r.stdout.decode()
     assert "hello-2.0-1.x86_64" in text
-    assert "rc 2 (NOT OK)" in text
+    assert "NOT every item OK when transcoded (rc 2)" in text
     assert "key ID 1964c5fc: NOKEY" in text
+
+
+def test_inspect_table_names_files_and_json_through_head(tmp_path):
+    out = tmp_path / "h.rpme"
+    assert rpmcow("transcode", str(HELLO), "-o", str(out), "-q").returncode == 0
+    text = rpmcow("inspect", "--table", str(out)).stdout.decode()
+    assert "7120 bytes at 8192       /usr/bin/hello  c89fa87a" in text, text
+    assert "4 distinct contents" in text
+    doc = json.loads(rpmcow("inspect", "--json", str(out)).stdout)
+    entry = next(e for e in doc["table"]["entries"] if e["files"] == ["/usr/bin/hello"])
+    assert entry["size"] == 7120 and entry["offset"] == 8192
+    for mode in ("--json", "--table"):
+        r = subprocess.run("%s -c 'import sys; from rpmcow.cli import main; sys.exit(main())' "
+                           "inspect %s %s | head -1 >/dev/null; echo ${PIPESTATUS[0]}"
+                           % (sys.executable, mode, out), shell=True, capture_output=True,
+                           executable="/bin/bash")
+        assert r.stdout.strip() == b"0" and r.stderr == b"", (mode, r)
 
 
 def test_inspect_plain_rpm_says_not_transcoded():
@@ -186,7 +203,8 @@ def test_a_command_alone_parses_as_its_subparser(name, monkeypatch):
     argv = {"transcode": ["x.rpm", "-o", "y", "--digest", "SHA1", "--root", "/r", "-q"],
             "checksig": ["a", "b", "-v", "--files"],
             "install": ["a.rpme", "-U", "--nodeps", "--verify-level", "all"],
-            "inspect": ["f", "--json"]}[name]
+            "inspect": ["f", "--json"],
+            "cache": ["status", "/var/cache/x", "--json", "--root", "/r"]}[name]
     assert vars(alone.parse_args(argv)) == vars(full.parse_args([name] + argv))
     # an unknown option is reported with the command's usage (the subparser
     # left it to the top level: "rpmcow: error", and rpmcow's usage)
@@ -222,3 +240,181 @@ def test_no_way_to_skip_verification_through_the_api(tmp_path):
     with pytest.raises(TypeError):
         transcode.transcode_path(str(HELLO), str(tmp_path / "x.rpme"), _verify=False)
     assert not (tmp_path / "x.rpme").exists()
+
+
+def test_batch_transcode_into_a_directory(tmp_path):
+    """rpmcow transcode *.rpm -d DIR: names as the dnf plugin's; one bad
+    package does not stop the others; the summary says the signature."""
+    bad = tmp_path / "bad.rpm"
+    bad.write_bytes(b"no package")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = rpmcow("transcode", str(MC), str(HELLO), str(bad), "-d", str(out))
+    assert r.returncode == 1
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["hello-2.0-1.x86_64.cow.rpm", "mc-4.8.21-2.1.x86_64.cow.rpm"], names
+    err = r.stderr.decode()
+    assert "rpmcow: %s: not an RPM package" % bad in err
+    assert "1 of 3 packages failed" in err
+    assert "hello-2.0-1.x86_64: 5 files," in err and "; unsigned" in err, err
+    # several inputs without -d, -o naming a directory: clear usage errors
+    r = rpmcow("transcode", str(MC), str(HELLO), "-o", str(tmp_path / "x"))
+    assert r.returncode == 2 and b"-d DIR" in r.stderr
+    r = rpmcow("transcode", str(MC), "-o", str(out))
+    assert r.returncode == 2 and b"is a directory" in r.stderr and b"-d" in r.stderr
+
+
+def test_transcode_and_checksig_json(tmp_path):
+    out = tmp_path / "h.rpme"
+    r = rpmcow("transcode", str(HELLO), "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["package"] == "hello-2.0-1.x86_64" and rep["files"] == 5
+    assert rep["signature"] == "unsigned" and rep["output"] == str(out)
+    assert any(i["item"].startswith("Header SHA256") and i["result"] == "OK"
+               for i in rep["verdict"])
+    r = rpmcow("checksig", "--json", str(out), str(HELLO))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert [x["kind"] for x in res] == ["extents file", "package"]
+    assert all(x["ok"] for x in res) and res[1]["summary"] == "digests OK"
+
+
+def test_version_everywhere():
+    for prog in ("main", "rpm2extents_main"):
+        r = subprocess.run([sys.executable, "-c", "import sys; from rpmcow.cli import %s as m; "
+                            "sys.exit(m())" % prog, "--version"], capture_output=True)
+        assert r.returncode == 0 and b"0." in r.stdout, (prog, r)
+
+
+def _slow_writer(fd, data, pieces=8, pause=0.15):
+    import threading
+    import time
+
+    def run():
+        try:
+            step = len(data) // pieces + 1
+            for i in range(0, len(data), step):
+                os.write(fd, data[i:i + step])
+                time.sleep(pause)
+        finally:
+            os.close(fd)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_progress_reports_while_the_payload_streams(tmp_path):
+    r, w = os.pipe()
+    seen = []
+    t = _slow_writer(w, MC.read_bytes())
+    with open(tmp_path / "out.rpme", "wb") as out:
+        res = transcode.transcode_fd(r, out.fileno(), progress=lambda d, n: seen.append((d, n)))
+    os.close(r)
+    t.join()
+    assert res.nevra.startswith("mc-")
+    assert len(seen) >= 2, seen
+    assert all(n is None for _, n in seen)                    # a pipe has no size
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] > 0
+
+
+def test_progress_line_on_a_terminal_only(tmp_path):
+    """On a terminal: a percentage line, erased before the summary; in a
+    pipe (as here, for the other tests): nothing but the summary."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from rpmcow.cli import main; "
+                             "sys.exit(main())", "transcode", "-", "-o",
+                             str(tmp_path / "o.rpme")], stdin=r, stderr=slave,
+                            stdout=subprocess.DEVNULL)
+    os.close(r)
+    os.close(slave)
+    t = _slow_writer(w, MC.read_bytes())
+    got = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    proc.wait(30)
+    t.join()
+    os.close(master)
+    assert proc.returncode == 0, got
+    text = got.decode("utf-8", "replace")
+    assert "\r\x1b[K-: " in text and "read" in text, repr(text)
+    assert text.rstrip().endswith("; unsigned") or "signed" in text.splitlines()[-1], repr(text)
+    quiet = rpmcow("transcode", str(MC), "-o", str(tmp_path / "p.rpme"))
+    assert b"\r" not in quiet.stderr and b"%" not in quiet.stderr
+
+
+@pytest.mark.parametrize("words,want,unwanted", [
+    (["rpmcow", "tr"], ["transcode"], ["install"]),
+    (["rpmcow", ""], ["transcode", "checksig", "install", "inspect", "cache"], []),
+    (["rpmcow", "install", "--verify-"], ["--verify-level", "--verify-files"], ["--json"]),
+    (["rpmcow", "transcode", "x.rpm", "--verify-level", ""], ["none", "digest", "all"], []),
+    (["rpmcow", "cache", ""], ["status", "clean"], []),
+    (["rpm2extents", "SHA"], ["SHA256", "SHA1"], ["MD5"]),
+])
+def test_bash_completion(words, want, unwanted, tmp_path):
+    from rpmcow import completion
+    script = tmp_path / "rpmcow.bash"
+    script.write_text(completion.render())
+    line = "source /usr/share/bash-completion/bash_completion 2>/dev/null; source %s; " % script
+    line += "COMP_WORDS=(%s); COMP_CWORD=%d; _rpmcow; printf '%%s\\n' \"${COMPREPLY[@]}\"" % (
+        " ".join("'%s'" % w for w in words), len(words) - 1)
+    r = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=tmp_path)
+    got = r.stdout.split()
+    assert r.returncode == 0, r.stderr
+    assert all(w in got for w in want) and not any(w in got for w in unwanted), got
+
+
+def test_an_internal_error_is_one_line(tmp_path):
+    """A bug (here: the C core's module swapped for one that raises) is one
+    line naming it and where to go from there; RPMCOW_DEBUG=1 shows the
+    traceback."""
+    code = ("import sys; from rpmcow import cli, transcode\n"
+            "def boom(*a, **k): raise KeyError('surprise')\n"
+            "transcode.transcode_path = boom\n"
+            "sys.exit(cli.main(['transcode', sys.argv[1], '-o', sys.argv[2]]))\n")
+    args = [sys.executable, "-c", code, str(HELLO), str(tmp_path / "o")]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 70, r
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "internal error: KeyError: 'surprise'" in r.stderr and "report it" in r.stderr
+    r = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, RPMCOW_DEBUG="1"))
+    assert "Traceback" in r.stderr and r.returncode == 1
+
+
+def test_without_rpms_python_bindings_one_clear_line(tmp_path):
+    """A Python without rpm's bindings (a venv made without
+    --system-site-packages): one line saying what to install."""
+    fake = tmp_path / "rpm"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named rpm (test)')\n")
+    r = subprocess.run([sys.executable, "-c", "import sys; from rpmcow.cli import main; "
+                        "sys.exit(main())", "checksig", str(HELLO)], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH="%s:%s" % (tmp_path, ROOT)))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "install python3-rpm" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_rpm_versions_supported():
+    from rpmcow import support
+    assert support._version("4.16.1.2") == (4, 16) and support._version("6.1.0") == (6, 1)
+    assert support._version("4.20.1~rc1") == (4, 20)
+    import rpm
+    assert support.check_rpm() == support._version(rpm.__version__) >= support.OLDEST_RPM
+    with pytest.raises(support.UnsupportedError, match="older than 4.16"):
+        old, rpm.__version__ = rpm.__version__, "4.14.3"
+        try:
+            support.check_rpm()
+        finally:
+            rpm.__version__ = old

@@ -215,7 +215,10 @@ def test_file_lists(built):
     for p in ("/usr/bin/rpmcow", "/usr/bin/rpm2extents",
               sitearch + "/rpmcow/__init__.py", sitearch + "/rpmcow/cli.py",
               sitearch + "/rpmcow/rpmplugin.py", sitearch + "/rpmcow/vendor/policy.py",
-              sitearch + "/rpmcow/vendor/formats.py", "/var/lib/rpmcow"):
+              sitearch + "/rpmcow/vendor/formats.py", "/var/lib/rpmcow",
+              # make demo's machinery, complete (issue #15): its dnf timing plugin
+              sitearch + "/rpmcow/scenario_plugins/rpmtiming.py",
+              "/usr/share/bash-completion/completions/rpmcow"):
         assert p in lib, p
     assert any(re.match(r"/usr/share/man/man8/rpmcow\.8(\.gz)?$", p) for p in lib)
     assert any(re.match(r"/usr/share/man/man8/rpm2extents\.8(\.gz)?$", p) for p in lib)
@@ -260,7 +263,9 @@ def test_no_file_outside_the_package_directories(built):
     man = "/usr/share/man/man8/"
     allowed = {
         "python3-rpmcow": ("/usr/bin/rpmcow", "/usr/bin/rpm2extents", sitearch + "/rpmcow", man + "rpmcow.8", man + "rpm2extents.8",
-                           "/var/lib/rpmcow", "/usr/lib/.build-id"),
+                           "/var/lib/rpmcow", "/usr/lib/.build-id",
+                           "/usr/share/bash-completion/completions/rpmcow",
+                           "/usr/share/bash-completion/completions/rpm2extents"),
         "rpm-plugin-cow": (plugindir + "/cow.so", macrodir + "/macros.rpmcow",
                            "/usr/lib/.build-id"),
         "python3-dnf-plugin-cow": (sitelib + "/dnf-plugins/cow.py",
@@ -274,7 +279,8 @@ def test_no_file_outside_the_package_directories(built):
     }
     system_dirs = {"/usr/bin", sitearch, sitelib, sitelib + "/dnf-plugins",
                    sitelib + "/dnf-plugins/__pycache__", plugindir, macrodir,
-                   "/etc/dnf", "/etc/dnf/plugins", "/var/lib/dnf", "/usr/share/man/man8"}
+                   "/etc/dnf", "/etc/dnf/plugins", "/var/lib/dnf", "/usr/share/man/man8",
+                   "/usr/share/bash-completion", "/usr/share/bash-completion/completions"}
     # (rpm itself adds /usr/lib/.build-id and its links to every package with ELF files)
     owner = {}
     for name, pkg in built.rpms.items():
@@ -443,6 +449,9 @@ def test_built_binaries_are_hardened(built, tmp_path):
         stack = [line for line in headers.splitlines() if "GNU_STACK" in line]
         assert len(stack) == 1 and stack[0].split()[-2] == "RW", stack
         assert "GNU_RELRO" in headers
+        # no test hook in what we ship (issue #15): the strings of the binary
+        text = (root / so.lstrip("/")).read_bytes()
+        assert b"RPMCOW_TEST" not in text and b"fault injected" not in text, so
     dyn = _run(["readelf", "-dW", tmp_path / "rpm-plugin-cow" /
                 (rpm_eval("%{__plugindir}") + "/cow.so").lstrip("/")]).stdout
     assert "librpm.so" in dyn and "BIND_NOW" in dyn

@@ -33,7 +33,14 @@ import re
 try:
     import tomllib
 except ImportError:             # Python < 3.11 (EL9): the same parser, packaged
-    import tomli as tomllib
+    try:
+        import tomli as tomllib
+    except ImportError:         # where only the older `toml` is packaged (Debian 11)
+        import toml as _toml
+
+        class tomllib:          # noqa: N801 - stands in for the module
+            TOMLDecodeError = _toml.TomlDecodeError
+            loads = staticmethod(_toml.loads)
 
 from . import iniparse, match
 from .errors import PolicyFileError

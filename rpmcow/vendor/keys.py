@@ -15,7 +15,8 @@ import subprocess
 import tempfile
 
 _KEYID = re.compile(r"(?:Key ID|key ID|fingerprint:?) ([0-9a-fA-F]{8,40})")
-_SIG_TAGS = ("RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
+# OPENPGP: rpm 6's signature array (v6 packages; the first signature counts)
+_SIG_TAGS = ("OPENPGP", "RSAHEADER", "DSAHEADER", "SIGPGP", "SIGGPG")
 
 
 def key_ids(armored_text):

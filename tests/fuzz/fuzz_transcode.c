@@ -209,7 +209,7 @@ static void setup(void)
 
 static void check_error(const char *where, int rc, const rc_error *err)
 {
-    if (rc >= 0 || rc < RC_E_INTERNAL) {
+    if (rc >= 0 || rc < RC_E_LIMIT) {           /* RC_E_LIMIT: the lowest code */
         fprintf(stderr, "%s: return code %d is not an RC_E_* code\n", where, rc);
         abort();
     }

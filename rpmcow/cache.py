@@ -1,0 +1,201 @@
+"""``rpmcow cache status|clean``: what the extents files on this host cost and save.
+
+An extents file whose package is installed copy-on-write shares its blobs
+with the installed files: keeping it costs only its unshared blocks
+(headers, sections, blobs of files changed or removed since).  One whose
+package is no longer installed (``dnf remove``, an upgrade with
+``keep=always``) shares nothing and costs its full size.  ``status`` says
+which is which and what the shared blocks save; ``clean`` removes the
+extents files no installed package uses, and ".part" files a killed
+transcode left behind.
+
+Where extents files are: dnf's package caches (``/var/cache/dnf``, dnf5's
+``/var/cache/libdnf5``, inside ``--root``), or the directories given.
+"""
+import fcntl
+import os
+import stat
+import struct
+import time
+
+from . import extents
+from .errors import RpmcowError
+
+CACHE_DIRS = ("var/cache/dnf", "var/cache/libdnf5", "var/cache/yum")
+PART_MAX_AGE = 3600        # as rpmcow.transcode: older ".part" files are a killed transcode's
+
+FS_IOC_FIEMAP = 0xC020660B
+FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_SHARED = 0x2000
+_FM_HEAD = struct.Struct("=QQIIII")
+_FM_EXT = struct.Struct("=QQQQQI12x")
+
+
+class Entry:
+    """One extents file: its path, package, allocated and shared bytes, and
+    whether an installed package is the one it was made from."""
+
+    def __init__(self, path, nevra, key, allocated, shared, installed):
+        self.path, self.nevra, self.key = path, nevra, key
+        self.allocated, self.shared, self.installed = allocated, shared, installed
+
+    @property
+    def exclusive(self):
+        """Bytes removing the file would give back."""
+        return max(0, self.allocated - self.shared)
+
+    def as_dict(self):
+        return {"path": self.path, "package": self.nevra, "installed": self.installed,
+                "allocated_bytes": self.allocated, "shared_bytes": self.shared,
+                "exclusive_bytes": self.exclusive}
+
+
+def shared_bytes(fd):
+    """Bytes of the file at fd in extents shared with another file (FIEMAP);
+    0 where the filesystem cannot say."""
+    total, start, batch = 0, 0, 128
+    while True:
+        buf = bytearray(_FM_HEAD.pack(start, (1 << 64) - 1 - start, 0, 0, batch, 0)
+                        + bytes(_FM_EXT.size * batch))
+        try:
+            fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
+        except OSError:
+            return total
+        mapped = _FM_HEAD.unpack_from(buf)[3]
+        last, end = False, start
+        for i in range(mapped):
+            logical, _phys, length, _r1, _r2, flags = _FM_EXT.unpack_from(
+                buf, _FM_HEAD.size + i * _FM_EXT.size)
+            if flags & FIEMAP_EXTENT_SHARED:
+                total += length
+            last = last or bool(flags & FIEMAP_EXTENT_LAST)
+            end = logical + length
+        if mapped == 0 or last:
+            return total
+        start = end
+
+
+def default_dirs(root):
+    return [os.path.join(root, d) for d in CACHE_DIRS if os.path.isdir(os.path.join(root, d))]
+
+
+def _installed_keys(root, dbpath=None):
+    """{SHA256HEADER or SHA1HEADER: NEVRA} of the packages installed in root."""
+    import rpm
+    if dbpath:
+        rpm.addMacro("_dbpath", dbpath)
+    try:
+        ts = rpm.TransactionSet(root)
+        out = {}
+        for h in ts.dbMatch():
+            key = h[rpm.RPMTAG_SHA256HEADER] or h[rpm.RPMTAG_SHA1HEADER]
+            if key:
+                out[key] = h["nevra"]
+        ts.closeDB()
+        return out
+    finally:
+        if dbpath:
+            rpm.delMacro("_dbpath")
+
+
+def _header_key(fd):
+    """(key, NEVRA) of the package whose headers start the file."""
+    import rpm
+
+    from . import native, package
+    os.lseek(fd, 0, os.SEEK_SET)
+    pro = native.Input(fd, []).read_prologue()
+    h = package.load_header(pro)
+    key = h[rpm.RPMTAG_SHA256HEADER] or h[rpm.RPMTAG_SHA1HEADER]
+    return key, package.nevra(h)
+
+
+def _candidates(dirs):
+    for d in dirs:
+        for top, _subdirs, names in os.walk(d):
+            for name in names:
+                if name.endswith(".rpm") or name.endswith(".rpme"):
+                    yield os.path.join(top, name)
+
+
+def scan(dirs, root="/", dbpath=None):
+    """([Entry] of every extents file under dirs, [stale .part paths])."""
+    installed = _installed_keys(root, dbpath)
+    entries, parts = [], []
+    now = time.time()
+    for d in dirs:
+        for top, _subdirs, names in os.walk(d):
+            for name in names:
+                if name.startswith(".") and name.endswith(".part"):
+                    path = os.path.join(top, name)
+                    try:
+                        st = os.lstat(path)
+                    except OSError:
+                        continue
+                    if stat.S_ISREG(st.st_mode) and now - st.st_mtime > PART_MAX_AGE:
+                        parts.append(path)
+    for path in _candidates(dirs):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or not extents.is_transcoded(fd):
+                continue
+            try:
+                key, nevra = _header_key(fd)
+            except RpmcowError:
+                key, nevra = None, None
+            entries.append(Entry(path, nevra, key, st.st_blocks * 512, shared_bytes(fd),
+                                 key in installed))
+        finally:
+            os.close(fd)
+    return entries, parts
+
+
+def status_lines(entries, parts):
+    used = [e for e in entries if e.installed]
+    unused = [e for e in entries if not e.installed]
+    mib = lambda n: "%.1f MiB" % (n / 1048576.0)     # noqa: E731
+    lines = ["%d extents files: %d of installed packages, %d of packages no longer installed"
+             % (len(entries), len(used), len(unused)),
+             "  shared with installed files: %s (what copy-on-write saves: without it these "
+             "bytes would be written and stored twice)" % mib(sum(e.shared for e in used)),
+             "  kept only by the cache: %s in extents files of installed packages, %s in "
+             "unused ones" % (mib(sum(e.exclusive for e in used)),
+                              mib(sum(e.allocated for e in unused)))]
+    for e in sorted(unused, key=lambda e: -e.allocated):
+        lines.append("  unused: %s (%s, %s)" % (e.path, e.nevra or "unreadable headers",
+                                                mib(e.allocated)))
+    if parts:
+        lines.append("  %d stale .part files of killed transcodes" % len(parts))
+    if unused or parts:
+        lines.append("'rpmcow cache clean' removes the unused files (%s)"
+                     % mib(sum(e.allocated for e in unused) +
+                           sum(os.lstat(p).st_blocks * 512 for p in parts if os.path.exists(p))))
+    return lines
+
+
+def clean(entries, parts, everything=False, dry_run=False):
+    """Remove the unused extents files (every one with everything) and the
+    stale .part files; returns [(path, bytes freed)]."""
+    removed = []
+    for e in entries:
+        if e.installed and not everything:
+            continue
+        if not dry_run:
+            try:
+                os.unlink(e.path)
+            except FileNotFoundError:
+                continue
+        removed.append((e.path, e.exclusive if e.installed else e.allocated))
+    for p in parts:
+        try:
+            size = os.lstat(p).st_blocks * 512
+            if not dry_run:
+                os.unlink(p)
+        except OSError:
+            continue
+        removed.append((p, size))
+    return removed
