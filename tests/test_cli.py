@@ -418,3 +418,68 @@ def test_rpm_versions_supported():
             support.check_rpm()
         finally:
             rpm.__version__ = old
+
+
+UMASK_PROBE = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+/* create and check files in a loop until *stop, outside Python's lock, as
+ * librepo's download threads do in dnf; returns how many came out
+ * group- or world-writable */
+int probe(const char *dir, volatile int *stop)
+{
+    char path[4096];
+    int loose = 0;
+    for (unsigned i = 0; !*stop; i++) {
+        snprintf(path, sizeof(path), "%s/p%u", dir, i % 64);
+        int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0666);
+        if (fd < 0)
+            continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && (st.st_mode & 022))
+            loose++;
+        close(fd);
+        unlink(path);
+    }
+    return loose;
+}
+"""
+
+
+def test_transcodes_never_change_the_process_umask(tmp_path):
+    """The dnf plugin transcodes on worker threads while librepo's threads
+    create files: a transcode must never set the umask, even for a moment
+    (it used to set it to 0 to read it).  A C loop plays the downloads."""
+    import ctypes
+    import threading
+    src = tmp_path / "probe.c"
+    src.write_text(UMASK_PROBE)
+    lib = tmp_path / "probe.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.restype = ctypes.c_int
+    probe.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    work = tmp_path / "downloads"
+    work.mkdir()
+    old = os.umask(0o022)
+    stop = ctypes.c_int(0)
+    result = []
+    t = threading.Thread(target=lambda: result.append(probe(str(work).encode(),
+                                                             ctypes.byref(stop))))
+    t.start()
+    try:
+        import time
+        time.sleep(0.05)                            # the loop is running
+        for i in range(20000):
+            transcode._umask()                      # what every transcode's output asks
+        for i in range(10):
+            transcode.transcode_path(str(HELLO), str(tmp_path / ("h%d.rpme" % (i % 2))))
+        assert os.umask(0o022) == 0o022
+    finally:
+        stop.value = 1
+        t.join()
+        os.umask(old)
+    assert result == [0], "files created group- or world-writable: %s" % result
+    assert (os.stat(tmp_path / "h0.rpme").st_mode & 0o777) == 0o644
