@@ -29,7 +29,7 @@ setup(
     description="Copy-on-write package installs for RPM/DNF systems",
     license="MIT",
     python_requires=">=3.9",
-    packages=["rpmcow", "rpmcow.vendor"],
+    packages=["rpmcow", "rpmcow.vendorpolicy"],
     # the demo's timing plugin for dnf (rpmcow.scenario): make demo works
     # from an installed rpmcow too
     package_data={"rpmcow": ["scenario_plugins/*.py"]},

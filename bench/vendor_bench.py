@@ -176,7 +176,7 @@ INPROC = r'''
 import json, os, sys, time
 sys.path.insert(0, %(root)r)
 import dnf, hawkey
-from rpmcow.vendor import formats, sack as sack_mod
+from rpmcow.vendorpolicy import formats, sack as sack_mod
 work = %(work)r
 ''' + BASE + r'''
 b.read_all_repos()

@@ -13,7 +13,7 @@ binding); any internal error aborts it (fails closed).
 
 The policy (vendor classes, allowed changes, pins, per-repository vendor
 lists, rules for packages without vendor, signing keys) is read from our
-files, dnf5's vendors.d and zypper's vendors.d: see rpmcow/vendor and
+files, dnf5's vendors.d and zypper's vendors.d: see rpmcow/vendorpolicy and
 `man dnf-vendor`.  ``dnf vendor`` shows and changes it.
 """
 import logging
@@ -68,12 +68,12 @@ NEEDS_POLICY = ("held", "explain", "switch")
 
 
 def _engine():
-    """rpmcow.vendor from the system, or from the checkout this plugin is in."""
+    """rpmcow.vendorpolicy from the system, or from the checkout this plugin is in."""
     try:
-        import rpmcow.vendor  # noqa: F401
+        import rpmcow.vendorpolicy  # noqa: F401
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rpmcow.vendor import config, errors, explain, formats, keys, policy, sack, state
+    from rpmcow.vendorpolicy import config, errors, explain, formats, keys, policy, sack, state
     return config, errors, explain, formats, keys, policy, sack, state
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the vendor policy engine (rpmcow.vendor): parsing the three
+"""Unit tests of the vendor policy engine (rpmcow.vendorpolicy): parsing the three
 formats, the decision and its explanation, settings, state, keys."""
 import json
 import os
@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from rpmcow.vendor import config, explain, formats, iniparse, keys, match, state
-from rpmcow.vendor.errors import PolicyError, PolicyFileError, StateError
-from rpmcow.vendor.policy import Pkg, Policy
+from rpmcow.vendorpolicy import config, explain, formats, inifile, keys, match, state
+from rpmcow.vendorpolicy.errors import PolicyError, PolicyFileError, StateError
+from rpmcow.vendorpolicy.policy import Pkg, Policy
 
 A, B = "Alpha Corp", "Beta Inc"
 
@@ -391,7 +391,7 @@ def test_state_damaged_is_an_error(tmp_path):
 
 
 def test_ini_continuations_and_comments():
-    secs = iniparse.parse("f", "# c\n[a]\nk = 1\n  2\n; c\nj: x\n")
+    secs = inifile.parse("f", "# c\n[a]\nk = 1\n  2\n; c\nj: x\n")
     assert secs[0].values == {"k": "1\n2", "j": "x"} and secs[0].line_of("j") == 6
 
 

@@ -42,7 +42,7 @@ except ImportError:             # Python < 3.11 (EL9): the same parser, packaged
             TOMLDecodeError = _toml.TomlDecodeError
             loads = staticmethod(_toml.loads)
 
-from . import iniparse, match
+from . import inifile, match
 from .errors import PolicyFileError
 from .policy import (Dnf5Policy, NoVendorRules, Pin, Policy, RepoAllow, Transition,
                      VendorClass)
@@ -96,7 +96,7 @@ class _AnyOf:
 def parse_ours(policy, path, text):
     """Add the rules of one of our files to `policy`."""
     refs = []
-    for sec in iniparse.parse(path, text):
+    for sec in inifile.parse(path, text):
         if sec.name is None:
             raise PolicyFileError(path, sec.line, "key outside of a section")
         kind, _, name = sec.name.partition(" ")
@@ -427,7 +427,7 @@ def parse_dnf5(policy, path, text):
 
 def parse_zypp(policy, path, text, warnings=None):
     """Add one zypper vendors.d file (``[main] vendors = a,b,c``) to `policy`."""
-    sections = iniparse.parse(path, text, allow_duplicates=True)
+    sections = inifile.parse(path, text, allow_duplicates=True)
     for sec in sections:
         if sec.name == "main" and "vendors" in sec.values:
             vendors = [v.strip() for v in sec.values["vendors"].replace("\n", ",").split(",")]

@@ -1,13 +1,13 @@
 """The vendor policy engine behind the sticky-vendor dnf plugin.
 
-    from rpmcow.vendor import config, formats, state, sack, explain
+    from rpmcow.vendorpolicy import config, formats, state, sack, explain
     settings = config.Settings.from_mapping({"normalize": "yes"})
     policy = formats.load(settings.our_dirs(root), settings.dnf5_dir_list(root),
                           settings.zypp_dir_list(root), settings.normalize)
     policy.decide(installed_pkg, candidate_pkg)      # -> policy.Decision
     plan = sack.compute(base.sack, policy)            # bulk, with hawkey
 
-Modules: ``match`` (vendor normalisation, comparators), ``iniparse`` (INI with
+Modules: ``match`` (vendor normalisation, comparators), ``inifile`` (INI with
 line numbers), ``policy`` (the model and the decision), ``formats`` (our
 files, dnf5 TOML, zypper INI), ``config`` (sticky-vendor.conf), ``state``
 (toggle, pins, switches, audit log), ``keys`` (signing key IDs), ``sack``
