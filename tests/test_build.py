@@ -57,3 +57,16 @@ def test_shipped_builds_carry_no_test_hooks(tmp_path):
     if plugin.is_file():
         hooked = _build.build_plugin(str(tmp_path), test_hooks=True)
         assert b"RPMCOW_TEST_FAULT_PATH" in Path(hooked).read_bytes()
+
+
+def test_cffi_declarations_come_from_the_header():
+    """One source of truth: every function and constant of csrc/rpmcow.h is
+    what the extension offers -- nothing declared twice by hand."""
+    import re
+    header = (ROOT / "csrc" / "rpmcow.h").read_text()
+    functions = set(re.findall(r"^\w[\w\s\*]*?\b(rc_\w+)\s*\(", header, re.M))
+    constants = set(re.findall(r"^#define\s+(RC_\w+)\s", header, re.M))
+    assert functions and constants
+    missing = [n for n in sorted(functions | constants) if not hasattr(native.lib, n)]
+    assert not missing, missing
+    assert "cdef_from_header()" in (ROOT / "rpmcow" / "_build.py").read_text()
