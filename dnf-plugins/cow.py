@@ -35,6 +35,12 @@ MSG_STOCK = "cow: %s installs the stock way: %s"
 MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
 MSG_SUMMARY = ("cow: %d of %d packages installed copy-on-write, %s of file data "
                "shared with the cache")
+# keepcache=0: the extents files go with the cache, nothing stays shared; what
+# the user keeps is the data that was cloned instead of written again
+MSG_SUMMARY_NOCACHE = ("cow: %d of %d packages installed copy-on-write, %s of file data "
+                       "cloned, not written again (the cache is not kept)")
+MSG_JOURNAL = ("dnf transaction into %s: %d packages, %d copy-on-write (%s cloned, %s copied), "
+               "%d the stock way")
 MSG_ERROR = "cow: internal error, installing the stock way: %s"
 
 FICLONE = 0x40049409
@@ -303,6 +309,7 @@ class Cow(dnf.Plugin):
         if not self.feeds:
             return
         self.activation.set_map(entries)
+        self.activation.clear_results()
         # rpm's file-digest check is off for the whole transaction: the
         # plugin checks the files of the packages that go the stock way
         self.activation.verify_others(len(self.feeds) < len(pkgs))
@@ -356,11 +363,28 @@ class Cow(dnf.Plugin):
         for feed, _, _, _ in self.feeds.values():
             if feed.error is not None:      # rpm failed that package: say why
                 logger.error("cow: feeding %s to rpm failed: %s", feed.nevra, feed.error)
-        shared = sum(r.blob_bytes for _, _, r, _ in self.feeds.values())
-        n, total = len(self.feeds), len(self._installing())
+        done = self.activation.package_results() if self.activation else {}
+        cloned = sum(r.cloned for r in done.values())
+        copied = sum(r.copied for r in done.values())
+        n, total = sum(1 for r in done.values() if r.ok), len(self._installing())
+        kept = self._extents_kept()
         self._undo()
         if n:
-            logger.info(MSG_SUMMARY, n, total, _size(shared))
+            logger.info(MSG_SUMMARY if kept else MSG_SUMMARY_NOCACHE, n, total, _size(cloned))
+            try:
+                from rpmcow import journal
+                journal.log(MSG_JOURNAL % (self.base.conf.installroot, total, n, _size(cloned),
+                                           _size(copied), total - n))
+            except Exception:             # noqa: BLE001 - a report never fails dnf
+                pass
+
+    def _extents_kept(self):
+        """Whether the extents files stay in the cache after this transaction."""
+        if self.keep == "always":
+            return True
+        if self.keep == "never":
+            return False
+        return bool(self.base.conf.keepcache)
 
     def _undo(self):
         if self._patched:

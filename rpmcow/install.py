@@ -312,19 +312,9 @@ def _run(pkgs, opts, target):
             finally:
                 ts.closeDB()
             if any_cow:
-                # rpm runs a package's psm once per stage (%pretrans, install,
-                # %posttrans): the plugin reports each; only the install's moves data
-                for r in act.results():
-                    seen = result.plugin.get(r.nevra)
-                    if seen is None:
-                        result.plugin[r.nevra] = r
-                    else:
-                        seen.cloned += r.cloned
-                        seen.copied += r.copied
-                        seen.copy_why = seen.copy_why or r.copy_why
-                        seen.ok = seen.ok and r.ok
-                    result.shared_bytes += r.cloned
-                    result.copied_bytes += r.copied
+                result.plugin = act.package_results()
+                result.shared_bytes = sum(r.cloned for r in result.plugin.values())
+                result.copied_bytes = sum(r.copied for r in result.plugin.values())
                 act.clear_results()
             if not opts.test:
                 from . import journal

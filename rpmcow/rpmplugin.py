@@ -289,6 +289,23 @@ class Activation:
             i += 1
         return out
 
+    def package_results(self):
+        """{NEVRA: PackageResult} summed over rpm's runs of each package
+        (rpm runs a package's psm once per stage -- %pretrans, install,
+        %posttrans -- and the plugin reports each; only the install moves
+        data)."""
+        out = {}
+        for r in self.results():
+            seen = out.get(r.nevra)
+            if seen is None:
+                out[r.nevra] = r
+            else:
+                seen.cloned += r.cloned
+                seen.copied += r.copied
+                seen.copy_why = seen.copy_why or r.copy_why
+                seen.ok = seen.ok and r.ok
+        return out
+
     def clear_results(self):
         fn = self._function("rpmcow_plugin_clear_results")
         if fn is not None:

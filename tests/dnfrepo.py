@@ -74,7 +74,8 @@ CORPUS_CANDIDATES = (
 MIN_CORPUS = 2
 
 SUMMARY_RE = re.compile(r"cow: (\d+) of (\d+) packages installed copy-on-write, "
-                        r"(.+?) of file data shared with the cache")
+                        r"(.+?) of file data (?:shared with the cache|cloned, not written "
+                        r"again \(the cache is not kept\))")
 STOCK_RE = re.compile(r"cow: (\S+) installs the stock way: (.*)")
 TRANSCODED_RE = re.compile(r"cow: transcoded (\S+) \(")
 
