@@ -253,6 +253,9 @@ def test_keepcache_0_leaves_no_extents_files(dnf_repo, cow_area):
     out = d.ok("install", DEMO_10, etc)
     check_state(d, [DEMO_10, etc])
     assert summary(out) == (2, 2), out
+    # nothing stays shared with a cache that goes: say what was saved instead
+    assert "cloned, not written again (the cache is not kept)" in out, out
+    assert "shared with the cache" not in out, out
     assert d.extents_files() == [] and d.cache_files() == [], d.cache_files()
     out = d.ok("upgrade")
     check_state(d, [DEMO_11, etc])
