@@ -122,10 +122,13 @@ def rpm_verify(root):
 
 
 def noise_free(stderr):
-    """stderr without Debian's 'do not use rpm directly' banner."""
+    """stderr without Debian's 'do not use rpm directly' banner, and rpm 6's
+    warning that it cannot make private mounts inside a chroot (the matrix's
+    suites run in chroots)."""
     return "\n".join(line for line in stderr.splitlines()
                      if "should not be used directly" not in line
-                     and "assuming you know what you are doing" not in line)
+                     and "assuming you know what you are doing" not in line
+                     and "private mounts in chroot not implemented" not in line)
 
 
 # ---------------------------------------------------------------- the rpmdb
@@ -999,7 +1002,7 @@ def test_source_packages_are_refused(xfs_site):
         r = xfs_site.install("--nodeps", "--noscripts", binary, pkg, ok=False)
         assert r.returncode != 0
         assert "hello is a source package: install it with rpm -i" in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert len(noise_free(r.stderr).strip().splitlines()) == 1, r.stderr
         assert installed(xfs_site.cow) == []
 
 
