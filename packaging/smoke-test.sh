@@ -28,13 +28,13 @@ say() { printf 'smoke: %s\n' "$*"; }
 say "modules"
 "$python" - <<'PY'
 import importlib, pkgutil
-import rpmcow, rpmcow.vendor
+import rpmcow, rpmcow.vendorpolicy
 skip = {"rpmcow.__main__", "rpmcow.demo", "rpmcow.corpus_demo", "rpmcow.scenario", "rpmcow._build"}
 names = [m.name for m in pkgutil.walk_packages(rpmcow.__path__, "rpmcow.")]
 for name in names:
     if name not in skip:
         importlib.import_module(name)
-assert "rpmcow.vendor.policy" in names, names
+assert "rpmcow.vendorpolicy.policy" in names, names
 print("smoke: imported %d modules from %s" % (len(names) - len(skip & set(names)),
                                                  rpmcow.__path__[0]))
 PY

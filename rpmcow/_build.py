@@ -49,7 +49,8 @@ LDFLAGS = ["-pthread", "-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now"]
 LIBRARIES = ["zstd", "lzma", "z", "bz2", "crypto"]
 
 ffibuilder = FFI()
-ffibuilder.cdef(cdef_from_header())
+if os.path.isdir(CSRC):         # a source tree (an installed rpmcow has no csrc/)
+    ffibuilder.cdef(cdef_from_header())
 ffibuilder.set_source(
     "rpmcow._core",
     '#include "rpmcow.h"',
