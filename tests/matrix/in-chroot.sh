@@ -10,7 +10,7 @@
 #   OUT   results: build.log, versions.env, pytest.log, junit.xml, status.env
 #   MATRIX_PYTEST_ARGS  extra pytest arguments (word-split)
 #   MATRIX_DESELECT     node-id prefixes to deselect (host-only tests; word-split)
-#   MATRIX_PYTEST_TIMEOUT  seconds before pytest is interrupted (default 1200)
+#   MATRIX_PYTEST_TIMEOUT  seconds before pytest is interrupted (default 1500)
 set -u
 SRC=${SRC:-/rpmcow-matrix/src}
 OUT=${OUT:-/rpmcow-matrix/out}
@@ -74,14 +74,14 @@ done
 # (SIGINT) at the time limit: pytest then still writes its summary and the
 # junit file for what ran.
 # shellcheck disable=SC2086
-timeout -s INT -k 120 "${MATRIX_PYTEST_TIMEOUT:-1200}" \
+timeout -s INT -k 120 "${MATRIX_PYTEST_TIMEOUT:-1500}" \
     python3 -m pytest -p no:cacheprovider -rfEs --continue-on-collection-errors \
     --junitxml="$OUT/junit.xml" \
     -o junit_suite_name="rpmcow-$(. /etc/os-release; echo "${VERSION_CODENAME:-unknown}")" \
     $deselect ${MATRIX_PYTEST_ARGS:-} > "$OUT/pytest.log" 2>&1
 pytest_rc=$?
 if [ "$pytest_rc" = 124 ]; then
-    echo "test-matrix: pytest interrupted after ${MATRIX_PYTEST_TIMEOUT:-1200}s" >> "$OUT/pytest.log"
+    echo "test-matrix: pytest interrupted after ${MATRIX_PYTEST_TIMEOUT:-1500}s" >> "$OUT/pytest.log"
 fi
 t3=$(now)
 

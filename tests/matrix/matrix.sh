@@ -11,7 +11,7 @@
 #   MATRIX_CACHE=/var/tmp/rpmcow-matrix  chroots: <cache>/<suite>/root, rebuilt
 #                                        when their package list changes
 #   MATRIX_MIRROR=http://deb.debian.org/debian
-#   MATRIX_TIMEOUT=1200                  seconds of pytest per suite (then it is
+#   MATRIX_TIMEOUT=1500                  seconds of pytest per suite (then it is
 #                                        interrupted; what ran is counted)
 #   MATRIX_RESULTS=build/matrix          logs, junit, versions per suite
 #   MATRIX_DOC=docs/compatibility.md     where the table goes ("" = nowhere)
@@ -141,7 +141,6 @@ if [ "${1:-}" = __ns ]; then
     chroot "$root" /usr/bin/env -i \
         PATH="$PATH_IN" HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM=dumb COLUMNS=200 \
         CI="${CI:-}" PYTHONPATH="$INNER/src" SRC="$INNER/src" OUT="$INNER/out" \
-        PYTHONHASHSEED="${PYTHONHASHSEED:-}" \
         MATRIX_PYTEST_TIMEOUT="$MATRIX_PYTEST_TIMEOUT" \
         MATRIX_PYTEST_ARGS="${MATRIX_PYTEST_ARGS:-}" MATRIX_DESELECT="${MATRIX_DESELECT:-}" \
         "${extra_env[@]}" \
@@ -154,7 +153,7 @@ fi
 SUITES=${MATRIX_SUITES:-bullseye trixie sid}
 CACHE=${MATRIX_CACHE:-/var/tmp/rpmcow-matrix}
 MIRROR=${MATRIX_MIRROR:-http://deb.debian.org/debian}
-TIMEOUT=${MATRIX_TIMEOUT:-1200}
+TIMEOUT=${MATRIX_TIMEOUT:-1500}
 RESULTS=${MATRIX_RESULTS:-$ROOT/build/matrix}
 DOC=${MATRIX_DOC-$ROOT/docs/compatibility.md}
 ALLOW_FAIL=${MATRIX_ALLOW_FAIL:-}
@@ -193,6 +192,7 @@ suite_pkgs() {
 now() { date +%s; }
 
 # ---- the chroots ------------------------------------------------------------------
+# shellcheck disable=SC2046  # the package list is word-split on purpose
 chroot_key() {
     printf '%s\n' "$FORMAT" "$1" "$MIRROR" $(suite_pkgs "$1") | sha256sum | cut -c1-16
 }
@@ -286,6 +286,11 @@ run_suite() {
     local suite=$1 create=$2 root=$CACHE/$1/root out=$RESULTS/$1 t0 t1 t2 rc=0 corpus
     local newpid=1 timed_out=0
     t0=$(now)
+    # what an interrupted earlier run may have left (the suite's lock is ours:
+    # nothing else of ours uses this chroot now)
+    unmount_under "$root"
+    kill_procs_in "$root"
+    detach_loops_under "$root"
     assert_no_mounts "$root$INNER"
     assert_no_mounts "$root/tmp"
     rm -rf --one-file-system "$root$INNER/src" "$root$INNER/out"
@@ -313,7 +318,7 @@ run_suite() {
     # ran), plus the build, plus a margin; then the namespace is killed whole
     MATRIX_PYTEST_TIMEOUT=$TIMEOUT MATRIX_DESELECT="$deselect" \
         RPMCOW_BAD_INPUT_EXAMPLES="$BAD_INPUT_SCALE" \
-        timeout -k 30 $((TIMEOUT + 600)) "${ns[@]}" bash "$HERE/matrix.sh" __ns "$root" "$corpus" "$newpid" \
+        timeout -k 30 $((TIMEOUT + 300)) "${ns[@]}" bash "$HERE/matrix.sh" __ns "$root" "$corpus" "$newpid" \
         || rc=$?
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
         timed_out=1

@@ -70,6 +70,22 @@ def summary_counts(log_path):
     return None
 
 
+def skip_reasons(log_path, n=6):
+    """The most frequent skip reasons of pytest's -rs lines ("SKIPPED [k] file:line: why")."""
+    c = collections.Counter()
+    try:
+        with open(log_path, errors="replace") as f:
+            for line in f:
+                m = re.match(r"SKIPPED \[(\d+)\] (\S+?):\d+: (.*)", line)
+                if m:
+                    why = re.sub(r"/tmp/\S+", "...", m.group(3))
+                    why = why if len(why) <= 110 else why[:107] + "..."
+                    c["%s: %s" % (m.group(2), why)] += int(m.group(1))
+    except FileNotFoundError:
+        pass
+    return c.most_common(n)
+
+
 def junit_counts(path):
     """Counts from a junit file; also failures/errors per test module."""
     try:
@@ -166,6 +182,7 @@ def suite_row(results, suite):
         "pytest": st.get("pytest_seconds"),
         "disk": t.get("chroot_bytes"),
         "notes": notes,
+        "skips": skip_reasons(os.path.join(d, "pytest.log")),
         "gcc": v.get("gcc_version"),
         "pytest_version": v.get("pytest_version"),
         "hypothesis_version": v.get("hypothesis_version"),
@@ -232,7 +249,12 @@ def git_desc():
 
 
 def generated(rows, args):
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    # when the suites ran (the newest times.env), not when this was rendered
+    stamps = [os.path.getmtime(os.path.join(args.results, s, "times.env")) for s in args.suites
+              if os.path.exists(os.path.join(args.results, s, "times.env"))]
+    t = datetime.datetime.fromtimestamp(max(stamps), datetime.timezone.utc) if stamps else \
+        datetime.datetime.now(datetime.timezone.utc)
+    when = t.strftime("%Y-%m-%d %H:%M UTC")
     out = ["", "Last run: %s, tree %s, %s; wall time %s (chroots: %s)." % (
         when, git_desc(), "CI" if os.environ.get("CI") else "by hand",
         fmt_seconds(args.total_seconds),
@@ -248,6 +270,8 @@ def generated(rows, args):
         if r["by_module"]:
             extra.append("failures+errors by file: " + ", ".join(
                 "%s %d" % kv for kv in r["by_module"].most_common(12)))
+        if r.get("skips"):
+            extra.append("skipped: " + "; ".join("%s (%d)" % kv for kv in r["skips"]))
         if r.get("build") is not None and r.get("pytest") is not None:
             extra.append("build %ss, pytest %ss; gcc %s, pytest %s, hypothesis %s" % (
                 r["build"], r["pytest"], r.get("gcc") or "?", r.get("pytest_version") or "?",
