@@ -456,7 +456,8 @@ class Dnf:
                "--setopt=reposdir=%s" % self.reposdir,
                "--setopt=pluginpath=%s" % PLUGIN_DIR,
                # the cow plugin alone: sticky-vendor (same directory) has its own tests
-               "--disableplugin=sticky-vendor",
+               # (named as its module: dnf 4.5, Debian 11, matches no other name)
+               "--disableplugin=sticky_vendor",
                "--setopt=pluginconfpath=%s" % self.pluginconfpath]
         if not plugin:
             cmd.append("--disableplugin=cow")
@@ -521,8 +522,21 @@ class Dnf:
 
 # ---- inspecting a root ------------------------------------------------------------
 
+_DBPATH = []
+
+
+def _dbpath():
+    """%_dbpath as rpm expands it here, HOME pinned (dnf's too).  Debian's is a
+    shell expansion (%(bash -c 'echo ~/.rpmdb')) that rpm 4.16 (Debian 11)
+    expands again once chrooted into the root to read the keyring for -V,
+    where there is no shell: "reading of public key failed"."""
+    if not _DBPATH:
+        _DBPATH.append(_run(["rpm", "--eval", "%{_dbpath}"]).stdout.strip())
+    return _DBPATH[0]
+
+
 def rpm_cmd(root, *args):
-    return ["rpm", "--root", str(root)] + list(args)
+    return ["rpm", "--root", str(root), "--dbpath", _dbpath()] + list(args)
 
 
 def rpm_qa(root, keys=False):

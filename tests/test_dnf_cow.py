@@ -10,6 +10,7 @@ whole block of every installed regular file of at least one block is in a
 "shared" extent that physically lies inside its package's extents file.
 """
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -219,6 +220,13 @@ def test_bzip2_package_installs_the_stock_way_beside_cow_ones(dnf_repo, cow_area
     check_not_shared(d, BZ2)
 
 
+def _gpgcheck_reads_payload():
+    """dnf's gpgcheck runs rpmkeys on the whole package; dnf 4.5 (Debian 11)
+    checks the header's signature alone (dnf.rpm.miscutils.checkSig)."""
+    import dnf.rpm.miscutils
+    return hasattr(dnf.rpm.miscutils, "_verifyPackageUsingRpmkeys")
+
+
 def test_corrupted_package_fails_as_without_the_plugin(dnf_repo, cow_area):
     """cowbroken's payload was corrupted before createrepo_c: the download
     checks pass, dnf's gpgcheck (rpmkeys, payload digest) fails."""
@@ -231,7 +239,11 @@ def test_corrupted_package_fails_as_without_the_plugin(dnf_repo, cow_area):
         results[plugin] = (rc, err, rpm_qa(d.root, keys=True), d)
     (rc, err, qa, d), (rc0, err0, qa0, d0) = results[True], results[False]
     assert rc0 != 0, "stock dnf installed a corrupted package:\n" + d0.transcript()
-    assert "GPG check FAILED" in err0, d0.transcript()
+    if _gpgcheck_reads_payload():
+        assert "GPG check FAILED" in err0, d0.transcript()
+    else:               # dnf 4.5: rpm's test transaction finds it
+        assert re.search(r"cowbroken\S* does not verify: Payload \S+( ALT)? digest: BAD",
+                         err0), d0.transcript()
     assert rc == rc0, "exit %d with the plugin, %d without\n%s" % (rc, rc0, d.transcript())
     assert err.replace(str(d.root), "ROOT") == err0.replace(str(d0.root), "ROOT")
     # nothing but the imported key, in both
@@ -269,6 +281,7 @@ def test_keepcache_1_keeps_extents_files_until_clean(dnf_repo, cow_area):
     out = d.ok("install", *want)
     check_state(d, want)
     check_cow(d, out, want)
+    assert "of file data shared with the cache" in out, out
     assert sorted(p.name for p in d.extents_files()) == sorted(
         dnf_repo.files[n][:-4] + ".cow.rpm" for n in want)
     d.ok("clean", "packages")

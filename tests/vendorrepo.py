@@ -132,7 +132,8 @@ class World:
         if not cow:
             cmd.append("--disableplugin=cow")
         if not plugin:
-            cmd.append("--disableplugin=sticky-vendor")
+            # the module's name: dnf 4.5 (Debian 11) matches no other
+            cmd.append("--disableplugin=sticky_vendor")
         cmd += list(args)
         r = subprocess.run(cmd, capture_output=True, text=True, env=self.env(root),
                            timeout=timeout)
