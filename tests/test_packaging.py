@@ -424,7 +424,12 @@ def test_rpmlint(built):
                   r"(?:, (\d+) badness)?", r.stdout)
     assert m, r.stdout + r.stderr
     assert (m.group(1), m.group(2)) == (str(len(files) - 1), "1"), r.stdout
-    assert m.group(3) == "0" and (m.group(5) or "0") == "0", r.stdout
+    # every error but a filter this rpmlint has no use for: packaging/rpmcow.rpmlintrc
+    # serves rpmlint 2.4 (Debian 12) to 2.8 (Debian 13, Fedora), and each calls the
+    # others' filters unused
+    errors = [line for line in r.stdout.splitlines()
+              if ": E: " in line and "unused-rpmlintrc-filter" not in line]
+    assert not errors, r.stdout
 
 
 def test_plugin_macro_file_names_the_plugin_and_never_enables_it(built):
