@@ -837,6 +837,7 @@ def _same_leftovers_before_rpm_417(site):
     names -- which are then removed from both trees before comparing them."""
     if not _rpm_before_417():
         return
+
     def tidless(root):
         return sorted(re.sub(r";[0-9a-f]{8}$", ";<tid>", os.path.relpath(p, root))
                       for p in leftovers(root))
