@@ -1139,6 +1139,8 @@ def test_nokey_verdict_refused_at_signature_level(xfs_site):
     r = site.install("--verify-level", "signature", "--nodeps", "--noscripts", ext, ok=False)
     assert r.returncode != 0
     assert "hello-2.0-1.x86_64" in r.stderr and "NOKEY" in r.stderr, r.stderr
+    # and how to fix it (issue #20)
+    assert "rpmkeys --import KEYFILE" in r.stderr and "--verify-level digest" in r.stderr
     assert installed(site.cow) == []
     # the same file at level digest goes in
     site.install("--verify-level", "digest", "--nodeps", "--noscripts", ext)
