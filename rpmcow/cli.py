@@ -555,11 +555,16 @@ def main(argv=None):
     console script), which exits when this returns."""
     as_program = argv is None
     argv = sys.argv[1:] if as_program else list(argv)
-    if argv and argv[0] in COMMANDS:
-        # intermixed: file arguments may follow options ("cache status --json DIR")
-        args = build_command_parser(argv[0]).parse_intermixed_args(argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            # intermixed: file arguments may follow options ("cache status --json DIR")
+            args = build_command_parser(argv[0]).parse_intermixed_args(argv[1:])
+        else:
+            args = build_parser().parse_args(argv)
+    except MemoryError:           # argparse imports as it goes (Python 3.14: _colorize)
+        print("%s: out of memory -- nothing was judged about the package" % PROG,
+              file=sys.stderr)
+        return errors.ResourceError.exit_code
     rc = _run(args.func, args, PROG)
     if as_program:
         _exiting()

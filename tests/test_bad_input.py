@@ -1154,8 +1154,16 @@ def test_allocation_failure(kind, warm, level, start, stop, step):
     the failures to other allocations).  Level "none": no verification that
     would notice a payload the layout never read."""
     data, _ = package(kind)
+    if level == "-":
+        from rpmcow import verify
+        r = subprocess.run(["rpmkeys", "-Kv", str(CORPUS / PKGS[kind][0])],
+                           capture_output=True, text=True)
+        refused = verify.policy_failure(verify.parse_items(r.stdout), "digest")
+        if refused:
+            pytest.skip("this host's rpm refuses %s at its default level (%s): the 'none' "
+                        "variant sweeps it" % (PKGS[kind][0], refused))
     reference = transcode_isolated(data, **({} if level == "-" else {"level": level}))
-    assert reference.kind == "ok"
+    assert reference.kind == "ok", reference
     from rpmcow import extents
     with tempfile.TemporaryFile() as f:
         f.write(reference.output)
