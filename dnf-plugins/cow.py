@@ -58,17 +58,10 @@ def _import_rpmcow():
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rpmcow import (checksig, denylist, errors, feeder, rpmconfig, rpmplugin,
-                        snapshot, transcode)
+                        snapshot, transcode, units)
     return types.SimpleNamespace(checksig=checksig, denylist=denylist, errors=errors,
                                  feeder=feeder, rpmconfig=rpmconfig, rpmplugin=rpmplugin,
-                                 snapshot=snapshot, transcode=transcode)
-
-
-def _size(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return "%d %s" % (n, unit) if unit == "B" else "%.1f %s" % (n, unit)
-        n /= 1024.0
+                                 snapshot=snapshot, transcode=transcode, units=units)
 
 
 def extents_path(pkg):
@@ -235,7 +228,8 @@ class Cow(dnf.Plugin):
         # imports meanwhile count then); only BAD stops it here
         r = transcode.transcode_path(pkg.localPkg(), out, target=target, enforce=False,
                                      deny=[])
-        self._say(MSG_TRANSCODED % (r.nevra, _size(r.input_len), _size(r.output_len),
+        size = self.mods.units.size
+        self._say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len),
                                     time.monotonic() - t0))
         return out, r
 
@@ -370,11 +364,12 @@ class Cow(dnf.Plugin):
         kept = self._extents_kept()
         self._undo()
         if n:
-            logger.info(MSG_SUMMARY if kept else MSG_SUMMARY_NOCACHE, n, total, _size(cloned))
+            size = self.mods.units.size
+            logger.info(MSG_SUMMARY if kept else MSG_SUMMARY_NOCACHE, n, total, size(cloned))
             try:
                 from rpmcow import journal
-                journal.log(MSG_JOURNAL % (self.base.conf.installroot, total, n, _size(cloned),
-                                           _size(copied), total - n))
+                journal.log(MSG_JOURNAL % (self.base.conf.installroot, total, n, size(cloned),
+                                           size(copied), total - n))
             except Exception:             # noqa: BLE001 - a report never fails dnf
                 pass
 

@@ -20,6 +20,7 @@ import time
 
 from . import extents
 from .errors import RpmcowError
+from .units import size
 
 CACHE_DIRS = ("var/cache/dnf", "var/cache/libdnf5", "var/cache/yum")
 PART_MAX_AGE = 3600        # as rpmcow.transcode: older ".part" files are a killed transcode's
@@ -157,22 +158,21 @@ def scan(dirs, root="/", dbpath=None):
 def status_lines(entries, parts):
     used = [e for e in entries if e.installed]
     unused = [e for e in entries if not e.installed]
-    mib = lambda n: "%.1f MiB" % (n / 1048576.0)     # noqa: E731
     lines = ["%d extents files: %d of installed packages, %d of packages no longer installed"
              % (len(entries), len(used), len(unused)),
              "  shared with installed files: %s (what copy-on-write saves: without it these "
-             "bytes would be written and stored twice)" % mib(sum(e.shared for e in used)),
+             "bytes would be written and stored twice)" % size(sum(e.shared for e in used)),
              "  kept only by the cache: %s in extents files of installed packages, %s in "
-             "unused ones" % (mib(sum(e.exclusive for e in used)),
-                              mib(sum(e.allocated for e in unused)))]
+             "unused ones" % (size(sum(e.exclusive for e in used)),
+                              size(sum(e.allocated for e in unused)))]
     for e in sorted(unused, key=lambda e: -e.allocated):
         lines.append("  unused: %s (%s, %s)" % (e.path, e.nevra or "unreadable headers",
-                                                mib(e.allocated)))
+                                                size(e.allocated)))
     if parts:
         lines.append("  %d stale .part files of killed transcodes" % len(parts))
     if unused or parts:
         lines.append("'rpmcow cache clean' removes the unused files (%s)"
-                     % mib(sum(e.allocated for e in unused) +
+                     % size(sum(e.allocated for e in unused) +
                            sum(os.lstat(p).st_blocks * 512 for p in parts if os.path.exists(p))))
     return lines
 

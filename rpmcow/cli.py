@@ -12,16 +12,11 @@ from collections import namedtuple
 
 from . import __version__, errors, rpmconfig
 from .digests import ALGOS, by_name
+from .units import size as _size
 
 PROG = "rpmcow"
 
 
-def _size(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
-    return str(n)
 
 
 def _page_size(text):
@@ -496,7 +491,10 @@ def build_command_parser(name):
     return p
 
 
-NEEDS_RPM = ("transcode", "checksig", "install", "inspect", "cache")
+# checked before these commands run; transcode is not among them: it imports
+# librpm only once its header check runs (the start of every transcode is
+# on its critical path), and a missing binding is one line there too
+NEEDS_RPM = ("checksig", "install", "inspect", "cache")
 
 
 def _run(func, args, prog):

@@ -4,7 +4,6 @@ import os
 from . import extents, inputs, native, package
 from .errors import BadExtentsError, BadPackageError, NotTranscodedError, RpmcowError
 
-RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
 
 
 def _alignment(offsets):
@@ -45,7 +44,7 @@ def _files_by_digest(fd):
 
 def _is_package(fd):
     """Whether the file starts with an rpm lead (ed ab ee db)."""
-    return os.pread(fd, 4, 0) == RPM_LEAD_MAGIC
+    return os.pread(fd, 4, 0) == inputs.RPM_LEAD_MAGIC
 
 
 def inspect_path(path, with_table=False):

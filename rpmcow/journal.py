@@ -2,6 +2,8 @@
 syslog plugin does for its transactions: fleets can see copy-on-write at
 work (``journalctl -t rpmcow``)."""
 
+from .units import size
+
 IDENT = "rpmcow"
 
 
@@ -19,12 +21,6 @@ def log(message):
         pass
 
 
-def size(n):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
-    return str(n)
 
 
 def install_line(result, root):

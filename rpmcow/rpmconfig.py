@@ -126,6 +126,16 @@ def _logical_lines(text):
 _CLOSE = {"}": "{", ")": "(", "]": "["}
 
 
+def _nest(depth, c):
+    """Within an open %{, %( or %[: a bracket of its kind nests deeper, its
+    closing one comes back up (rdcl's and doDefine's counting)."""
+    if c in depth:
+        if depth[c] > 0:
+            depth[c] += 1
+    elif c in _CLOSE and depth[_CLOSE[c]] > 0:
+        depth[_CLOSE[c]] -= 1
+
+
 def _scan(buf, pos, depth):
     """Count %{ %( %[ and their nesting in buf[pos:] (rdcl's scan); the
     position where the scan ended."""
@@ -142,12 +152,8 @@ def _scan(buf, pos, depth):
                 pos += 1
             elif nxt == "%":
                 pos += 1
-        elif c in depth:
-            if depth[c] > 0:
-                depth[c] += 1
-        elif c in _CLOSE:
-            if depth[_CLOSE[c]] > 0:
-                depth[_CLOSE[c]] -= 1
+        else:
+            _nest(depth, c)
         pos += 1
     return pos
 
@@ -196,12 +202,8 @@ def _definition(line):
             elif nxt == "%":
                 body.append(c)
                 i += 1
-        elif c in depth:
-            if depth[c] > 0:
-                depth[c] += 1
-        elif c in _CLOSE:
-            if depth[_CLOSE[c]] > 0:
-                depth[_CLOSE[c]] -= 1
+        else:
+            _nest(depth, c)
         body.append(s[i])
         i += 1
     if any(depth.values()):

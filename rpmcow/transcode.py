@@ -433,8 +433,23 @@ def _create_output(directory, name):
     return _create_part(directory, name)
 
 
+_LINKABLE = {}                # st_dev -> whether unnamed files can be named there
+
+
 def _can_link(directory):
-    """Whether an unnamed file in directory can be given a name."""
+    """Whether an unnamed file in directory can be given a name: tried once
+    per filesystem in a process (the dnf plugin writes many outputs)."""
+    try:
+        dev = os.stat(directory).st_dev
+    except OSError:
+        dev = None
+    if dev in _LINKABLE:
+        return _LINKABLE[dev]
+    _LINKABLE[dev] = ok = _probe_link(directory)
+    return ok
+
+
+def _probe_link(directory):
     try:
         from .native import link_unnamed
     except ImportError as exc:     # a broken install, or no memory to map it
