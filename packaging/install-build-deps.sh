@@ -17,7 +17,7 @@
 set -eu
 
 DEB="rpm python3-rpm dnf python3-dnf createrepo-c librpm-dev rpm2cpio cpio
- xfsprogs btrfs-progs e2fsprogs util-linux libzstd-dev liblzma-dev zlib1g-dev
+ xfsprogs btrfs-progs e2fsprogs util-linux mount libzstd-dev liblzma-dev zlib1g-dev
  libbz2-dev libssl-dev python3-cffi python3-dev python3-venv python3-pip
  gcc make pkg-config clang gnupg zstd xz-utils bzip2 lzma man-db
  python3-pytest rpmlint time git file binutils"
