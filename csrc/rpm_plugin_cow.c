@@ -567,29 +567,82 @@ static char *te_key(rpmte te)
     return key;
 }
 
+/* the value of "KEY=VALUE" in a blank-separated list, or NULL */
+static const char *list_lookup(const char *list, const char *key)
+{
+    size_t klen = strlen(key);
+    const char *p = list;
+    while (p && *p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n')
+            p++;
+        if (strncmp(p, key, klen) == 0 && p[klen] == '=')
+            return p + klen + 1;
+        p = strpbrk(p, " \t\n");
+    }
+    return NULL;
+}
+
 /* find "KEY=FD:BLK[:LAST]" in the map; returns the number of fields, or -1 */
 static int map_lookup(const char *map, const char *key, int *fd, uint32_t *blk,
                       uint32_t *last)
 {
-    size_t klen = strlen(key);
-    const char *p = map;
-    while (p && *p) {
-        while (*p == ' ' || *p == '\t' || *p == '\n')
-            p++;
-        if (strncmp(p, key, klen) == 0 && p[klen] == '=') {
-            unsigned f, b, l;
-            int n = sscanf(p + klen + 1, "%u:%u:%u", &f, &b, &l);
-            if (n >= 2 && b <= MAX_BLK) {
-                *fd = (int)f;
-                *blk = b;
-                *last = n == 3 ? l : 0;
-                return n;
-            }
-            return -1;
-        }
-        p = strpbrk(p, " \t\n");
+    const char *v = list_lookup(map, key);
+    unsigned f, b, l;
+    int n = v ? sscanf(v, "%u:%u:%u", &f, &b, &l) : -1;
+    if (n >= 2 && b <= MAX_BLK) {
+        *fd = (int)f;
+        *blk = b;
+        *last = n == 3 ? l : 0;
+        return n;
     }
     return -1;
+}
+
+/* rpm 6 records digests of the package file it read in its database
+ * (RPMTAG_PACKAGEDIGESTS/ALGOS, from an auxiliary header that never
+ * overrides a tag the package's header has).  It read the feed, not the
+ * package: the installer gives the original's digests, which the
+ * transcoder computed and its record vouches for, in %_rpmcow_pkgdigests
+ * ("KEY=ALGO:HEX[,ALGO:HEX...] ..."), and withholds %_pkgverify_digests
+ * while rpm reads a feed.  Where rpm's verification pass does not run
+ * (rpm 6.1 with extents files in the transaction: rpmplugin.
+ * verify_headers_only) the installer gives the plain packages' digests
+ * too.  Put into the header rpm adds to the database, once (psm_pre runs
+ * once per scriptlet stage too). */
+#define TAG_PACKAGEDIGESTS 5118
+#define TAG_PACKAGEDIGESTALGOS 5119
+#define MAX_HEX 128                  /* SHA-512 */
+
+static void put_package_digests(rpmte te, const char *key)
+{
+    char *list = rpmExpand("%{?_rpmcow_pkgdigests}", NULL);
+    const char *v = list ? list_lookup(list, key) : NULL;
+    Header h = v ? rpmteHeader(te) : NULL;
+    if (h && !headerIsEntry(h, TAG_PACKAGEDIGESTS)) {
+        while (*v && *v != ' ' && *v != '\t' && *v != '\n') {
+            char hex[MAX_HEX + 1];
+            unsigned algo = 0;
+            size_t n = 0;
+            while (*v >= '0' && *v <= '9' && algo < 1000)
+                algo = algo * 10 + (unsigned)(*v++ - '0');
+            if (*v++ != ':')
+                break;
+            while (n < MAX_HEX && ((*v >= '0' && *v <= '9') || (*v >= 'a' && *v <= 'f')))
+                hex[n++] = *v++;
+            hex[n] = '\0';
+            if (algo == 0 || algo >= 1000 || n == 0 || (*v && *v != ',' && *v != ' '
+                                                         && *v != '\t' && *v != '\n'))
+                break;
+            uint32_t a = algo;
+            if (!headerPutString(h, TAG_PACKAGEDIGESTS, hex) ||
+                !headerPutUint32(h, TAG_PACKAGEDIGESTALGOS, &a, 1))
+                break;
+            if (*v == ',')
+                v++;
+        }
+    }
+    headerFree(h);
+    free(list);
 }
 
 static int async_abi = 1;            /* cleared for rpm < 4.18 (no fd in the hook) */
@@ -606,6 +659,8 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     struct pkg *P = &c->pkg;
     rpmRC rc = RPMRC_OK;
     int n = map && key ? map_lookup(map, key, &P->fd, &P->blk, &P->last) : -1;
+    if (key)
+        put_package_digests(te, key);
     if (n < 2) {
         char *v = rpmExpand("%{?_rpmcow_verify}", NULL);
         if (v && strcmp(v, "1") == 0) {

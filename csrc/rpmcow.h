@@ -40,7 +40,7 @@ typedef struct rc_error {
 /* ---- digests (digest.c) --------------------------------------------- */
 #define RC_MAX_DIGEST 64
 #define RC_MAX_ALGOS  8
-#define RC_MAX_RANGES 4
+#define RC_MAX_RANGES 8
 
 typedef struct rc_digest rc_digest;
 /* name: OpenSSL digest name ("MD5", "SHA1", "SHA224", "SHA256", ...) */

@@ -57,11 +57,12 @@ def _import_rpmcow():
         import rpmcow  # noqa: F401
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rpmcow import (checksig, denylist, errors, feeder, rpmconfig, rpmplugin,
+    from rpmcow import (checksig, denylist, digests, errors, feeder, rpmconfig, rpmplugin,
                         snapshot, transcode, units)
-    return types.SimpleNamespace(checksig=checksig, denylist=denylist, errors=errors,
-                                 feeder=feeder, rpmconfig=rpmconfig, rpmplugin=rpmplugin,
-                                 snapshot=snapshot, transcode=transcode, units=units)
+    return types.SimpleNamespace(checksig=checksig, denylist=denylist, digests=digests,
+                                 errors=errors, feeder=feeder, rpmconfig=rpmconfig,
+                                 rpmplugin=rpmplugin, snapshot=snapshot, transcode=transcode,
+                                 units=units)
 
 
 def extents_path(pkg):
@@ -259,7 +260,7 @@ class Cow(dnf.Plugin):
         level = rpmconfig.verify_level(target)
         blk = os.statvfs(root).f_bsize
         blk = blk if 512 <= blk <= 65536 and not blk & (blk - 1) else 4096
-        entries = {}
+        entries, digests = {}, {}
         pkgs = self._installing()
         for pkg in pkgs:
             path = pkg.localPkg()
@@ -276,7 +277,8 @@ class Cow(dnf.Plugin):
                 try:
                     # judged, fed and cloned from one descriptor (rpmcow.install)
                     snap = m.snapshot.take(fd, out)
-                    checksig.require_for_install(snap.fd, target, level, origin=snap.origin)
+                    ev = checksig.require_for_install(snap.fd, target, level,
+                                                      origin=snap.origin)
                     feed = feeder.PackageFeed(snap.fd, out)
                     if not feed.cheap:
                         raise errors.RpmcowError("its %s payload has no cheap feed"
@@ -288,9 +290,9 @@ class Cow(dnf.Plugin):
                     raise
                 if self.keep == "auto":
                     self.base._add_tempfiles([out])     # dnf's keepcache decides
-                key = (feed.header[rpm.RPMTAG_SHA256HEADER] or
-                       feed.header[rpm.RPMTAG_SHA1HEADER] or feed.header["nevra"])
+                key = m.rpmplugin.header_key(feed.header)
                 entries[key] = (snap.fd, blk)
+                digests[key] = ev.package_digests
                 self.feeds[path] = (feed, fd, r, snap)
             except OSError as exc:
                 self.stock[path] = "cannot read its extents file: %s" % exc.strerror
@@ -303,6 +305,8 @@ class Cow(dnf.Plugin):
         if not self.feeds:
             return
         self.activation.set_map(entries)
+        digests.update(self._stock_digests(pkgs))
+        self.activation.set_package_digests(digests)
         self.activation.clear_results()
         # rpm's file-digest check is off for the whole transaction: the
         # plugin checks the files of the packages that go the stock way
@@ -312,6 +316,35 @@ class Cow(dnf.Plugin):
         m.rpmplugin.verify_headers_only(ts.ts)
         self._patch_open(blk)
         self._drop_originals()
+
+    def _stock_digests(self, pkgs):
+        """{header key: digests} of the packages going the stock way beside
+        fed ones, for rpm 6's database: rpm's pass that records them does not
+        run while extents files are fed (rpmplugin.verify_headers_only).
+        Read from dnf's cache, which only root can change."""
+        algos = self.mods.rpmconfig.package_digest_algos()
+        out = {}
+        if not algos:
+            return out
+        ts = rpm.TransactionSet()
+        ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+        for pkg in pkgs:
+            path = pkg.localPkg()
+            if path in self.feeds:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                h = ts.hdrFromFdno(fd)
+                out[self.mods.rpmplugin.header_key(h)] = \
+                    self.mods.digests.fd_hexdigests(fd, algos)
+            except (rpm.error, OSError):
+                pass
+            finally:
+                os.close(fd)
+        return out
 
     def _drop_originals(self):
         """When the cache is not kept, the original packages of copy-on-write
@@ -331,11 +364,12 @@ class Cow(dnf.Plugin):
     def _patch_open(self, blk):
         cls = dnf.yum.rpmtrans.RPMTransaction
         original = cls._instOpenFile
-        feeds = self.feeds
+        feeds, activation = self.feeds, self.activation
 
         def _instOpenFile(cb, key):
             pkg = cb._extract_cbkey(key)[0].pkg
             entry = None if cb.test else feeds.get(pkg.localPkg())
+            activation.feeding(entry is not None)
             if entry is None:
                 return original(cb, key)
             # what dnf's own _instOpenFile does, with the feed for the file

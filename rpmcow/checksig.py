@@ -42,6 +42,8 @@ class Evaluation:
     sections: object = field(default=None, repr=False)
     hashed: bool = False     # every blob was hashed against the header
     unvouched: str = None    # why the record did not vouch for the blobs
+    # {PGPHASHALGO: hex} of the original package, from a valid record only
+    package_digests: dict = field(default_factory=dict)
 
     @property
     def nevra(self):
@@ -148,6 +150,8 @@ def _evaluate(fd, files, pkg, origin, pro, sections, fresh, status, stored, rec,
     ev = Evaluation(items, status, pro, pkg, sections)
     ev.hashed = files
     ev.unvouched = unvouched
+    if trusted:
+        ev.package_digests = record.package_digests(rec)
     return ev
 
 

@@ -47,3 +47,20 @@ def by_name(name):
 
 def by_id(rpm_id):
     return BY_ID.get(rpm_id)
+
+
+def fd_hexdigests(fd, rpm_ids):
+    """{rpm id: hex digest} of the whole file open at fd (read with pread:
+    fd's offset is left alone)."""
+    import hashlib
+    import os
+    hs = {i: hashlib.new(BY_ID[i].name.replace("-", "_").lower()) for i in rpm_ids}
+    off = 0
+    while hs:
+        chunk = os.pread(fd, 1 << 20, off)
+        if not chunk:
+            break
+        for h in hs.values():
+            h.update(chunk)
+        off += len(chunk)
+    return {i: h.hexdigest() for i, h in hs.items()}

@@ -19,6 +19,14 @@ packages beside them then had their payload digest judged by rpmkeys on the
 very bytes rpm reads, and the plugin checks every file rpm writes for them
 against its header digest, as rpm would have (``_rpmcow_verify``).
 
+rpm 6 records digests of each package file it reads in its database
+(RPMTAG_PACKAGEDIGESTS): for a feed, the installer withholds
+%_pkgverify_digests while rpm reads it and the plugin puts the original
+package's digests instead, from the transcoder's record where it is valid
+(none where it is not: never digests of the feed); a plain package beside
+extents files gets its own, computed here (rpm's pass that would record
+them does not run then).
+
 The plugin clones on a thread of its own where it may (rpmplugin.worker_ok):
 each such package's feed then withholds the archive's trailer until the
 progress callback, once rpm has read the last entry's header, has waited
@@ -91,7 +99,9 @@ class _Package:
         self.feed = None
         self.blk = 0
         self.gated = False           # the plugin works on its thread: gate the feed
-        self.plugin = None           # the rpmplugin.Activation, for drain()
+        self.plugin = None           # the rpmplugin.Activation (drain(), feeding())
+        self.package_digests = {}    # of the original package file (rpm 6 records them)
+        self.header = None
         self.stream = None
         self.gate_at = feeder.NO_GATE
         self._open = []
@@ -101,6 +111,8 @@ class _Package:
         return self.feed is not None
 
     def open_payload(self):
+        if self.plugin is not None:
+            self.plugin.feeding(self.feed is not None)
         if self.feed is None:
             fd = os.dup(self.fd)
             os.lseek(fd, 0, os.SEEK_SET)
@@ -148,8 +160,7 @@ def _block_size(root, override):
     return bs if 512 <= bs <= 65536 and not bs & (bs - 1) else 4096
 
 
-def _key(h):
-    return h[rpm.RPMTAG_SHA256HEADER] or h[rpm.RPMTAG_SHA1HEADER] or h["nevra"]
+_key = rpmplugin.header_key
 
 
 def _trans_flags(opts, any_cow):
@@ -257,7 +268,8 @@ def _checked_feed(p, target, level, verify_files):
     except BaseException:
         check.abort()
         raise
-    check.require(level, files=verify_files, pkg=feed.package)
+    ev = check.require(level, files=verify_files, pkg=feed.package)
+    p.package_digests = ev.package_digests
     return feed
 
 
@@ -286,9 +298,9 @@ def _plugin_map(pkgs, act):
     act.verify_others(any(not p.is_extents for p in pkgs))
     entries = {}
     for p in pkgs:
+        p.plugin = act
         if not p.is_extents:
             continue
-        p.plugin = act
         p.gated = act.worker_ok and p.feed.gateable and p.feed.clones(p.blk)
         entries[_key(p.feed.header)] = (p.fd, p.blk, p.feed.last) if p.gated else (p.fd, p.blk)
     act.set_map(entries)
@@ -308,7 +320,7 @@ def _run(pkgs, opts, target):
                 act.clear_results()
             ts = rpm.TransactionSet(opts.root)
             try:
-                result = _transact(ts, pkgs, opts, any_cow)
+                result = _transact(ts, pkgs, opts, act)
             finally:
                 ts.closeDB()
             if any_cow:
@@ -325,7 +337,24 @@ def _run(pkgs, opts, target):
             rpm.delMacro(name)
 
 
-def _transact(ts, pkgs, opts, any_cow):
+def _package_digests(pkgs, act):
+    """The plugin puts the original package files' digests into the headers
+    rpm 6 adds to its database: an extents file's from its record, a plain
+    package's computed here from the descriptor rpm reads (rpm's own pass
+    that records them does not run where extents files are fed:
+    rpmplugin.verify_headers_only)."""
+    algos = rpmconfig.package_digest_algos()
+    if not algos:
+        return
+    from .digests import fd_hexdigests
+    for p in pkgs:
+        if not p.is_extents:
+            p.package_digests = fd_hexdigests(p.fd, algos)
+    act.set_package_digests({_key(p.header): p.package_digests for p in pkgs})
+
+
+def _transact(ts, pkgs, opts, act):
+    any_cow = act is not None
     result = Result()
     # rpm checks every header (digests, signature, at its own level) when it
     # reads it; the fed payload and its files do not match the header's
@@ -341,6 +370,7 @@ def _transact(ts, pkgs, opts, any_cow):
             raise InstallError("%s: %s is a source package: install it with rpm -i"
                                % (p.path, h[rpm.RPMTAG_NAME]))
         p.nevra = h["nevra"]
+        p.header = h
         ts.addInstall(h, p, "u" if opts.upgrade else "i")
         (result.cow if p.is_extents else result.plain).append(h["nevra"])
     if not opts.nodeps:
@@ -349,6 +379,8 @@ def _transact(ts, pkgs, opts, any_cow):
             raise InstallError("Failed dependencies:\n" + "\n".join(
                 "\t%s" % pr for pr in ts.problems()))
     ts.order()
+    if any_cow:
+        _package_digests(pkgs, act)
     errors = []
     rpm.setVerbosity(rpm.RPMLOG_WARNING)   # rpm's and the plugin's messages go to stderr
     problems = ts.run(_callback(errors, opts.report), None)

@@ -302,6 +302,11 @@ class Input:
         """Bytes read so far: callable from any thread while the layout runs."""
         return lib.rc_input_progress(self._in)
 
+    @property
+    def algos(self):
+        """The names of the input digests, in the order finish() gives them."""
+        return list(self._algos)
+
     def add_range_digest(self, name, start, prefix):
         """Add a digest of the input from absolute offset `start` to its end;
         prefix: the bytes from `start` already read.  Returns its index."""

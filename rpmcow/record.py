@@ -14,7 +14,10 @@ signatures are always re-checked against the current keyring
 The record proves two different things:
 
 * the *verdict* (payload digests and signatures over the original package)
-  belongs to these headers: true wherever the section is copied;
+  belongs to these headers: true wherever the section is copied; so do the
+  digests of the whole original package (``package-digests``, where the
+  transcoding host's rpm records them: rpm 6), which an install hands rpm
+  for its database in place of the digests of the bytes it was fed;
 * the *blobs* are the ones the transcoder checked (``vouches_for_blobs``):
   only for the very file it wrote, while that file is unchanged -- the same
   inode, the mtime it was given, a ctime no later than the write's end
@@ -82,7 +85,9 @@ def record_key(target, create=True):
 # how long after the mtime the transcoder gave a file its ctime may be: the
 # sections' write, the chmod and the rename into place come after it
 CTIME_SLACK_NS = 60 * 10**9
-BINDING = ("table-sha256", "file")      # record fields that bind the blobs
+# record fields under the MAC besides header-sha256 and files, in this
+# order: the whole package's digests, and those that bind the blobs
+BINDING = ("package-digests", "table-sha256", "file")
 
 
 def _mac(key, headers_sha256, items, files_ok, binding=()):
@@ -105,11 +110,14 @@ class Verdict:
     """The items of a package's check, the SHA-256 of the headers they belong
     to, whether every file matched its digest, and rpmkeys' exit code."""
 
-    def __init__(self, items, headers_sha256, files_ok=True, rpmkeys_rc=0):
+    def __init__(self, items, headers_sha256, files_ok=True, rpmkeys_rc=0,
+                 package_digests=None):
         self.items = items
         self.headers_sha256 = headers_sha256
         self.files_ok = files_ok
         self.rpmkeys_rc = rpmkeys_rc
+        # {PGPHASHALGO: hex} of the original package file (rpm 6 records them)
+        self.package_digests = package_digests or {}
 
     @property
     def rc(self):
@@ -123,6 +131,8 @@ class Verdict:
         """The S text; table_sha256 (hex) and file (file_id) bind the
         blobs of the file being written, where known."""
         binding = []
+        if self.package_digests:
+            binding.append("package-digests=%s" % format_package_digests(self.package_digests))
         if table_sha256:
             binding.append("table-sha256=%s" % table_sha256)
         if table_sha256 and file:
@@ -134,6 +144,27 @@ class Verdict:
             RECORD_PREFIX, self.headers_sha256, "OK" if self.files_ok else "BAD",
             "".join(" " + b for b in binding), mac))
         return ("\n".join(lines) + "\n").encode()
+
+
+def format_package_digests(digests):
+    """{PGPHASHALGO: hex} as the record's field: "8:HEX,10:HEX"."""
+    return ",".join("%d:%s" % (algo, hexd) for algo, hexd in digests.items())
+
+
+def package_digests(rec):
+    """The record's package digests as {PGPHASHALGO: hex} (only what is well
+    formed: a known algorithm and a lowercase hex digest of its size); {}
+    where it has none.  Trust them only from a valid record."""
+    from .digests import BY_ID
+    out = {}
+    for field in rec.get("package-digests", "").split(","):
+        algo, _, hexd = field.partition(":")
+        if not algo.isdigit() or int(algo) not in BY_ID or int(algo) in out:
+            continue
+        if len(hexd) == 2 * BY_ID[int(algo)].size and \
+                all(c in "0123456789abcdef" for c in hexd):
+            out[int(algo)] = hexd
+    return out
 
 
 def parse_record(text):

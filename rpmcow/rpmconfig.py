@@ -278,3 +278,19 @@ def rpmkeys_verify_level():
     files even with --root), read by librpm in this process."""
     import rpm
     return rpm.expandMacro("%{?_pkgverify_level}") or "digest"
+
+
+def package_digest_algos():
+    """The digests of the whole package file rpm records in its database
+    (rpm 6: ``%_pkgverify_digests``, "8:10" -- SHA-256 and SHA-512 -- by
+    default; RPMTAG_PACKAGEDIGESTS), as PGPHASHALGO numbers rpmcow can
+    compute, in rpm's order; [] where librpm records none (rpm < 6).  The
+    installing process's librpm, like rpm: the host's macro files."""
+    import rpm
+    from .digests import BY_ID
+    ids = []
+    for field in rpm.expandMacro("%{?_pkgverify_digests}").split(":"):
+        field = field.strip()
+        if field.isdigit() and int(field) in BY_ID and int(field) not in ids:
+            ids.append(int(field))
+    return ids

@@ -39,6 +39,10 @@ from .errors import RpmcowError
 NAME = "cow"
 MAP_MACRO = "_rpmcow_map"
 VERIFY_MACRO = "_rpmcow_verify"
+DIGESTS_MACRO = "_rpmcow_pkgdigests"
+# rpm 6: the digests of each package file it reads in its verification pass,
+# recorded in its database (csrc/rpm_plugin_cow.c: put_package_digests)
+RPM_DIGESTS_MACRO = "_pkgverify_digests"
 HERE = os.path.dirname(os.path.abspath(__file__))
 # plugins whose hooks do not read or sign file content (rpm 4.16-4.20): ours
 # may still be cloning a file when theirs run.  ima (signatures of the
@@ -82,6 +86,11 @@ def verify_headers_only(ts):
     ts.setVfyFlags(rpm.RPMVSF_NEEDPAYLOAD)
     if not PAYLOADLESS_VERIFY_PASS:
         ts.setVfyLevel(0)
+
+
+def header_key(h):
+    """The key the plugin finds a package by (csrc/rpm_plugin_cow.c: te_key)."""
+    return h[rpm.RPMTAG_SHA256HEADER] or h[rpm.RPMTAG_SHA1HEADER] or h["nevra"]
 
 
 def plugin_path():
@@ -239,6 +248,7 @@ class Activation:
         self.names = list(values)
         for name, value in values.items():
             rpm.addMacro(name, value)
+        self._withheld = False
 
     @property
     def worker_ok(self):
@@ -320,6 +330,31 @@ class Activation:
         rpm.addMacro(MAP_MACRO, " ".join("%s=%s" % (k, ":".join("%d" % v for v in value))
                                          for k, value in entries.items()))
 
+    def set_package_digests(self, entries):
+        """entries: {header key: {PGPHASHALGO: hex}} -- the digests of the
+        original package files, from valid records (checksig.Evaluation):
+        the plugin puts them into the header rpm adds to its database."""
+        rpm.delMacro(DIGESTS_MACRO)
+        rpm.addMacro(DIGESTS_MACRO, " ".join(
+            "%s=%s" % (k, ",".join("%d:%s" % kv for kv in d.items()))
+            for k, d in entries.items() if d) or "%{nil}")
+        if DIGESTS_MACRO not in self.names:
+            self.names.append(DIGESTS_MACRO)
+
+    def feeding(self, fed):
+        """Call when rpm opens a package file (its open-file callback):
+        fed, whether it gets a feed.  rpm 6 digests the whole file it reads
+        for its database right after that callback, which for a feed would
+        be digests of bytes no one published: %_pkgverify_digests is
+        withheld while it reads a feed (the plugin puts the original's in
+        instead), and restored for the next package that is not one."""
+        if self._withheld:
+            rpm.delMacro(RPM_DIGESTS_MACRO)
+            self._withheld = False
+        if fed and rpm.expandMacro("%%{?%s}" % RPM_DIGESTS_MACRO).strip():
+            rpm.addMacro(RPM_DIGESTS_MACRO, "%{nil}")
+            self._withheld = True
+
     def verify_others(self, on):
         """Whether the plugin checks every file rpm writes for the packages
         not in the map against its header digest (rpm's own check is off
@@ -336,6 +371,7 @@ class Activation:
         return fn is not None and fn() == 0
 
     def close(self):
+        self.feeding(False)
         for name in self.names:
             rpm.delMacro(name)
         self.names = []

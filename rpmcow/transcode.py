@@ -156,6 +156,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
                                   else None) if hcheck else None
         # not a byte of the payload has been read yet
         ranges = _add_verification_digests(inp, pro, plan) if plan else {}
+        whole = _add_package_digests(inp, pro)
         if plan and (plan.full_check or not set(plan.digests.values()) <= set(ranges)):
             # a legacy header+payload signature: rpmkeys reads it all
             check = verify.Check(target)
@@ -194,7 +195,9 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
         rpmkeys_rc = 1 if verify.rpmkeys_outcome(items, rpmkeys_level)[1] else 0
     else:
         rpmkeys_rc, items = 1, []
-    verdict = record.Verdict(items, headers_sha256, files_ok=True, rpmkeys_rc=rpmkeys_rc)
+    verdict = record.Verdict(items, headers_sha256, files_ok=True, rpmkeys_rc=rpmkeys_rc,
+                             package_digests=_package_digests(whole, input_digests,
+                                                              range_digests))
     if _verify:
         _judge(items, level, enforce, pkg.nevra)
 
@@ -301,6 +304,36 @@ def _add_verification_digests(inp, pro, plan):
         except RpmcowError:
             continue
     return ranges
+
+
+def _add_package_digests(inp, pro):
+    """Digests of the whole package file for rpm's database (rpm 6 records
+    RPMTAG_PACKAGEDIGESTS from the file it reads; an install feeds it other
+    bytes, so the record carries the original's: rpmconfig.
+    package_digest_algos).  Returns [(rpm id, "input" | "range", index)]:
+    one the C section computes anyway is taken from there."""
+    from .digests import BY_ID
+    wanted = rpmconfig.package_digest_algos()
+    if not wanted:
+        return []
+    names = inp.algos
+    out = []
+    for rpm_id in wanted:
+        algo = BY_ID[rpm_id]
+        if algo.name in names:
+            out.append((rpm_id, "input", names.index(algo.name)))
+            continue
+        try:
+            out.append((rpm_id, "range", inp.add_range_digest(algo.openssl, 0, pro.data)))
+        except RpmcowError:
+            continue          # not computable here: the install records none
+    return out
+
+
+def _package_digests(whole, input_digests, range_digests):
+    """{rpm id: hex} of _add_package_digests' digests, once finished."""
+    return {rpm_id: (input_digests[i][1] if where == "input" else range_digests[i]).hex()
+            for rpm_id, where, i in whole}
 
 
 def _lead_name(pro):

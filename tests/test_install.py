@@ -189,7 +189,14 @@ def db_files(root, nevra=None):
     return out
 
 
-def assert_same_db(a, b):
+PACKAGE_DIGEST_TAGS = {"Packagedigests", "Packagedigestalgos"}
+
+
+def assert_same_db(a, b, unrecorded=()):
+    """unrecorded: NEVRAs installed in b from extents files whose record
+    has no package digests (made by another tool): rpm 6 records the
+    original package's digests for a in its database, and b must have none
+    (never the digests of the bytes rpm was fed)."""
     da, dbb = db_entries(a), db_entries(b)
     assert sorted(da) == sorted(dbb), "different packages installed"
     for nevra in da:
@@ -197,6 +204,10 @@ def assert_same_db(a, b):
         assert da[nevra]["files"] == dbb[nevra]["files"], nevra
         ta, tb = da[nevra]["xml"], dbb[nevra]["xml"]
         diff = sorted(t for t in set(ta) | set(tb) if ta.get(t) != tb.get(t))
+        if nevra in unrecorded:
+            assert not PACKAGE_DIGEST_TAGS & set(tb), \
+                "%s: package digests recorded without a record of them" % nevra
+            diff = [t for t in diff if t not in PACKAGE_DIGEST_TAGS]
         assert not diff, "%s: rpmdb tags differ: %s" % (nevra, diff)
 
 
@@ -448,12 +459,13 @@ class Site:
         seed_shell(self.cow)
 
     # -- checks -----------------------------------------------------------------
-    def assert_same(self, verify_clean=True, shared=None, blk=BLK, **kw):
+    def assert_same(self, verify_clean=True, shared=None, blk=BLK, unrecorded=(), **kw):
         """Same tree, same rpmdb, rpm -V as stock (clean by default); with
         shared (a list of NEVRAs), those packages' files must share extents
-        on a reflink filesystem and must not anywhere else."""
+        on a reflink filesystem and must not anywhere else.  unrecorded:
+        see assert_same_db."""
         entries = assert_same_tree(self.stock, self.cow, **kw)
-        assert_same_db(self.stock, self.cow)
+        assert_same_db(self.stock, self.cow, unrecorded)
         va, vb = rpm_verify(self.stock), rpm_verify(self.cow)
         assert va == vb, "rpm -V differs: stock %r, cow %r" % (va, vb)
         if verify_clean:
@@ -691,13 +703,14 @@ def test_corpus_package_same_as_stock(site, pkg):
                                   "hlinktest-1.0-1.noarch"])
 def test_upstream_extents_file_installs(site, name):
     """Made by upstream's rpm2extents: no rpmcow record, so the installer
-    hashes its blobs (checksig --files) before letting it in."""
+    hashes its blobs (checksig --files) before letting it in -- and has no
+    package digests to give rpm 6 for its database (none are recorded)."""
     src = UPSTREAM / (name + ".v419.rpme")
     ext = site.cache / src.name
     shutil.copyfile(src, ext)                    # onto the root's filesystem
     site.rpm("-i", "--nodeps", "--noscripts", UPSTREAM / (name + ".rpm"))
     site.install("--nodeps", "--noscripts", ext)
-    site.assert_same(shared=installed(site.cow))
+    site.assert_same(shared=installed(site.cow), unrecorded=installed(site.cow))
 
 
 def test_generated_packages_with_scriptlets_and_file_triggers(site, generated):
@@ -997,6 +1010,85 @@ def test_plain_rpm_and_extents_file_in_one_transaction(site, pair):
     site.assert_same(shared=["fb-1.0-1.noarch"])
     # fa came in the stock way: its files are not shared with anything
     assert_none_shared(site.cow, ["fa-1.0-1.noarch"])
+
+
+def _package_digest_algos():
+    from rpmcow import rpmconfig
+    return rpmconfig.package_digest_algos()
+
+
+needs_package_digests = pytest.mark.skipif(
+    not _package_digest_algos(),
+    reason="this rpm records no package digests in its database (%_pkgverify_digests: rpm 6)")
+
+
+def db_package_digests(root, nevra):
+    """{PGPHASHALGO: hex} rpm recorded for an installed package."""
+    r = rpm_q(root, "-q", nevra, "--qf", "[%{PACKAGEDIGESTALGOS} %{PACKAGEDIGESTS}\n]")
+    assert r.returncode == 0, r.stderr
+    return {int(a): d for a, d in (line.split() for line in r.stdout.splitlines()
+                                   if line.strip() and "(none)" not in line)}
+
+
+def file_digests(path):
+    from rpmcow.digests import BY_ID
+    data = Path(path).read_bytes()
+    names = {8: "sha256", 9: "sha384", 10: "sha512", 11: "sha224", 12: "sha3_256",
+             14: "sha3_512", 1: "md5", 2: "sha1"}
+    return {a: hashlib.new(names[a], data).hexdigest() for a in _package_digest_algos()
+            if a in BY_ID}
+
+
+@needs_package_digests
+def test_rpmdb_has_the_original_package_digests(site, pair):
+    """rpm 6 records digests of each package file it reads: for an extents
+    file those of the original package (from the record), never of the feed
+    rpm read; a plain package beside it keeps its own."""
+    fa, fb = pair("fa"), pair("fb")
+    site.install("--nodeps", "--noscripts", fa, site.transcode(fb))
+    want_fa, want_fb = file_digests(fa), file_digests(fb)
+    assert set(want_fb) == set(_package_digest_algos()) and want_fb
+    assert db_package_digests(site.cow, "fa-1.0-1.noarch") == want_fa
+    assert db_package_digests(site.cow, "fb-1.0-1.noarch") == want_fb
+    # and what stock rpm records for the same packages
+    site.rpm("-i", "--nodeps", "--noscripts", fa, fb)
+    assert db_package_digests(site.stock, "fb-1.0-1.noarch") == want_fb
+
+
+@needs_package_digests
+def test_no_package_digests_without_a_record_of_them(xfs_site, pair):
+    """An extents file made where rpm records no package digests (or by
+    another tool) has none in its record: the rpmdb then has none for it --
+    not digests of the bytes rpm was fed."""
+    from rpmcow import rpmconfig, transcode
+    fb = pair("fb")
+    out = xfs_site.cache / "fb.rpme"
+    rpm.addMacro("_pkgverify_digests", "%{nil}")
+    try:
+        transcode.transcode_path(str(fb), str(out),
+                                 target=rpmconfig.Target(str(xfs_site.cow), DB))
+    finally:
+        rpm.delMacro("_pkgverify_digests")
+    assert b"package-digests=" not in out.read_bytes()
+    xfs_site.install("--nodeps", "--noscripts", out)
+    assert db_package_digests(xfs_site.cow, "fb-1.0-1.noarch") == {}
+
+
+@needs_package_digests
+def test_package_digests_are_under_the_record_mac(xfs_site, pair):
+    """Digests changed in the record make it 'altered': the install judges
+    the content itself (every blob hashed, as for any file without a valid
+    record) and the changed digests never reach the database."""
+    fb = pair("fb")
+    out = xfs_site.transcode(fb)
+    data = bytearray(out.read_bytes())
+    i = data.index(b"package-digests=8:") + len(b"package-digests=8:")
+    data[i:i + 1] = b"0" if data[i:i + 1] != b"0" else b"1"
+    out.write_bytes(bytes(data))
+    r = run(rpmcow_argv() + ["checksig", "-v", "--root", xfs_site.cow, "--dbpath", DB, out])
+    assert r.returncode != 0 and "record was altered" in r.stdout, r.stdout + r.stderr
+    xfs_site.install("--nodeps", "--noscripts", out)
+    assert db_package_digests(xfs_site.cow, "fb-1.0-1.noarch") == {}
 
 
 def test_source_packages_are_refused(xfs_site):
