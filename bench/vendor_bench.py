@@ -38,7 +38,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-DNF = "/usr/bin/dnf"
+# dnf 4 (on Fedora 41 and later `dnf` is dnf5)
+DNF = next((p for p in ("/usr/bin/dnf-3", "/usr/bin/dnf4") if os.access(p, os.X_OK)),
+           "/usr/bin/dnf")
 SYS_PY = "/usr/bin/python3"
 
 

@@ -30,7 +30,7 @@ repository is served by ``python3 -m http.server`` on a free loopback port
 (``HttpServer``, always stopped), and the repo file says ``gpgcheck=1
 gpgkey=file://<key>`` (dnf imports the key into each root on first use).
 
-``Dnf`` runs ``/usr/bin/dnf -c CONF --installroot R --releasever 1 -y
+``Dnf`` runs dnf 4 (``dnf-3``: dnf4_executable) ``-c CONF --installroot R --releasever 1 -y
 --setopt=reposdir=... --setopt=pluginpath=<checkout>/dnf-plugins
 --setopt=pluginconfpath=...`` with HOME pinned to /root (Debian's rpm puts
 the rpmdb at ``$HOME/.rpmdb`` inside the root) and returns (rc, stdout,
@@ -58,7 +58,18 @@ from pkgbuild import config, directory, hardlink, regular, symlink  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "dnf-plugins"
-DNF = "/usr/bin/dnf"
+
+
+def dnf4_executable():
+    """dnf 4's command: ``dnf-3`` (every dnf 4 ships it; on Fedora 41 and
+    later ``dnf`` is dnf5), else ``dnf4``, else ``dnf``."""
+    for name in ("/usr/bin/dnf-3", "/usr/bin/dnf4", "/usr/bin/dnf"):
+        if os.access(name, os.X_OK):
+            return name
+    return "/usr/bin/dnf-3"
+
+
+DNF = dnf4_executable()
 PIN_HOME = "/root"
 REPO_ID = "cowtest"
 KEY_UID = "rpmcow dnf test <rpmcow-dnf-test@example.invalid>"

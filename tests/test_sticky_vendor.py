@@ -22,7 +22,7 @@ SWITCH_TO_BETA = "vendor switch %s --to 'Beta Inc'"
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
-    for tool in ("rpmbuild", "createrepo_c", "modifyrepo_c", "/usr/bin/dnf"):
+    for tool in ("rpmbuild", "createrepo_c", "modifyrepo_c", vendorrepo.dnfrepo.DNF):
         if shutil.which(tool) is None:
             pytest.skip("%s is not installed" % tool)
     return vendorrepo.build_world(tmp_path_factory.mktemp("vendorworld"))

@@ -38,6 +38,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import pkgbuild  # noqa: E402
+import dnfrepo  # noqa: E402
 
 ALPHA = "Alpha Corp"
 BETA = "Beta Inc"
@@ -121,7 +122,7 @@ class World:
             check=None, timeout=300):
         """Run the system dnf (system python) on `root`; returns CompletedProcess
         with text stdout/stderr.  `confdir` holds sticky-vendor.conf."""
-        cmd = ["/usr/bin/dnf", "-c", str(self.dnf_conf),
+        cmd = [dnfrepo.DNF, "-c", str(self.dnf_conf),
                "--installroot", str(root), "--releasever", "1", "-y",
                "--setopt=reposdir=%s" % self.reposdir,
                "--setopt=pluginpath=%s" % PLUGIN_DIR,
