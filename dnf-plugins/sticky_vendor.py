@@ -35,33 +35,9 @@ MSG_POLICY = "sticky-vendor: invalid vendor policy: %s"
 MSG_TIMING = "sticky-vendor: %d decisions, %d packages hidden, %d held back (%.1f ms)"
 MSG_TAKEOVER = ("sticky-vendor: enforcing the vendor policy (dnf's allow_vendor_change is "
                 "handled by sticky-vendor)")
-MSG_SWITCH_NONE = "sticky-vendor: no package %s from vendor %s in the enabled repositories"
-MSG_SWITCH_SAME = "sticky-vendor: %s is already from vendor %s"
-MSG_SWITCH_NOTINST = "sticky-vendor: %s is not installed: fresh installs need no switch"
-MSG_SWITCH_TO = "sticky-vendor: switch needs --to VENDOR (or a local package file)"
 MSG_SWITCHED = "sticky-vendor: recorded vendor switch: %s"
-MSG_DISABLED = ("Vendor policy DISABLED (by %s): packages may change vendor as dnf's "
-                "allow_vendor_change says (%s).")
-MSG_ENABLED = "Vendor policy enforced (by %s): installed packages keep their vendor."
-MSG_NOT_INSTALLED = "%s is not installed: fresh installs are not restricted by vendor."
-MSG_UNKNOWN = "No package %s installed or available."
-MSG_NOTHING_MATCHED = "No package to explain: %s"
-MSG_PIN_UNKNOWN = ("Warning: no package %s is installed or available in the enabled "
-                   "repositories; the pin applies once one is.")
-MSG_PIN_NEEDS_VENDOR = "sticky-vendor: %s is not installed: give the vendor to pin it to"
-MSG_PINNED = "Pinned %s to %s."
-MSG_UNPINNED = "Unpinned %s."
-MSG_NOT_PINNED = "sticky-vendor: %s has no pin made with `dnf vendor pin`"
-MSG_TOGGLED = "Vendor policy %s (recorded in %s by %s)."
-MSG_CHECK_OK = "%d policy file(s) OK."
-MSG_CHECK_BAD = "sticky-vendor: %d error(s) in the vendor policy"
-MSG_NOTHING_HELD = "Nothing is held back by vendor policy."
-MSG_HELD_OFF = "The vendor policy is disabled: nothing is held back."
-MSG_NEEDS_ARG = "sticky-vendor: `dnf vendor %s` needs %s"
 
 REPORT_LIMIT = 40            # held-back lines in upgrade output; `dnf vendor held` shows all
-SUBCOMMANDS = ("status", "list", "held", "explain", "pin", "unpin", "switch", "enable",
-               "disable", "check")
 UPGRADING = ("upgrade", "upgrade-minimal", "distro-sync")
 LISTING = ("check-update", "list", "repoquery", "info")
 NEEDS_POLICY = ("held", "explain", "switch")
@@ -73,11 +49,12 @@ def _engine():
         import rpmcow.vendorpolicy  # noqa: F401
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rpmcow.vendorpolicy import config, errors, explain, formats, keys, policy, sack, state
-    return config, errors, explain, formats, keys, policy, sack, state
+    from rpmcow.vendorpolicy import (commands, config, errors, explain, formats, keys, policy,
+                                     sack, state)
+    return commands, config, errors, explain, formats, keys, policy, sack, state
 
 
-(config_mod, errors_mod, explain_mod, formats_mod, keys_mod, policy_mod, sack_mod,
+(commands_mod, config_mod, errors_mod, explain_mod, formats_mod, keys_mod, policy_mod, sack_mod,
  state_mod) = _engine()
 
 
@@ -387,7 +364,7 @@ class VendorCommand(dnf.cli.Command):
 
     @staticmethod
     def set_argparser(parser):
-        parser.add_argument("subcommand", nargs="?", default="status", choices=SUBCOMMANDS,
+        parser.add_argument("subcommand", nargs="?", default="status", choices=commands_mod.SUBCOMMANDS,
                             help="what to do (default: status)")
         parser.add_argument("args", nargs="*", metavar="ARG",
                             help="package names, a vendor (pin), package files (switch)")
@@ -417,7 +394,8 @@ class VendorCommand(dnf.cli.Command):
 
     def _prepare_switch(self):
         if not self.opts.args:
-            raise dnf.cli.CliError(MSG_NEEDS_ARG % ("switch", "PACKAGE... --to VENDOR"))
+            raise dnf.cli.CliError(commands_mod.MSG_NEEDS_ARG % ("dnf", "switch",
+                                                                 "PACKAGE... --to VENDOR"))
         self.files = [a for a in self.opts.args if a.endswith(".rpm")]
         self.names = [a for a in self.opts.args if not a.endswith(".rpm")]
         request = {}
@@ -427,197 +405,91 @@ class VendorCommand(dnf.cli.Command):
                 (hdr["vendor"] or "")
             request[hdr["name"]] = vendor
         if self.names and self.opts.to_vendor is None:
-            raise dnf.cli.CliError(MSG_SWITCH_TO)
+            raise dnf.cli.CliError(commands_mod.MSG_SWITCH_TO)
         for n in self.names:
             request[n] = self.opts.to_vendor
         self.plugin.switch_request = request
 
     def run(self):
         sub = self.opts.subcommand
-        getattr(self, "_run_" + sub)()
+        try:
+            getattr(self, "_run_" + sub)()
+        except errors_mod.RpmcowError as exc:
+            raise dnf.exceptions.Error(str(exc)) from None
 
-    # -- subcommands --
+    # -- subcommands: rpmcow.vendorpolicy.commands, with what hawkey knows --
+    def _off_note(self):
+        return "allow_vendor_change = %s" % self.base.conf.allow_vendor_change
+
     def _run_status(self):
         p = self.plugin
         st = p.state()
         enforce, by = p.enforcing(st)
-        if self.opts.vendor_json:
-            errors, warnings = [], []
-            pol = p.load_policy(st, errors, warnings)
-            _print_json({"enforced": bool(enforce), "by": by,
-                         "policy_files": list(pol.sources), "rules": pol.summary(),
-                         "normalize": bool(p.settings.normalize),
-                         "commandline": p.settings.commandline,
-                         "errors": [str(e) for e in errors],
-                         "warnings": [str(w) for w in warnings],
-                         "pins": st.pins, "recent": st.audit_entries(last=5)})
-            return
-        if enforce:
-            print(MSG_ENABLED % by)
-        else:
-            print(MSG_DISABLED % (by, "allow_vendor_change = %s" %
-                                  self.base.conf.allow_vendor_change))
         errors, warnings = [], []
         pol = p.load_policy(st, errors, warnings)
-        s = pol.summary()
-        print("Policy files read: %d" % s["files"])
-        for f in pol.sources:
-            print("  %s" % f)
-        print("Rules: %(classes)d vendor classes, %(allow)d allowed changes, %(pins)d pins, "
-              "%(repos)d repository vendor lists, %(dnf5)d dnf5 policies, %(zypp_groups)d zypper "
-              "groups" % s)
-        print("Normalise vendor names: %s; command-line packages: %s" % (
-            "yes" if p.settings.normalize else "no", p.settings.commandline))
-        for e in errors:
-            print("ERROR %s" % e)
-        for w in warnings:
-            print("warning: %s" % w)
-        if st.pins:
-            print("Pins (dnf vendor pin):")
-            for pin in st.pins:
-                print("  %s -> %s" % (pin["package"], "repository '%s'" % pin["repo"]
-                                      if "repo" in pin else explain_mod.vendor(pin["vendor"])))
-        recent = st.audit_entries(last=5)
-        if recent:
-            print("Recent changes (%s):" % st.audit_path)
-            for e in recent:
-                print("  " + explain_mod.audit_line(e))
+        commands_mod.status(st, enforce, by, pol, p.settings, errors, warnings,
+                            self._off_note(), self.opts.vendor_json)
 
     def _run_list(self):
-        groups = {}
-        for pkg in self.base.sack.query().installed():
-            v = policy_mod.Pkg.from_hawkey(pkg).vendor
-            groups.setdefault(v, []).append(pkg)
-        for v in sorted(groups, key=lambda x: (-len(groups[x]), x)):
-            pkgs = sorted(groups[v], key=lambda x: x.name)
-            print("%s (%d)" % (explain_mod.vendor(v), len(pkgs)))
-            for pkg in pkgs:
-                print("  %s" % pkg)
+        commands_mod.list_vendors(policy_mod.Pkg.from_hawkey(pkg)
+                                  for pkg in self.base.sack.query().installed())
 
     def _run_held(self):
         p = self.plugin
-        if self.opts.vendor_json:
-            held = p.plan.held if p.active else {}
-            _print_json({"enforced": bool(p.active), "held": [
-                {"name": name, "kind": h.kind,
-                 "installed": str(h.installed), "installed_vendor": h.installed.vendor,
-                 "candidate": str(h.candidate), "candidate_vendor": h.candidate.vendor,
-                 "taken": str(h.taken) if getattr(h, "taken", None) is not None else None,
-                 "rule": str(h.decision)}
-                for name, h in sorted(held.items())]})
-            return
-        if not p.active:
-            print(MSG_HELD_OFF)
-            return
-        lines = explain_mod.held_report(p.plan.held)
-        print("\n".join(lines) if lines else MSG_NOTHING_HELD)
+        commands_mod.held(p.active, p.plan.held if p.active else {}, self.opts.vendor_json)
 
     def _run_explain(self):
         p = self.plugin
         if not self.opts.args:
-            raise dnf.cli.CliError(MSG_NEEDS_ARG % ("explain", "PACKAGE"))
+            raise commands_mod.needs("dnf", "explain", "PACKAGE")
         pol = p.policy or p.load_policy()
         enforce, by = p.enforcing()
-        if not enforce:
-            print(MSG_DISABLED % (by, "allow_vendor_change = %s" %
-                                  self.base.conf.allow_vendor_change))
         q = self.base.sack.query(flags=hawkey.IGNORE_EXCLUDES)
-        unknown = []
-        for name in self.opts.args:
+
+        def pkgs(name):
             inst = q.installed().filter(name=name)
-            if not inst:
-                if q.available().filter(name=name):
-                    print(MSG_NOT_INSTALLED % name)
-                else:
-                    print(MSG_UNKNOWN % name)
-                    unknown.append(name)
-                continue
-            for i in inst:
-                ip = policy_mod.Pkg.from_hawkey(i, p._keyids(i) if p._keyids else None)
-                classes = [pol.classes[c].name for c in sorted(pol.classes_of(ip.vendor))]
-                print("%s: installed from vendor %s%s" % (i, explain_mod.vendor(ip.vendor),
-                                                          " [vendor %s]" % ", ".join(classes)
-                                                          if classes else ""))
-                pin = pol.pin_for(i.name)
-                if pin is not None:
-                    print("  pinned: %s (%s)" % ("repository '%s'" % pin.repo if pin.repo
-                                                 else explain_mod.vendor(pin.vendor), pin.where))
+            known = bool(q.available().filter(name=name))
+
+            def candidates_of(ip):
+                i = ip._hawkey
                 cands = list(q.available().filter(name=name)) + \
                     [o for o in q.available().filter(obsoletes=[i]) if o.name != name]
-                if not cands:
-                    print("  no package of this name in the enabled repositories")
+                out = []
                 for c in sorted(cands, key=lambda c: (c.name, c.evr, c.reponame),
                                 reverse=True):
+                    cp = policy_mod.Pkg.from_hawkey(c)
                     block = p.plan.blocked.get(c) if p.plan else None
-                    d = block.decision if block is not None else \
-                        pol.decide(ip, policy_mod.Pkg.from_hawkey(c))
-                    verb = "allowed" if d.allowed and enforce else \
-                        ("refused" if not d.allowed else "allowed (policy disabled)")
-                    if not enforce and not d.allowed:
-                        verb = "would be refused (policy disabled)"
-                    print("  %-8s %s  vendor %s  repo %s" % (verb, c, explain_mod.vendor(c.vendor),
-                                                            c.reponame))
-                    print("           rule: %s" % d)
-                    if not d.allowed:
-                        print("           allow: %s" % explain_mod.allow_command(
-                            name, c.vendor, p.root))
-        if unknown and len(unknown) == len(self.opts.args):
-            raise dnf.exceptions.Error(MSG_NOTHING_MATCHED % ", ".join(unknown))
+                    d = block.decision if block is not None else pol.decide(ip, cp)
+                    out.append((cp, d, d.allowed, None))
+                return out
+            return ([policy_mod.Pkg.from_hawkey(i, p._keyids(i) if p._keyids else None)
+                     for i in inst], candidates_of, known)
+        commands_mod.explain(self.opts.args, pkgs, pol, enforce, by, self._off_note(), p.root)
 
     def _run_pin(self):
-        st = self.plugin.state()
-        if not self.opts.args:
-            raise dnf.cli.CliError(MSG_NEEDS_ARG % ("pin", "PACKAGE [VENDOR] or PACKAGE --repo REPO"))
-        package = self.opts.args[0]
-        q = self.base.sack.query(flags=hawkey.IGNORE_EXCLUDES).filter(name=package)
-        if not q:
-            logger.warning(MSG_PIN_UNKNOWN, package)
-        if self.opts.pin_repo:
-            st.pin(package, repo=self.opts.pin_repo)
-            print(MSG_PINNED % (package, "repository '%s'" % self.opts.pin_repo))
-            return
-        if len(self.opts.args) > 1:
-            vendor = " ".join(self.opts.args[1:])
-        else:
-            inst = self.base.sack.query().installed().filter(name=package)
-            if not inst:
-                raise dnf.exceptions.Error(MSG_PIN_NEEDS_VENDOR % package)
-            vendor = policy_mod.Pkg.from_hawkey(inst[0]).vendor
-        st.pin(package, vendor=vendor)
-        print(MSG_PINNED % (package, "vendor %s" % explain_mod.vendor(vendor)))
+        q = self.base.sack.query(flags=hawkey.IGNORE_EXCLUDES)
+        package = self.opts.args[0] if self.opts.args else None
+
+        def installed_vendor(name):
+            inst = self.base.sack.query().installed().filter(name=name)
+            return policy_mod.Pkg.from_hawkey(inst[0]).vendor if inst else None
+        commands_mod.pin(self.plugin.state(), self.opts.args, self.opts.pin_repo,
+                         bool(q.filter(name=package)) if package else True, installed_vendor,
+                         logger.warning)
 
     def _run_unpin(self):
-        if not self.opts.args:
-            raise dnf.cli.CliError(MSG_NEEDS_ARG % ("unpin", "PACKAGE"))
-        st = self.plugin.state()
-        for package in self.opts.args:
-            if not st.unpin(package):
-                raise dnf.exceptions.Error(MSG_NOT_PINNED % package)
-            print(MSG_UNPINNED % package)
+        commands_mod.unpin(self.plugin.state(), self.opts.args)
 
     def _run_enable(self):
-        self._toggle(True)
+        commands_mod.toggle(self.plugin.state(), True)
 
     def _run_disable(self):
-        self._toggle(False)
-
-    def _toggle(self, value):
-        st = self.plugin.state()
-        entry = st.set_enforce(value)
-        print(MSG_TOGGLED % ("enforced" if value else "disabled", st.path, entry["who"]))
+        commands_mod.toggle(self.plugin.state(), False)
 
     def _run_check(self):
         errors, warnings = [], []
         pol = self.plugin.load_policy(errors=errors, warnings=warnings)
-        for w in warnings:
-            print("warning: %s" % w)
-        for e in errors:
-            print("%s" % e)
-        if errors:
-            raise dnf.exceptions.Error(MSG_CHECK_BAD % len(errors))
-        print(MSG_CHECK_OK % len(pol.sources))
-        for f in pol.sources:
-            print("  %s" % f)
+        commands_mod.check(pol, errors, warnings)
 
     def _run_switch(self):
         p = self.plugin
@@ -636,31 +508,17 @@ class VendorCommand(dnf.cli.Command):
             self._switch_one(name, installed, cands, p.switch_request[name], pol)
 
     def _switch_one(self, name, installed, cands, vendor, pol):
-        inst = installed.filter(name=name)
-        if not inst:
-            raise dnf.exceptions.Error(MSG_SWITCH_NOTINST % name)
-        i = max(inst, key=_evr_key(self.base))
-        if pol.in_vendor(policy_mod.Pkg.from_hawkey(i).vendor, vendor):
-            raise dnf.exceptions.Error(MSG_SWITCH_SAME % (name, explain_mod.vendor(vendor)))
-        mine = [c for c in cands if pol.in_vendor(policy_mod.Pkg.from_hawkey(c).vendor, vendor)]
-        if not mine:
-            raise dnf.exceptions.Error(MSG_SWITCH_NONE % (name, explain_mod.vendor(vendor)))
-        best = max(mine, key=_evr_key(self.base))
-        c = best.evr_cmp(i)
+        def pairs(pkgs):
+            return [(policy_mod.Pkg.from_hawkey(x), x) for x in pkgs]
+        _, best, c = commands_mod.switch_target(pol, name, pairs(installed.filter(name=name)),
+                                                pairs(cands), vendor,
+                                                lambda a, b: a.evr_cmp(b))
         if c > 0:
             self.base.package_upgrade(best)
         elif c < 0:
             self.base.package_downgrade(best)
         else:
             self.base.package_reinstall(best)
-
-
-def _evr_key(base):
-    import functools
-
-    def cmp(a, b):
-        return a.evr_cmp(b)
-    return functools.cmp_to_key(cmp)
 
 
 def _read_header(path):
@@ -689,9 +547,3 @@ def _history_id(base):
         return getattr(last, "tid", None)
     except Exception:             # noqa: BLE001 - an ID is a nicety, never a failure
         return None
-
-
-def _print_json(doc):
-    import json
-    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")

@@ -395,6 +395,16 @@ def _inspect_arguments(i):
     i.add_argument("--table", action="store_true", help="list every table entry")
 
 
+def _vendor_arguments(p):
+    from . import vendor_dnf5
+    vendor_dnf5.arguments(p)
+
+
+def cmd_vendor(args):
+    from . import vendor_dnf5
+    return vendor_dnf5.run(args)
+
+
 class Command(namedtuple("Command", "help description arguments run")):
     """A subcommand: its one-line help, its description, the function adding
     its arguments to a parser, and the function running it."""
@@ -434,6 +444,14 @@ COMMANDS = {
         "and input digests. Works on files made by upstream rpm2extents too. Exit 1 if FILE "
         "is not an extents file.",
         _inspect_arguments, cmd_inspect),
+    "vendor": Command(
+        "the sticky-vendor policy on dnf5 (as `dnf vendor` on dnf 4)",
+        "Show and steer the sticky-vendor policy on a dnf5 system: status, list, held, "
+        "explain, pin, unpin, switch, enable, disable, check -- the commands and output of "
+        "`dnf vendor` (dnf 4). dnf5 enforces the policy itself from vendors.d files that "
+        "enable, pin and unpin regenerate; check says what dnf5 cannot enforce. Needs "
+        "python3-libdnf5.",
+        _vendor_arguments, cmd_vendor),
 }
 
 

@@ -39,6 +39,7 @@ _rpmcow()
     esac
     case $cmd in
         cache) COMPREPLY=($(compgen -W "status clean" -- "$cur") $(compgen -d -- "$cur"));;
+        vendor) COMPREPLY=($(compgen -W "%(vendor_actions)s" -- "$cur"));;
         *) COMPREPLY=($(compgen -f -X '!*.@(rpm|rpme)' -- "$cur") $(compgen -d -- "$cur"));;
     esac
 }
@@ -66,7 +67,13 @@ def render():
         "algos": " ".join(a.name for a in ALGOS),
         "r2e_opts": " ".join(_options(cli.build_rpm2extents_parser())),
         "option_cases": "\n".join(cases),
+        "vendor_actions": " ".join(_vendor_actions()),
     }
+
+
+def _vendor_actions():
+    from .vendorpolicy import commands
+    return commands.SUBCOMMANDS
 
 
 def main():

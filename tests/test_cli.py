@@ -204,7 +204,8 @@ def test_a_command_alone_parses_as_its_subparser(name, monkeypatch):
             "checksig": ["a", "b", "-v", "--files"],
             "install": ["a.rpme", "-U", "--nodeps", "--verify-level", "all"],
             "inspect": ["f", "--json"],
-            "cache": ["status", "/var/cache/x", "--json", "--root", "/r"]}[name]
+            "cache": ["status", "/var/cache/x", "--json", "--root", "/r"],
+            "vendor": ["held", "--json", "--installroot", "/r", "--setopt", "best=0"]}[name]
     assert vars(alone.parse_args(argv)) == vars(full.parse_args([name] + argv))
     # an unknown option is reported with the command's usage (the subparser
     # left it to the top level: "rpmcow: error", and rpmcow's usage)

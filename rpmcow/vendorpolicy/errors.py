@@ -25,5 +25,10 @@ class StateError(PolicyError):
     """The persistent state (toggle, pins, audit log) cannot be read or written."""
 
 
+class CommandError(PolicyError):
+    """A `vendor` subcommand cannot do what it was asked (exit 1, as dnf's
+    own command errors)."""
+
+
 class VendorUsageError(UsageError):
     """A `dnf vendor` command line is wrong."""

@@ -14,8 +14,8 @@ HELD_TAKEN = "  (taking %s instead)"
 HELD_OBSOLETE = "  %-*s %s would be replaced by %s  %s -> %s"
 HELD_DEPENDENCY = "  %-*s %s -> %s  needs %s"
 HELD_UNTRUSTED = "  (not signed by the vendor's key)"
-HELD_MORE = "  ... and %d more (all of them: dnf vendor held)"
-HELD_FOOTER = ("  Why: dnf vendor explain NAME.  Allow a change: dnf vendor switch NAME "
+HELD_MORE = "  ... and %d more (all of them: %s vendor held)"
+HELD_FOOTER = ("  Why: %(p)s vendor explain NAME.  Allow a change: %(p)s vendor switch NAME "
                "--to VENDOR.")
 CHECK_HELD_NOTE = ("sticky-vendor: %d update(s) held back by vendor policy are not listed "
                    "(dnf vendor held)")
@@ -44,13 +44,17 @@ def nevra(p):
     return str(p)
 
 
-def allow_command(name, new_vendor, installroot="/"):
-    """The exact command that performs this change as an intended switch."""
-    prefix = "dnf"
+def allow_command(name, new_vendor, installroot="/", prog="dnf"):
+    """The exact command that performs this change as an intended switch
+    (prog: "dnf" for dnf 4's `dnf vendor`, "rpmcow" for `rpmcow vendor` on dnf5)."""
+    prefix, suffix = prog, ""
     if installroot and installroot != "/":
-        prefix += " --installroot=%s" % shlex.quote(installroot)
-    return "%s vendor switch %s --to %s" % (prefix, shlex.quote(name),
-                                           shlex.quote(raw_vendor(new_vendor)))
+        if prog == "dnf":
+            prefix += " --installroot=%s" % shlex.quote(installroot)
+        else:                       # rpmcow's options follow the command
+            suffix = " --installroot=%s" % shlex.quote(installroot)
+    return "%s vendor switch %s --to %s%s" % (prefix, shlex.quote(name),
+                                             shlex.quote(raw_vendor(new_vendor)), suffix)
 
 
 def evr(p):
@@ -58,7 +62,7 @@ def evr(p):
         "%s:%s-%s" % (p.epoch, p.version, p.release)
 
 
-def held_report(held, limit=None):
+def held_report(held, limit=None, prog="dnf"):
     """Lines for a {name: Held} mapping (sorted by name), at most `limit` entries."""
     if not held:
         return []
@@ -84,17 +88,17 @@ def held_report(held, limit=None):
                                       vendor(h.installed.vendor), vendor(h.candidate.vendor),
                                       taken))
     if len(shown) < len(names):
-        lines.append(HELD_MORE % (len(names) - len(shown)))
-    lines.append(HELD_FOOTER)
+        lines.append(HELD_MORE % (len(names) - len(shown), prog))
+    lines.append(HELD_FOOTER % {"p": prog})
     return lines
 
 
-def refusal(old, new, decision, installroot="/", target=None, cmdline=False):
+def refusal(old, new, decision, installroot="/", target=None, cmdline=False, prog="dnf"):
     """A refused replacement.  target: what `dnf vendor switch` takes (the
     package name, or the path of a command-line package)."""
     text = REFUSAL % {"new": nevra(new), "newv": vendor(new.vendor), "old": nevra(old),
                       "oldv": vendor(old.vendor), "rule": str(decision),
-                      "cmd": allow_command(target or old.name, new.vendor, installroot)}
+                      "cmd": allow_command(target or old.name, new.vendor, installroot, prog)}
     if cmdline:
         text += "\n" + REFUSAL_CMDLINE_HINT
     return text

@@ -77,4 +77,5 @@ def glob_list_matcher(patterns):
 
     def match(name):
         return name in exact or any(g.match(name) for g in globs)
+    match.patterns = list(patterns)
     return match

@@ -63,6 +63,19 @@ class Pkg:
         obj._hawkey = p
         return obj
 
+    @classmethod
+    def from_libdnf5(cls, p, keyid=None):
+        """From a libdnf5.rpm.Package (installed ones are in repo "@System")."""
+        obj = cls(p.get_name(), p.get_vendor(), p.get_repo_id(), p.get_epoch() or 0,
+                  p.get_version(), p.get_release(), p.get_arch(), p.get_sourcerpm(),
+                  p.get_repo_id() == "@commandline", keyid)
+        obj._hawkey = p
+        return obj
+
+    def __str__(self):
+        """NEVRA as dnf prints it (no epoch 0)."""
+        return "%s-%s.%s" % (self.name, self.evr, self.arch)
+
     @property
     def evr(self):
         if self.epoch:
