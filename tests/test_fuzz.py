@@ -56,7 +56,8 @@ def fuzzer(tmp_path_factory):
     r = subprocess.run(["clang", "-fsanitize=fuzzer,address,undefined", str(probe), "-o",
                         str(build / "probe")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        pytest.skip("clang has no libFuzzer runtime (Debian 12: libclang-rt-14-dev): %s"
+        pytest.skip("clang has no libFuzzer runtime (Debian: libclang-rt-N-dev for clang N; "
+                    "Fedora: compiler-rt; packaging/install-build-deps.sh installs it): %s"
                     % r.stdout.decode(errors="replace").strip().splitlines()[-1:])
     r = subprocess.run(["make", "-s", "-C", str(FUZZ_DIR), "build", "seeds", "BUILD=%s" % build],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
