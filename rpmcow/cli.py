@@ -139,7 +139,7 @@ def _signature_verdict(verdict):
     sigs = [i for i in items if i.is_signature and i.result != "NOTFOUND"]
     bad = [i for i in items if i.result == "BAD"]
     warning = ("WARNING: %s -- stored as it is because --verify-level is none; any install "
-               "refuses it" % bad[0].line.strip()) if bad else None
+               "refuses it" % bad[0].reason) if bad else None
     if any(i.result == "OK" for i in sigs):
         return "signature OK", warning
     if any(i.result == "NOKEY" for i in sigs):

@@ -350,7 +350,7 @@ def _judge(items, level, enforce, nevra, header_only=False):
     elif enforce:
         failure = verify.policy_failure(items, level, header_only=header_only)
     else:
-        failure = next((i.line.strip() for i in items if i.result == "BAD"), None)
+        failure = next((i.reason for i in items if i.result == "BAD"), None)
     if failure:
         raise verify.refusal(nevra, failure, level)
 

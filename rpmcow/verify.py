@@ -73,6 +73,13 @@ class Item(namedtuple("Item", "label result detail", defaults=("",))):
         return "    %s: %s%s" % (self.label, self.result,
                                  " (%s)" % self.detail if self.detail else "")
 
+    @property
+    def reason(self):
+        """The item on one line, for a message: a detail over several lines
+        (rpm 6's OpenPGP errors) has its lines joined, their indentation
+        dropped."""
+        return " ".join(part.strip() for part in self.line.splitlines() if part.strip())
+
 
 # rpm 6's OpenPGP messages (rpm-sequoia's) run over several lines:
 # "    Header OpenPGP RSA signature: BAD (package tag 268: invalid OpenPGP
@@ -133,7 +140,7 @@ def policy_failure(items, level, header_only=False):
     refuses a file whose content does not match its digest."""
     for it in items:
         if it.result == "BAD":
-            return it.line.strip()
+            return it.reason
     if level == "none":
         return None
     digests_ok = [it for it in items if not it.is_signature and it.result == "OK"]
@@ -151,7 +158,7 @@ def policy_failure(items, level, header_only=False):
                     and not any(it.header_only for it in sigs):
                 return None    # only a header+payload signature: judged later
             bad = [it for it in sigs if it.result != "NOTFOUND"]
-            return bad[0].line.strip() if bad else "package is not signed"
+            return bad[0].reason if bad else "package is not signed"
     return None
 
 

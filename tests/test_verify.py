@@ -351,6 +351,24 @@ def test_policy_levels():
     assert verify.policy_failure(items[1:2], "digest") == "no payload digest verified"
 
 
+def test_a_multi_line_detail_is_one_line_in_a_refusal():
+    """rpm 6 (rpm-sequoia) explains a bad OpenPGP signature over several
+    lines: the item keeps them; the reason a refusal gives is one line."""
+    text = ("    Header OpenPGP RSA signature: BAD (package tag 268: invalid OpenPGP\n"
+            "signature: Parsing an OpenPGP packet:\n  Failed to parse Signature Packet\n"
+            "      because: Malformed packet: Unknown version (0))\n"
+            "    Header SHA256 digest: OK\n")
+    items = verify.parse_items(text)
+    assert [i.result for i in items] == ["BAD", "OK"]
+    assert "\n" in items[0].detail                       # kept whole
+    reason = verify.policy_failure(items, "digest")
+    assert "\n" not in reason
+    assert reason == ("Header OpenPGP RSA signature: BAD (package tag 268: invalid OpenPGP "
+                      "signature: Parsing an OpenPGP packet: Failed to parse Signature Packet "
+                      "because: Malformed packet: Unknown version (0))")
+    assert "\n" not in str(verify.refusal("p-1-1.x86_64", reason, "digest"))
+
+
 # ---- payload items from the C input stage ------------------------------------
 
 def _plan(target, pkg):
