@@ -51,11 +51,14 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <linux/fs.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/xattr.h>
@@ -69,6 +72,8 @@
 #include <rpm/rpmmacro.h>
 #include <rpm/rpmte.h>
 #include <rpm/rpmts.h>
+
+#include "rpmcow.h"              /* rc_feed_write (feed.c, linked in) */
 
 /* ---- the plugin ABI, rpm 4.16 and later (rpmplugin.h is not public) ---- */
 typedef struct rpmPlugin_s *rpmPlugin;
@@ -117,7 +122,8 @@ extern void rpmPluginSetData(rpmPlugin plugin, void *data) __attribute__((weak))
 struct pkg {
     int active;
     int verify;              /* not ours: check what rpm writes (see the top) */
-    int fd;                  /* the extents file (the installer's fd) */
+    int fd;                  /* the extents file (the installer's fd, or ours: own_fd) */
+    int own_fd;
     uint32_t blk;            /* whole blocks of this size were fed as zeros */
     int async;               /* work on the worker thread (LAST was given) */
     uint32_t last;           /* file index of the archive's last entry */
@@ -125,6 +131,8 @@ struct pkg {
     uint8_t *table;          /* count x (digest, le64 offset) */
     uint64_t fs_blk;         /* block size of the target filesystem */
     const char *copy_why;    /* cannot clone: copy (said once, by rpm's thread) */
+    const char *serve_missed; /* listed to be served, but was not: why (said when
+                                 rpm unpacks it nevertheless) */
     int copy_said;
     char *nevra;
 #ifdef RPMCOW_TEST_HOOKS
@@ -159,9 +167,23 @@ struct worker {
     int busy;
 };
 
+/* a payload this plugin serves rpm itself (see "Serving" below) */
+struct serve {
+    uint8_t *plan;           /* the plan file, whole; files/order/links point into it */
+    rc_feed feed;
+    rc_feed_file *files;
+    uint32_t *order;
+    int sock;                /* the writing end (the feeder's) */
+    int rpm_fd;              /* rpm's descriptor, now the reading end */
+    pthread_t thread;
+    int running, rc;
+    rc_error err;
+};
+
 struct cow {
     struct pkg pkg;
     struct worker w;
+    struct serve s;
     uint8_t tail[MAX_BLK];
     uint8_t copybuf[1u << 16];
     uint8_t readbuf[1u << 16];   /* verify_written */
@@ -190,6 +212,8 @@ static struct cow *state(rpmPlugin plugin)
 
 static void pkg_reset(struct pkg *P)
 {
+    if (P->own_fd && P->fd >= 0)
+        close(P->fd);
     free(P->table);
     free(P->nevra);
     memset(P, 0, sizeof(*P));
@@ -520,53 +544,6 @@ __attribute__((visibility("default"))) int rpmcow_plugin_drain(void)
     return report(c) == RPMRC_OK ? 0 : -1;
 }
 
-/* ---- hooks ------------------------------------------------------------- */
-
-static rpmRC cow_init(rpmPlugin plugin, rpmts ts)
-{
-    (void)ts;
-    struct cow *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return RPMRC_FAIL;
-    c->pkg.fd = -1;
-    pthread_mutex_init(&c->w.mu, NULL);
-    pthread_cond_init(&c->w.work, NULL);
-    pthread_cond_init(&c->w.changed, NULL);
-    if (rpmPluginSetData)
-        rpmPluginSetData(plugin, c);
-    else
-        fallback_state = c;
-    return RPMRC_OK;
-}
-
-static void cow_cleanup(rpmPlugin plugin)
-{
-    struct cow *c = state(plugin);
-    if (c) {
-        drain(c);
-        if (active_cow == c)
-            active_cow = NULL;
-        pkg_reset(&c->pkg);
-        pthread_mutex_destroy(&c->w.mu);
-        pthread_cond_destroy(&c->w.work);
-        pthread_cond_destroy(&c->w.changed);
-        free(c);
-    }
-    if (!rpmPluginSetData)
-        fallback_state = NULL;
-}
-
-static char *te_key(rpmte te)
-{
-    Header h = rpmteHeader(te);
-    const char *k = h ? headerGetString(h, RPMTAG_SHA256HEADER) : NULL;
-    if (!k && h)
-        k = headerGetString(h, RPMTAG_SHA1HEADER);
-    char *key = strdup(k ? k : rpmteNEVRA(te));
-    headerFree(h);
-    return key;
-}
-
 /* the value of "KEY=VALUE" in a blank-separated list, or NULL */
 static const char *list_lookup(const char *list, const char *key)
 {
@@ -645,13 +622,393 @@ static void put_package_digests(rpmte te, const char *key)
     free(list);
 }
 
+/* ---- Serving the payload ------------------------------------------------------
+ *
+ * Front ends that hand rpm the package file themselves (dnf5, rpm -i, ...)
+ * cannot be asked to read a feed instead.  For the packages listed in
+ * %_rpmcow_serve ("KEY=PLAN ...", KEY as in the map, PLAN the path of a feed
+ * plan rpmcow wrote after judging the extents file: rpmcow/serve.py) this
+ * plugin serves the cheap payload itself: rpm's verification pass has read
+ * and checked the original package; when the package's psm starts, rpm has
+ * read its headers from its descriptor, which stands at the payload's first
+ * byte.  That descriptor is found (the package file's inode, that offset),
+ * a socket is put in its place (dup2) and a thread writes the feed into the
+ * other end (feed.c, from the plan's description and the extents file);
+ * rpm's file-digest check is turned off for this package alone (the fed
+ * zeros do not match the header; the transaction set saved in tsm_pre).
+ * Anything that fails before the dup2 leaves rpm reading the original: that
+ * package installs the stock way, with a warning.
+ *
+ * Trust: the plan and the extents file are opened through the front end's
+ * "/" (rpm may have chrooted since), must be regular files that only root
+ * can change, and the extents file must be the very inode, unchanged (its
+ * mtime to the nanosecond), that rpmcow judged when it wrote the plan.  The
+ * plan's values are all bounds-checked; the blobs are found by the file
+ * digests of the header rpm verified (lookup), whatever the plan says. */
+
+static int root_fd = -1, proc_fd = -1;  /* opened in init, before any chroot */
+static rpmts serve_ts;                  /* the real run's (tsm_pre) */
+static rpmtransFlags serve_base_flags;
+
+#define PLAN_MAGIC "RCFEED01"
+#define PLAN_MAX (256u << 20)
+#define PLAN_MAX_FILES (1u << 24)
+
+struct cursor {
+    const uint8_t *p, *end;
+    int bad;
+};
+
+static const uint8_t *take(struct cursor *k, size_t n)
+{
+    if (k->bad || (size_t)(k->end - k->p) < n) {
+        k->bad = 1;
+        return NULL;
+    }
+    const uint8_t *at = k->p;
+    k->p += n;
+    return at;
+}
+
+static uint64_t take_u(struct cursor *k, size_t n)
+{
+    const uint8_t *p = take(k, n);
+    uint64_t v = 0;
+    for (size_t i = n; p && i-- > 0;)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* open a host path: through the front end's "/" (rpm may have chrooted) */
+static int open_host(const char *path)
+{
+    if (path[0] != '/')
+        return errno = EINVAL, -1;
+    if (root_fd < 0)
+        return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    while (*path == '/')
+        path++;
+    return openat(root_fd, *path ? path : ".", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+/* a regular file only root (or this process's user) can change */
+static int private_file(int fd, struct stat *st)
+{
+    if (fstat(fd, st) < 0)
+        return -1;
+    if (!S_ISREG(st->st_mode) || (st->st_uid != 0 && st->st_uid != geteuid()) ||
+        (st->st_mode & (S_IWGRP | S_IWOTH)))
+        return errno = EPERM, -1;
+    return 0;
+}
+
+struct plan_ids {
+    uint64_t ext_ino, ext_mtime_ns, pkg_dev, pkg_ino, payload_off;
+    char ext_path[4096];
+};
+
+/* read and check the plan at path into s (files, order) and ids */
+static const char *plan_load(struct serve *s, const char *path, struct plan_ids *ids)
+{
+    int fd = open_host(path);
+    struct stat st;
+    if (fd < 0)
+        return "cannot open the feed plan";
+    if (private_file(fd, &st) < 0 || st.st_size < 8 || (uint64_t)st.st_size > PLAN_MAX) {
+        close(fd);
+        return "the feed plan is not a file only root can change";
+    }
+    s->plan = malloc((size_t)st.st_size);
+    if (s->plan == NULL || read_exact(fd, s->plan, (size_t)st.st_size, 0) < 0) {
+        close(fd);
+        return "cannot read the feed plan";
+    }
+    close(fd);
+    struct cursor k = {s->plan, s->plan + st.st_size, 0};
+    const uint8_t *magic = take(&k, 8);
+    if (magic == NULL || memcmp(magic, PLAN_MAGIC, 8))
+        return "not a feed plan";
+    s->feed.compressor = (int)take_u(&k, 4);
+    s->feed.blk = (uint32_t)take_u(&k, 4);
+    ids->ext_ino = take_u(&k, 8);
+    ids->ext_mtime_ns = take_u(&k, 8);
+    ids->pkg_dev = take_u(&k, 8);
+    ids->pkg_ino = take_u(&k, 8);
+    ids->payload_off = take_u(&k, 8);
+    uint32_t nfiles = (uint32_t)take_u(&k, 4), count = (uint32_t)take_u(&k, 4);
+    size_t plen = (size_t)take_u(&k, 2);
+    const uint8_t *pp = take(&k, plen);
+    if (k.bad || plen == 0 || plen >= sizeof(ids->ext_path) || memchr(pp, 0, plen) ||
+        s->feed.compressor < RC_COMP_NONE || s->feed.compressor > RC_COMP_ZSTD ||
+        s->feed.blk > MAX_BLK || (s->feed.blk & (s->feed.blk - 1)) ||
+        nfiles > PLAN_MAX_FILES || count > nfiles)
+        return "the feed plan is damaged";
+    memcpy(ids->ext_path, pp, plen);
+    ids->ext_path[plen] = '\0';
+    s->files = calloc(nfiles ? nfiles : 1, sizeof(*s->files));
+    s->order = calloc(count ? count : 1, sizeof(*s->order));
+    if (s->files == NULL || s->order == NULL)
+        return "out of memory";
+    for (uint32_t i = 0; i < nfiles && !k.bad; i++) {
+        rc_feed_file *f = &s->files[i];
+        f->kind = (uint8_t)take_u(&k, 1);
+        f->size = take_u(&k, 8);
+        f->blob = take_u(&k, 8);
+        uint32_t ll = (uint32_t)take_u(&k, 4);
+        const uint8_t *link = take(&k, ll);
+        if (f->kind == RC_FEED_LINK) {
+            /* the target is written as is: its length is the entry's size */
+            if (link == NULL || ll != f->size)
+                k.bad = 1;
+            f->link = (const char *)link;
+        } else if ((f->kind != RC_FEED_NONE && f->kind != RC_FEED_REG) || ll != 0 ||
+                   (f->kind == RC_FEED_NONE && f->size != 0)) {
+            k.bad = 1;               /* no gate, nothing else, from a plan */
+        }
+    }
+    for (uint32_t i = 0; i < count && !k.bad; i++) {
+        s->order[i] = (uint32_t)take_u(&k, 4);
+        if (s->order[i] >= nfiles)
+            k.bad = 1;
+    }
+    if (k.bad || k.p != k.end)
+        return "the feed plan is damaged";
+    s->feed.nfiles = nfiles;
+    s->feed.files = s->files;
+    s->feed.count = count;
+    s->feed.order = s->order;
+    return NULL;
+}
+
+/* rpm's descriptor of the package: the file's inode, at the payload */
+static int package_fd(uint64_t dev, uint64_t ino, uint64_t off)
+{
+    if (proc_fd < 0)
+        return -1;
+    int d = openat(proc_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = d >= 0 ? fdopendir(d) : NULL;
+    if (dir == NULL) {
+        if (d >= 0)
+            close(d);
+        return -1;
+    }
+    int found = -1, n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        struct stat st;
+        if (*end || end == e->d_name || fd < 0 || fd == dirfd(dir) || fd > 1 << 30 ||
+            fstat((int)fd, &st) < 0 || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino)
+            continue;
+        if ((uint64_t)lseek((int)fd, 0, SEEK_CUR) == off) {
+            found = (int)fd;
+            n++;
+        }
+    }
+    closedir(dir);
+    return n == 1 ? found : -1;      /* none, or not one we can tell apart */
+}
+
+static void *serve_main(void *arg)
+{
+    struct serve *s = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    s->rc = rc_feed_write(&s->feed, s->sock, &s->err);
+    shutdown(s->sock, SHUT_WR);
+    return NULL;
+}
+
+static void serve_reset(struct serve *s)
+{
+    if (s->running) {
+        /* rpm is done with the payload (or failed): a feeder still
+         * writing gets EPIPE and ends */
+        shutdown(s->sock, SHUT_RDWR);
+        pthread_join(s->thread, NULL);
+        s->running = 0;
+    }
+    if (s->sock >= 0)
+        close(s->sock);
+    free(s->plan);
+    free(s->files);
+    free(s->order);
+    memset(s, 0, sizeof(*s));
+    s->sock = s->rpm_fd = -1;
+}
+
+/* Serve the payload of te if its key is listed: 1 served (P set up), 0 not
+ * listed, -1 listed but not servable (said; rpm reads the original). */
+static int serve_start(struct cow *c, rpmte te, const char *key)
+{
+    char *list = rpmExpand("%{?_rpmcow_serve}", NULL);
+    const char *v = list ? list_lookup(list, key) : NULL;
+    if (v == NULL) {
+        free(list);
+        return 0;
+    }
+    size_t n = strcspn(v, " \t\n");
+    char *planpath = strndup(v, n);
+    free(list);
+    struct serve *s = &c->s;
+    struct pkg *P = &c->pkg;
+    struct plan_ids ids;
+    const char *why = planpath ? plan_load(s, planpath, &ids) : "out of memory";
+    int efd = -1, pfd = -1, sv[2] = {-1, -1};
+    struct stat st;
+    /* rpm has the package open at its payload only when it is about to
+     * unpack it (or run its %pretrans): not in the other stages' psm */
+    if (why == NULL && (pfd = package_fd(ids.pkg_dev, ids.pkg_ino, ids.payload_off)) < 0) {
+        P->serve_missed = "rpm's descriptor of the package was not found";
+        free(planpath);
+        serve_reset(s);
+        return 0;
+    }
+    if (why == NULL) {
+        efd = open_host(ids.ext_path);
+        if (efd < 0 || private_file(efd, &st) < 0)
+            why = "cannot open the extents file as a file only root can change";
+        else if ((uint64_t)st.st_ino != ids.ext_ino ||
+                 (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec !=
+                     ids.ext_mtime_ns)
+            why = "the extents file changed since it was checked";
+    }
+    if (why == NULL && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        why = "cannot create a socket";
+    if (why == NULL) {
+        int sz = 1 << 20;
+        setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+        s->feed.extents_fd = efd;
+        s->sock = sv[1];
+        if (pthread_create(&s->thread, NULL, serve_main, s) != 0)
+            why = "cannot start the feeder";
+        else
+            s->running = 1;
+    }
+    /* the point of no return: rpm reads the feed from here on */
+    if (why == NULL && dup3(sv[0], pfd, O_CLOEXEC) < 0)
+        why = "cannot put the feed in place";
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (why != NULL) {
+        rpmlog(RPMLOG_WARNING, "cow: %s: installing the stock way: %s (%s)\n",
+               rpmteNEVRA(te), why, planpath ? planpath : "?");
+        free(planpath);
+        serve_reset(s);
+        if (efd >= 0)
+            close(efd);
+        return -1;
+    }
+    free(planpath);
+    s->rpm_fd = pfd;
+    P->fd = efd;
+    P->own_fd = 1;
+    P->blk = s->feed.blk;
+    return 1;
+}
+
+/* rpm's file-digest check off for a served package, as it was for others */
+static void serve_flags(int served)
+{
+    if (serve_ts)
+        rpmtsSetFlags(serve_ts, served ? serve_base_flags | RPMTRANS_FLAG_NOFILEDIGEST
+                                       : serve_base_flags);
+}
+
+static rpmRC cow_tsm_pre(rpmPlugin plugin, rpmts ts)
+{
+    (void)plugin;
+    serve_ts = NULL;
+    if (!(rpmtsFlags(ts) & RPMTRANS_FLAG_TEST)) {
+        serve_ts = ts;
+        serve_base_flags = rpmtsFlags(ts);
+    }
+    return RPMRC_OK;
+}
+
+static rpmRC cow_tsm_post(rpmPlugin plugin, rpmts ts, int res)
+{
+    (void)plugin;
+    (void)res;
+    if (serve_ts == ts)
+        serve_flags(0);
+    serve_ts = NULL;
+    return RPMRC_OK;
+}
+
+/* ---- hooks ------------------------------------------------------------- */
+
+static rpmRC cow_init(rpmPlugin plugin, rpmts ts)
+{
+    (void)ts;
+    struct cow *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return RPMRC_FAIL;
+    c->pkg.fd = -1;
+    c->s.sock = c->s.rpm_fd = -1;
+    /* rpm may chroot into the root before the packages' turn: what serving
+     * a payload needs of the front end's file system, opened now */
+    if (root_fd < 0)
+        root_fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (proc_fd < 0)
+        proc_fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    pthread_mutex_init(&c->w.mu, NULL);
+    pthread_cond_init(&c->w.work, NULL);
+    pthread_cond_init(&c->w.changed, NULL);
+    if (rpmPluginSetData)
+        rpmPluginSetData(plugin, c);
+    else
+        fallback_state = c;
+    return RPMRC_OK;
+}
+
+static void cow_cleanup(rpmPlugin plugin)
+{
+    struct cow *c = state(plugin);
+    if (c) {
+        drain(c);
+        serve_reset(&c->s);
+        if (active_cow == c)
+            active_cow = NULL;
+        pkg_reset(&c->pkg);
+        pthread_mutex_destroy(&c->w.mu);
+        pthread_cond_destroy(&c->w.work);
+        pthread_cond_destroy(&c->w.changed);
+        free(c);
+    }
+    if (!rpmPluginSetData)
+        fallback_state = NULL;
+    if (root_fd >= 0)
+        close(root_fd);
+    if (proc_fd >= 0)
+        close(proc_fd);
+    root_fd = proc_fd = -1;
+    serve_ts = NULL;
+}
+
+static char *te_key(rpmte te)
+{
+    Header h = rpmteHeader(te);
+    const char *k = h ? headerGetString(h, RPMTAG_SHA256HEADER) : NULL;
+    if (!k && h)
+        k = headerGetString(h, RPMTAG_SHA1HEADER);
+    char *key = strdup(k ? k : rpmteNEVRA(te));
+    headerFree(h);
+    return key;
+}
+
 static int async_abi = 1;            /* cleared for rpm < 4.18 (no fd in the hook) */
 
 static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
 {
     struct cow *c = state(plugin);
     drain(c);
+    serve_reset(&c->s);
     pkg_reset(&c->pkg);
+    serve_flags(0);
     if (rpmteType(te) != TR_ADDED)
         return RPMRC_OK;
     char *map = rpmExpand("%{?_rpmcow_map}", NULL);
@@ -659,14 +1016,18 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     struct pkg *P = &c->pkg;
     rpmRC rc = RPMRC_OK;
     int n = map && key ? map_lookup(map, key, &P->fd, &P->blk, &P->last) : -1;
+    if (n < 2 && key && serve_start(c, te, key) == 1) {
+        n = 2;                       /* ours, without the worker (no gate) */
+        serve_flags(1);
+    }
     if (key)
         put_package_digests(te, key);
     if (n < 2) {
         char *v = rpmExpand("%{?_rpmcow_verify}", NULL);
-        if (v && strcmp(v, "1") == 0) {
+        if (v && strcmp(v, "1") == 0)
             P->verify = 1;
+        if (P->verify || P->serve_missed)
             P->nevra = strdup(rpmteNEVRA(te));
-        }
         free(v);
     } else {
         P->active = 1;
@@ -735,10 +1096,20 @@ __attribute__((visibility("default"))) void rpmcow_plugin_clear_results(void)
 
 static rpmRC cow_psm_post(rpmPlugin plugin, rpmte te, int res)
 {
-    (void)te;
     struct cow *c = state(plugin);
     struct pkg *P = &c->pkg;
     drain(c);
+    if (c->s.running) {
+        /* rpm is done with the payload: the feeder is stopped and joined;
+         * where rpm failed the package, a feed that failed says why */
+        shutdown(c->s.sock, SHUT_RDWR);
+        pthread_join(c->s.thread, NULL);
+        c->s.running = 0;
+        if (c->s.rc != RC_OK && res != RPMRC_OK)
+            rpmlog(RPMLOG_ERR, "cow: %s: feeding rpm failed: %s\n",
+                   P->nevra ? P->nevra : rpmteNEVRA(te), c->s.err.msg);
+        serve_reset(&c->s);
+    }
     if (P->active) {
         say_copying_now(P);
         record_result(P, res == RPMRC_OK && !P->failed);
@@ -867,10 +1238,21 @@ fail:
     return RPMRC_FAIL;
 }
 
+/* rpm unpacks a package that was to be served, from the original: say so */
+static void say_not_served(struct pkg *P)
+{
+    if (P->serve_missed) {
+        rpmlog(RPMLOG_WARNING, "cow: %s: installing the stock way: %s\n",
+               P->nevra ? P->nevra : "?", P->serve_missed);
+        P->serve_missed = NULL;
+    }
+}
+
 static rpmRC prepare(struct cow *c, rpmfi fi, int fd, const char *path, mode_t mode,
                      rpmFsmOp op)
 {
     struct pkg *P = &c->pkg;
+    say_not_served(P);
     if (P->verify)
         return verify_written(c, fi, fd, path, mode, op);
     if (!P->active)
@@ -926,6 +1308,7 @@ static rpmRC cow_prepare_416(rpmPlugin plugin, rpmfi fi, const char *path,
 {
     (void)dest;
     struct cow *c = state(plugin);
+    say_not_served(&c->pkg);
     if (c->pkg.verify)
         return verify_written(c, fi, -1, path, mode, op);
     if (!c->pkg.active || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH)
@@ -940,9 +1323,11 @@ static rpmRC cow_prepare_416(rpmPlugin plugin, rpmfi fi, const char *path,
     return rc;
 }
 
-struct rpmPluginHooks_s cow_hooks = {
+__attribute__((visibility("default"))) struct rpmPluginHooks_s cow_hooks = {
     .init = cow_init,
     .cleanup = cow_cleanup,
+    .tsm_pre = cow_tsm_pre,
+    .tsm_post = cow_tsm_post,
     .psm_pre = cow_psm_pre,
     .psm_post = cow_psm_post,
     .fsm_file_pre = cow_file_pre,

@@ -14,11 +14,9 @@ that really clones; never for --downloadonly.
 """
 import atexit
 import concurrent.futures
-import fcntl
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -43,7 +41,6 @@ MSG_JOURNAL = ("dnf transaction into %s: %d packages, %d copy-on-write (%s clone
                "%d the stock way")
 MSG_ERROR = "cow: internal error, installing the stock way: %s"
 
-FICLONE = 0x40049409
 INSTALLING = (libdnf.transaction.TransactionItemAction_INSTALL,
               libdnf.transaction.TransactionItemAction_UPGRADE,
               libdnf.transaction.TransactionItemAction_DOWNGRADE,
@@ -72,21 +69,6 @@ def extents_path(pkg):
     if base.endswith(".rpm"):
         base = base[:-4]
     return os.path.join(pkg.repo.cache_pkgdir(), base + ".cow.rpm")
-
-
-def clones(src_dir, dst_dir):
-    """Whether a file in src_dir can be cloned into dst_dir (same filesystem,
-    reflink support): tried for real, not guessed from the fs name."""
-    try:
-        os.makedirs(src_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=src_dir) as src, \
-                tempfile.TemporaryFile(dir=dst_dir) as dst:
-            src.write(b"\0" * 4096)
-            src.flush()
-            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
-        return True
-    except OSError:
-        return False
 
 
 class Cow(dnf.Plugin):
@@ -141,7 +123,7 @@ class Cow(dnf.Plugin):
         root = self.base.conf.installroot
         cache_dirs = {p.repo.cache_pkgdir() for p in pkgs if not p._from_cmdline}
         for d in sorted(cache_dirs):
-            if not clones(d, root):
+            if not self.mods.snapshot.clones(d, root):
                 logger.debug(MSG_NOT_USED, "%s and %s are not on one filesystem that "
                              "clones" % (d, root))
                 return

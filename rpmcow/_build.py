@@ -62,12 +62,12 @@ ffibuilder.set_source(
 )
 
 # ---- the rpm plugin: a plain shared object loaded by librpm, not by Python
-PLUGIN_SOURCE = "rpm_plugin_cow.c"
+PLUGIN_SOURCES = ["rpm_plugin_cow.c", "feed.c", "util.c"]
 PLUGIN_DIR = os.path.join(HERE, "plugins")
 
 
 def build_plugin(out_dir=PLUGIN_DIR, cc=None, test_hooks=False):
-    """Compile csrc/rpm_plugin_cow.c against the system librpm into
+    """Compile csrc/rpm_plugin_cow.c (with the feed writer) against the system librpm into
     out_dir/cow.so; returns its path.  test_hooks: a build for the tests
     alone, with $RPMCOW_TEST_FAULT_PATH (the default build, and so every
     package, has no test hook)."""
@@ -77,8 +77,43 @@ def build_plugin(out_dir=PLUGIN_DIR, cc=None, test_hooks=False):
     out = os.path.join(out_dir, "cow.so")
     cc = cc or os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
     # -pthread: the plugin runs a worker thread (glibc < 2.34 needs libpthread)
-    cmd = [cc, "-shared", "-fPIC", *CFLAGS, *(["-DRPMCOW_TEST_HOOKS"] if test_hooks else []),
-           *LDFLAGS, "-o", out + ".tmp", os.path.join(CSRC, PLUGIN_SOURCE), "-lrpm", "-lrpmio"]
+    # the feed writer (and what it needs of util.c) is linked in: the plugin
+    # serves payloads itself for front ends that hand rpm the package
+    # (csrc/rpm_plugin_cow.c, "Serving"); nothing but the hooks is exported
+    cmd = [cc, "-shared", "-fPIC", "-fvisibility=hidden", *CFLAGS,
+           *(["-DRPMCOW_TEST_HOOKS"] if test_hooks else []), *LDFLAGS, "-o", out + ".tmp",
+           *[os.path.join(CSRC, f) for f in PLUGIN_SOURCES],
+           "-lrpm", "-lrpmio", "-llzma", "-lz", "-lbz2"]
+    subprocess.run(cmd, check=True)
+    os.replace(out + ".tmp", out)
+    return out
+
+
+# ---- the libdnf5 plugin (C++): built only where libdnf5's headers are
+DNF5_PLUGIN_SOURCE = os.path.join(HERE, os.pardir, "dnf-plugins", "libdnf5", "cow.cpp")
+
+
+def dnf5_available():
+    """Whether libdnf5's development files are here (pkg-config libdnf5)."""
+    import shutil
+    import subprocess
+    return shutil.which("pkg-config") is not None and shutil.which("g++") is not None and \
+        subprocess.run(["pkg-config", "--exists", "libdnf5"]).returncode == 0
+
+
+def build_dnf5_plugin(out_dir, source=DNF5_PLUGIN_SOURCE, cxx=None):
+    """Compile the libdnf5 plugin into out_dir/cow.so (its name must be the
+    plugin's); returns its path."""
+    import shlex
+    import subprocess
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "cow.so")
+    flags = shlex.split(subprocess.run(["pkg-config", "--cflags", "--libs", "libdnf5"],
+                                       check=True, capture_output=True, text=True).stdout)
+    cxx = cxx or os.environ.get("CXX") or "g++"
+    cmd = [cxx, "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden", "-O2", "-Wall", "-Wextra",
+           "-Werror", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2", *LDFLAGS,
+           "-o", out + ".tmp", source, *flags, "-lrpm", "-lrpmio"]
     subprocess.run(cmd, check=True)
     os.replace(out + ".tmp", out)
     return out

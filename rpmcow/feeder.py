@@ -129,6 +129,12 @@ class PackageFeed:
             pos = start + 16 + files[fx][1]        # NONE entries have size 0
         return start
 
+    def plan(self):
+        """(files, order) as the C feeder takes them: per file index (RC_FEED_*
+        kind, size, blob offset, symlink target), and the archive order --
+        for a feed plan (rpmcow.serve)."""
+        return list(self._files), list(self._order)
+
     def clones(self, blk):
         """Whether the plugin has work for this package at feed block size blk."""
         return any(k == native.FEED_REG and size >= blk

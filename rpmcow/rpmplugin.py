@@ -218,6 +218,41 @@ def _remove_private(name, parent_fd):
         pass
 
 
+def activation_macros():
+    """(cow.so, {macro: value}, the other plugins rpm loads, private plugin
+    directory or None): what makes rpm load the plugin.  rpm loads only
+    plugins in %{__plugindir} whose %__transaction_NAME is set, so a cow.so
+    elsewhere (a checkout's) gets a private directory of links to it and to
+    every plugin of the system's directory (removed by the caller:
+    remove_private)."""
+    so = plugin_path()
+    sysdir = rpm.expandMacro("%{__plugindir}")
+    values = {"__transaction_" + NAME: so, MAP_MACRO: ""}
+    others = [p for p in glob.glob(os.path.join(sysdir, "*.so"))
+              if os.path.basename(p) != NAME + ".so"]
+    # what rpm will load besides us: a plugin file whose macro is set
+    loaded = sorted(os.path.basename(p)[:-3] for p in others if rpm.expandMacro(
+        "%%{?__transaction_%s}" % os.path.basename(p)[:-3]).strip())
+    private = None
+    if os.path.dirname(so) != os.path.abspath(sysdir):
+        private = tempfile.mkdtemp(prefix="rpmcow-plugins.")
+        for other in others:
+            os.symlink(other, os.path.join(private, os.path.basename(other)))
+        os.symlink(so, os.path.join(private, NAME + ".so"))
+        values["__plugindir"] = private
+    return so, values, loaded, private
+
+
+def remove_private(path):
+    """Remove a private plugin directory activation_macros() made (links only)."""
+    if os.path.basename(path).startswith("rpmcow-plugins."):
+        parent = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            _remove_private(os.path.basename(path), parent)
+        finally:
+            os.close(parent)
+
+
 class Activation:
     """The macros (and private plugin directory) that let rpm load the
     plugin into transaction sets created -- or first given a package --
@@ -225,26 +260,13 @@ class Activation:
     plugin reads the map when each package starts."""
 
     def __init__(self):
-        self.so = plugin_path()
         _load_unwinder()
-        sysdir = rpm.expandMacro("%{__plugindir}")
-        self.private = None
-        values = {"__transaction_" + NAME: self.so, MAP_MACRO: ""}
-        others = [p for p in glob.glob(os.path.join(sysdir, "*.so"))
-                  if os.path.basename(p) != NAME + ".so"]
-        # what rpm will load besides us: a plugin file whose macro is set
-        self.others = sorted(os.path.basename(p)[:-3] for p in others if rpm.expandMacro(
-            "%%{?__transaction_%s}" % os.path.basename(p)[:-3]).strip())
-        if os.path.dirname(self.so) != os.path.abspath(sysdir):
-            self.private = tempfile.mkdtemp(prefix="rpmcow-plugins.")
+        self.so, values, self.others, self.private = activation_macros()
+        if self.private:
             # removed through its parent's fd: rpm may have chrooted the
             # process by the time close() runs (dnf's transaction does)
             self._parent_fd = os.open(os.path.dirname(self.private),
                                       os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            for other in others:
-                os.symlink(other, os.path.join(self.private, os.path.basename(other)))
-            os.symlink(self.so, os.path.join(self.private, NAME + ".so"))
-            values["__plugindir"] = self.private
         self.names = list(values)
         for name, value in values.items():
             rpm.addMacro(name, value)

@@ -131,3 +131,19 @@ def take(fd, path):
     except BaseException:
         os.close(snap)
         raise
+
+
+def clones(src_dir, dst_dir):
+    """Whether a file in src_dir can be cloned into dst_dir (same filesystem,
+    reflink support): tried for real, not guessed from the fs name."""
+    import tempfile
+    try:
+        os.makedirs(src_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=src_dir) as src, \
+                tempfile.TemporaryFile(dir=dst_dir) as dst:
+            src.write(b"\0" * 4096)
+            src.flush()
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,249 @@
+"""The rpm plugin serving payloads itself (rpmcow.serve, csrc/rpm_plugin_cow.c
+"Serving"): stock ``rpm -i`` of the *original* package, with the plugin
+enabled by macros and a feed plan, installs copy-on-write -- the path dnf5
+takes (tests/test_dnf5_cow.py), tried here with the plain rpm command on
+every rpm generation.  rpm's verification pass reads the original; at the
+package's turn the plugin puts the feed in place of rpm's descriptor.
+Anything wrong before that (a changed extents file, a damaged plan) leaves
+rpm reading the original: the stock way, with a warning."""
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loopfs import btrfs_fs, ext4_fs, xfs_fs  # noqa: F401  (fixtures)
+from pkgbuild import directory, hardlink, regular, symlink
+
+from rpmcow import feeder, rpmconfig, rpmplugin, serve, transcode
+
+DB = "/var/lib/rpm"
+ENV = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
+pytestmark = [pytest.mark.root]
+
+
+def data(n, seed):
+    import random
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.fixture(scope="module")
+def pkgs(pkgbuilder):
+    return {
+        "sv": pkgbuilder.build("sv", [
+            directory("/opt/sv"), regular("/opt/sv/big", data(3 << 20, 1)),
+            regular("/opt/sv/mid", data(10000, 2)), regular("/opt/sv/small", b"hello"),
+            symlink("/opt/sv/ln", "big"), hardlink("/opt/sv/big2", "/opt/sv/big"),
+            regular("/opt/sv/empty", b"")]),
+        "plain": pkgbuilder.build("plain", [
+            directory("/opt/plain"), regular("/opt/plain/f", data(200000, 3))]),
+    }
+
+
+class Area:
+    def __init__(self, fs, base):
+        self.fs = fs
+        self.base = Path(base)
+        self.root = self.base / "root"
+        self.stock = self.base / "stock"
+        self.cache = self.base / "cache"
+        self.plugins = self.base / "plugins"
+        for d in (self.root, self.stock, self.cache, self.plugins):
+            d.mkdir()
+        so = rpmplugin.plugin_path()
+        (self.plugins / "cow.so").symlink_to(so)
+
+    def transcode(self, pkg):
+        ext = self.cache / (Path(pkg).name[:-4] + ".cow.rpm")
+        transcode.transcode_path(str(pkg), str(ext), target=rpmconfig.Target(str(self.root), DB))
+        return ext
+
+    def plan(self, pkg, ext, blk=4096, edit=None):
+        fd = os.open(ext, os.O_RDONLY)
+        try:
+            feed = feeder.PackageFeed(fd, str(ext))
+            if edit:
+                edit(feed)
+            plan = self.cache / (Path(pkg).name[:-4] + ".cow.plan")
+            serve.write_plan(str(plan), serve.plan_bytes(feed, str(ext), os.fstat(fd),
+                                                         os.stat(pkg), blk))
+            return rpmplugin.header_key(feed.header), plan
+        finally:
+            os.close(fd)
+
+    def rpm_i(self, *pkgs, serve_list=None, root=None):
+        argv = ["rpm", "--root", str(root or self.root), "--dbpath", DB, "-i", "--nodeps"]
+        if serve_list is not None:
+            argv += ["--define", "__plugindir %s" % self.plugins,
+                     "--define", "__transaction_cow %s/cow.so" % self.plugins,
+                     "--define", "_rpmcow_serve %s" % serve.serve_entries(serve_list)]
+        return subprocess.run(argv + [str(p) for p in pkgs], capture_output=True, text=True,
+                              env=ENV, timeout=300)
+
+
+@pytest.fixture(params=["xfs", "btrfs"])
+def area(request):
+    fs = request.getfixturevalue(request.param + "_fs")
+    with fs.area_ctx(request.node.name) as base:
+        yield Area(fs, base)
+
+
+@pytest.fixture
+def xfs_area(request, xfs_fs):
+    with xfs_fs.area_ctx(request.node.name) as base:
+        yield Area(xfs_fs, base)
+
+
+def tree(root):
+    """{path: (kind, mode, content digest or link target)} under root/opt."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root / "opt"):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = ("l", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("d", st.st_mode)
+            else:
+                out[rel] = ("f", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest(),
+                            st.st_mtime, st.st_nlink)
+    return out
+
+
+def shared(path):
+    r = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True)
+    return "shared" in r.stdout
+
+
+def rpm_v(root):
+    return subprocess.run(["rpm", "--root", str(root), "--dbpath", DB, "-Va", "--nodeps",
+                           "--noscripts"], capture_output=True, text=True, env=ENV)
+
+
+def assert_like_stock(a, *pkgs):
+    r = a.rpm_i(*pkgs, root=a.stock)
+    assert r.returncode == 0, r.stderr
+    assert tree(a.root) == tree(a.stock)
+    v = rpm_v(a.root)
+    assert v.returncode == 0 and not v.stdout, v.stdout + v.stderr
+
+
+def test_rpm_i_of_the_original_installs_copy_on_write(area, pkgs):
+    """The served package's files share their blocks with the extents file;
+    the plain package beside it installs the stock way (rpm's own file-digest
+    check on) -- both exactly as stock rpm installs them."""
+    sv, plain = pkgs["sv"], pkgs["plain"]
+    key, plan = area.plan(sv, area.transcode(sv))
+    r = area.rpm_i(sv, plain, serve_list={key: str(plan)})
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr, r.stderr
+    assert shared(area.root / "opt/sv/big")
+    assert not shared(area.root / "opt/plain/f")
+    assert_like_stock(area, sv, plain)
+
+
+def test_ext4_copies_and_says_so(request, ext4_fs, pkgs):
+    with ext4_fs.area_ctx(request.node.name) as base:
+        a = Area(ext4_fs, base)
+        sv = pkgs["sv"]
+        key, plan = a.plan(sv, a.transcode(sv))
+        r = a.rpm_i(sv, serve_list={key: str(plan)})
+        assert r.returncode == 0, r.stderr
+        assert "copying file data instead of cloning" in r.stderr, r.stderr
+        assert_like_stock(a, sv)
+
+
+@pytest.mark.parametrize("change", ["touched", "others-can-write", "replaced"])
+def test_extents_file_changed_after_the_plan_goes_stock(xfs_area, pkgs, change):
+    """The plan binds the extents file judged (inode, mtime, root-only): a
+    change since means rpm reads the original -- never content nobody
+    checked."""
+    a = xfs_area
+    sv = pkgs["sv"]
+    ext = a.transcode(sv)
+    key, plan = a.plan(sv, ext)
+    if change == "touched":
+        os.utime(ext, ns=(1, 1))
+    elif change == "others-can-write":
+        os.chmod(ext, 0o666)
+    else:
+        tmp = ext.with_suffix(".new")
+        shutil.copyfile(ext, tmp)
+        os.replace(tmp, ext)
+    r = a.rpm_i(sv, serve_list={key: str(plan)})
+    assert r.returncode == 0, r.stderr
+    assert "installing the stock way" in r.stderr, r.stderr
+    assert not shared(a.root / "opt/sv/big")
+    assert_like_stock(a, sv)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "magic", "order", "kind", "not-root-only"])
+def test_damaged_plan_goes_stock(xfs_area, pkgs, damage):
+    a = xfs_area
+    sv = pkgs["sv"]
+    key, plan = a.plan(sv, a.transcode(sv))
+    b = bytearray(plan.read_bytes())
+    if damage == "truncated":
+        b = b[:-3]
+    elif damage == "magic":
+        b[0] ^= 1
+    elif damage == "order":
+        b[-4:] = struct.pack("<I", 0xFFFFFF)      # an archive entry past the files
+    elif damage == "kind":
+        plen = struct.unpack_from("<H", b, 64)[0]
+        b[66 + plen] = 0x80                      # the first file's kind: the gate
+    plan.write_bytes(bytes(b))
+    if damage == "not-root-only":
+        os.chmod(plan, 0o666)
+    r = a.rpm_i(sv, serve_list={key: str(plan)})
+    assert r.returncode == 0, r.stderr
+    assert "installing the stock way" in r.stderr, r.stderr
+    assert_like_stock(a, sv)
+
+
+def test_a_feed_that_fails_fails_the_package_and_rpm_rolls_back(xfs_area, pkgs):
+    """Past the point of no return (rpm reads the feed), a feed that cannot
+    be written -- here a blob outside the extents file -- fails the package:
+    nothing of it stays, the rpmdb does not have it."""
+    a = xfs_area
+    sv = pkgs["sv"]
+
+    def far_blob(feed):
+        files, order = feed.plan()
+        bad = [(k, size, 1 << 40 if size and size < 4096 else blob, link)
+               for k, size, blob, link in files]
+        feed.plan = lambda: (bad, order)
+
+    key, plan = a.plan(sv, a.transcode(sv), edit=far_blob)
+    r = a.rpm_i(sv, serve_list={key: str(plan)})
+    assert r.returncode != 0
+    assert "feeding rpm failed" in r.stderr, r.stderr
+    q = subprocess.run(["rpm", "--root", str(a.root), "--dbpath", DB, "-q", "sv"],
+                       capture_output=True, text=True)
+    assert q.returncode != 0
+    assert not (a.root / "opt/sv/small").exists()
+
+
+def test_a_package_not_in_the_list_is_not_served(xfs_area, pkgs):
+    a = xfs_area
+    sv, plain = pkgs["sv"], pkgs["plain"]
+    key, plan = a.plan(sv, a.transcode(sv))
+    r = a.rpm_i(plain, serve_list={key: str(plan)})
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert_like_stock(a, plain)
+
+
+def test_no_plugin_symbols_but_the_hooks(tmp_path):
+    """The plugin links the feed writer in: nothing of it is exported (it
+    shares processes with rpmcow's own C core)."""
+    so = rpmplugin.plugin_path()
+    r = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
+    names = {line.split()[-1] for line in r.stdout.splitlines() if line.strip()}
+    assert names <= {"cow_hooks", "rpmcow_plugin_drain", "rpmcow_plugin_result",
+                     "rpmcow_plugin_clear_results"}, names
+    assert "cow_hooks" in names
