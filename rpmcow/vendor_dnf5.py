@@ -45,11 +45,12 @@ def arguments(p):
                    help="pin: follow this repository instead of a vendor")
     p.add_argument("--json", dest="vendor_json", action="store_true",
                    help="status, held: machine-readable output")
-    p.add_argument("--installroot", default="/", help="the system to work on (default /)")
+    p.add_argument("--installroot", default="/", metavar="DIR",
+                   help="the system to work on (default /)")
     p.add_argument("-c", "--config", metavar="FILE", help="dnf5's configuration file")
     p.add_argument("--setopt", action="append", default=[], metavar="KEY=VALUE",
                    help="a dnf5 main option, as dnf5 --setopt (repeatable)")
-    p.add_argument("--releasever", help="as dnf5 --releasever")
+    p.add_argument("--releasever", metavar="VERSION", help="as dnf5 --releasever")
     p.add_argument("--repo", action="append", default=[], metavar="ID",
                    help="only these repositories (repeatable)")
     p.add_argument("--vendor-conf", default=DEFAULT_CONF, metavar="FILE",
