@@ -1,0 +1,262 @@
+// libdnf5 plugin "cow": copy-on-write installs through stock dnf5 and stock rpm.
+//
+// Thin on purpose: the work is rpmcow's (Python, C core) and the rpm plugin's
+// (csrc/rpm_plugin_cow.c, which serves each package's payload itself and
+// clones from its extents file).  This plugin runs rpmcow's steps at the
+// right hooks and pushes the rpm macros they print into this process, where
+// librpm reads them (rpmcow/dnf5cow.py says what each step does):
+//
+//   goal_resolved    `activate`: the caches and the root clone? then the
+//                    macros that make rpm load its cow plugin -- the last hook
+//                    before rpm loads its plugins
+//   pre_transaction  `prepare`: downloads, dnf5's GPG check and rpm's test
+//                    run are done; transcode, judge, plan; %_rpmcow_serve
+//   post_transaction / finish   `finish`: what the cache does not keep goes;
+//                    the macros are popped
+//
+// The steps run as `PYTHON -I -m rpmcow.dnf5cow STEP ...` (isolated: nothing
+// from the environment), with a fixed environment; `python` and `path` (a
+// directory put first on sys.path, for a checkout) come from cow.conf only.
+// A step that fails leaves dnf5 to install the stock way; nothing here ever
+// fails a transaction.
+#include <libdnf5/base/base.hpp>
+#include <libdnf5/base/transaction.hpp>
+#include <libdnf5/base/transaction_package.hpp>
+#include <libdnf5/conf/config_parser.hpp>
+#include <libdnf5/plugin/iplugin.hpp>
+#include <libdnf5/rpm/package.hpp>
+#include <libdnf5/transaction/transaction_item_action.hpp>
+
+#include <rpm/rpmmacro.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char * NAME = "cow";
+constexpr libdnf5::PluginAPIVersion API{.major = 2, .minor = 1};
+constexpr libdnf5::plugin::Version VERSION{0, 1, 0};
+const char * const ATTRS[]{"author.name", "description", nullptr};
+const char * const ATTR_VALUES[]{"rpmcow", "Install packages copy-on-write (rpmcow).", nullptr};
+
+std::exception_ptr last_exception;
+
+// argv -> the step's stdout (its stderr is dnf5's); false if it could not run
+bool run_step(const std::vector<std::string> & argv, std::string & out) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return false;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    std::vector<char *> args;
+    for (const auto & a : argv)
+        args.push_back(const_cast<char *>(a.c_str()));
+    args.push_back(nullptr);
+    char env_path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    char env_lang[] = "LC_ALL=C.UTF-8";
+    char * env[] = {env_path, env_lang, nullptr};
+    pid_t pid;
+    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), env);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (rc != 0) {
+        close(p[0]);
+        return false;
+    }
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(p[0], buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    close(p[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+class Cow final : public libdnf5::plugin::IPlugin2_1 {
+public:
+    Cow(libdnf5::plugin::IPluginData & data, libdnf5::ConfigParser & parser) : IPlugin2_1(data) {
+        auto get = [&](const char * key, const char * dflt) {
+            return parser.has_option("main", key) ? parser.get_value("main", key) : std::string(dflt);
+        };
+        python = get("python", "/usr/bin/python3");
+        path = get("path", "");
+        denylist = get("denylist", "");
+        workers = get("workers", "0");
+        keep = get("keep", "auto");
+    }
+
+    libdnf5::PluginAPIVersion get_api_version() const noexcept override { return API; }
+    const char * get_name() const noexcept override { return NAME; }
+    libdnf5::plugin::Version get_version() const noexcept override { return VERSION; }
+    const char * const * get_attributes() const noexcept override { return ATTRS; }
+    const char * get_attribute(const char * name) const noexcept override {
+        for (size_t i = 0; ATTRS[i]; ++i)
+            if (std::strcmp(name, ATTRS[i]) == 0)
+                return ATTR_VALUES[i];
+        return nullptr;
+    }
+
+    void goal_resolved(const libdnf5::base::Transaction & transaction) override {
+        try {
+            packages.clear();
+            std::set<std::string> dirs;
+            for (const auto & tp : transaction.get_transaction_packages()) {
+                if (!libdnf5::transaction::transaction_item_action_is_inbound(tp.get_action()))
+                    continue;
+                auto pkg = tp.get_package();
+                if (pkg.get_repo_id() == "@commandline")
+                    continue;            // no cache of ours: rpm installs it the stock way
+                auto file = pkg.get_package_path();
+                packages.push_back(file);
+                dirs.insert(file.substr(0, file.rfind('/')));
+            }
+            if (packages.empty())
+                return;
+            std::vector<std::string> argv = step("activate");
+            argv.insert(argv.end(), dirs.begin(), dirs.end());
+            active = apply(argv);
+        } catch (...) {
+            active = false;              // stock
+        }
+    }
+
+    void pre_transaction(const libdnf5::base::Transaction &) override {
+        if (!active)
+            return;
+        try {
+            std::vector<std::string> argv = step("prepare");
+            argv.insert(argv.end(), {"--denylist", denylist, "--workers", workers, "--"});
+            argv.insert(argv.end(), packages.begin(), packages.end());
+            apply(argv);
+        } catch (...) {
+        }
+    }
+
+    void post_transaction(const libdnf5::base::Transaction &) override { done(); }
+
+    void finish() noexcept override { done(); }
+
+private:
+    std::vector<std::string> step(const char * name) {
+        std::vector<std::string> argv{python, "-I"};
+        if (path.empty()) {
+            argv.insert(argv.end(), {"-m", "rpmcow.dnf5cow"});
+        } else {
+            // a directory first on sys.path (cow.conf: path=), as data, not code
+            argv.insert(argv.end(), {"-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
+                "from rpmcow.dnf5cow import main; sys.exit(main())", path});
+        }
+        argv.insert(argv.end(), {name, "--installroot", installroot()});
+        return argv;
+    }
+
+    std::string installroot() { return get_base().get_config().get_installroot_option().get_value(); }
+
+    // run a step and push the macros it prints; true if it said any
+    bool apply(const std::vector<std::string> & argv) {
+        std::string out;
+        if (!run_step(argv, out))
+            return false;
+        bool any = false;
+        size_t at = 0;
+        while (at < out.size()) {
+            size_t end = out.find('\n', at);
+            std::string line = out.substr(at, end == std::string::npos ? std::string::npos : end - at);
+            at = end == std::string::npos ? out.size() : end + 1;
+            if (line.rfind("macro ", 0) == 0) {
+                size_t sp = line.find(' ', 6);
+                if (sp == std::string::npos)
+                    continue;
+                std::string name = line.substr(6, sp - 6), value = line.substr(sp + 1);
+                rpmPushMacro(nullptr, name.c_str(), nullptr, value.c_str(), RMIL_CMDLINE);
+                pushed.push_back(name);
+                any = true;
+            } else if (line.rfind("private ", 0) == 0) {
+                private_dir = line.substr(8);
+            }
+        }
+        return any;
+    }
+
+    void done() noexcept {
+        if (!active && pushed.empty() && private_dir.empty())
+            return;
+        try {
+            for (auto it = pushed.rbegin(); it != pushed.rend(); ++it)
+                rpmPopMacro(nullptr, it->c_str());
+            pushed.clear();
+            bool keepcache = get_base().get_config().get_keepcache_option().get_value();
+            std::vector<std::string> argv = step("finish");
+            argv.insert(argv.end(), {"--keep", keep, "--keepcache", keepcache ? "1" : "0"});
+            if (!private_dir.empty())
+                argv.insert(argv.end(), {"--private", private_dir});
+            argv.push_back("--");
+            argv.insert(argv.end(), packages.begin(), packages.end());
+            std::string out;
+            run_step(argv, out);
+        } catch (...) {
+        }
+        active = false;
+        private_dir.clear();
+        packages.clear();
+    }
+
+    std::string python, path, denylist, workers, keep;
+    std::vector<std::string> packages;   // inbound packages' cache paths
+    std::vector<std::string> pushed;     // macros to pop, in order
+    std::string private_dir;
+    bool active = false;
+};
+
+}  // namespace
+
+extern "C" {
+
+libdnf5::PluginAPIVersion libdnf_plugin_get_api_version(void) {
+    return API;
+}
+
+const char * libdnf_plugin_get_name(void) {
+    return NAME;
+}
+
+libdnf5::plugin::Version libdnf_plugin_get_version(void) {
+    return VERSION;
+}
+
+libdnf5::plugin::IPlugin * libdnf_plugin_new_instance(
+    libdnf5::LibraryVersion, libdnf5::plugin::IPluginData & data, libdnf5::ConfigParser & parser) try {
+    return new Cow(data, parser);
+} catch (...) {
+    last_exception = std::current_exception();
+    return nullptr;
+}
+
+void libdnf_plugin_delete_instance(libdnf5::plugin::IPlugin * plugin) {
+    delete plugin;
+}
+
+std::exception_ptr * libdnf_plugin_get_last_exception(void) {
+    return &last_exception;
+}
+
+}  // extern "C"

@@ -1,0 +1,218 @@
+"""The dnf5 cow plugin's work: what its C++ side (dnf-plugins/libdnf5/cow.cpp)
+runs, one step per libdnf5 hook, as ``python3 -I -m rpmcow.dnf5cow STEP``.
+
+dnf5 loads no Python plugins and hands rpm each package by its cache path,
+so the install path is the rpm plugin's serving mode (rpmcow.serve): rpm's
+verification pass reads and checks the original package; when the
+package's turn comes the plugin serves the cheap payload and clones from
+the extents file.  The C++ plugin is thin -- it runs these steps and pushes
+the rpm macros they print into dnf5's process; everything else is here.
+
+    activate --installroot R CACHEDIR...      (goal_resolved)
+        Whether the caches and the root are on one filesystem that clones;
+        if so the macros that make rpm load the cow plugin.
+    prepare --installroot R [--denylist G] [--workers N] PACKAGE...
+                                              (pre_transaction: downloaded,
+                                               dnf5's GPG check and rpm's
+                                               test run done)
+        Transcode each package beside it in the cache (in parallel), judge
+        the extents file at the root's %_pkgverify_level, write its feed
+        plan; the %_rpmcow_serve macro for the packages that passed.
+    finish --installroot R --keep K --keepcache 0|1 [--private D] PACKAGE...
+                                              (post_transaction / finish)
+        Remove the extents files and plans the cache does not keep, and the
+        private plugin directory.
+
+stdout is the protocol: ``macro NAME VALUE`` lines (pushed by the C++
+side), ``private DIR`` (given back to finish).  Messages for the user go to
+stderr, one line each, as the dnf 4 plugin says them.  Any failure leaves
+the package (or the whole transaction) to install the stock way: a step
+never makes dnf5 fail.
+"""
+import argparse
+import concurrent.futures
+import os
+import sys
+import time
+
+MSG_NOT_USED = "cow: not used: %s"
+MSG_STOCK = "cow: %s installs the stock way: %s"
+MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
+SUFFIX = ".cow.rpm"          # `dnf5 clean packages` takes *.rpm
+PLAN_SUFFIX = ".cow.plan"
+
+
+def say(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def emit(*fields):
+    sys.stdout.write(" ".join(fields) + "\n")
+
+
+def extents_path(package):
+    """Where a package's extents file goes: beside it in the cache."""
+    base = package[:-4] if package.endswith(".rpm") else package
+    return base + SUFFIX
+
+
+def plan_path(package):
+    base = package[:-4] if package.endswith(".rpm") else package
+    return base + PLAN_SUFFIX
+
+
+def root_block_size(root):
+    blk = os.statvfs(root).f_bsize
+    return blk if 512 <= blk <= 65536 and not blk & (blk - 1) else 4096
+
+
+# ---- activate -----------------------------------------------------------------
+
+def activate(args):
+    from . import rpmplugin, snapshot
+    for d in sorted(set(args.dirs)):
+        if not snapshot.clones(d, args.installroot):
+            say(MSG_NOT_USED % ("%s and %s are not on one filesystem that clones"
+                                % (d, args.installroot)))
+            return 0
+    _, values, _, private = rpmplugin.activation_macros()
+    for name, value in values.items():
+        emit("macro", name, value or "%{nil}")
+    if private:
+        emit("private", private)
+    return 0
+
+
+# ---- prepare -------------------------------------------------------------------
+
+def _one(package, target, level, blk, deny):
+    """(header key, plan path) for a package that can be served, or raises
+    RpmcowError saying why not."""
+    from . import checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot, transcode
+    from .errors import RpmcowError
+    hit = denylist.matches(_name_of(package), deny) if deny else None
+    if hit:
+        raise RpmcowError("denied by %r in cow.conf" % hit)
+    out = extents_path(package)
+    t0 = time.monotonic()
+    # the verdict is stored now and enforced below, at the root's level
+    r = transcode.transcode_path(package, out, target=target, enforce=False, deny=[])
+    from .units import size
+    say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len), time.monotonic() - t0))
+    fd = inputs.open_file(out)
+    try:
+        st = os.fstat(fd)
+        if not snapshot.private(st):
+            raise RpmcowError("its extents file can be changed by others than root")
+        checksig.require_for_install(fd, target, level, origin=st)
+        feed = feeder.PackageFeed(fd, out)
+        if not feed.cheap:
+            raise RpmcowError("its %s payload has no cheap feed" % feed.package.compressor)
+        pkg_st = os.stat(package)
+        # the package rpm reads must carry the very headers judged here
+        pfd = inputs.open_file(package)
+        try:
+            head = os.pread(pfd, len(feed.prologue.data), 0)
+        finally:
+            os.close(pfd)
+        if head != bytes(feed.prologue.data):
+            raise RpmcowError("the package changed while it was transcoded")
+        plan = plan_path(package)
+        serve.write_plan(plan, serve.plan_bytes(feed, os.path.abspath(out), st, pkg_st, blk))
+        return rpmplugin.header_key(feed.header), plan
+    finally:
+        os.close(fd)
+
+
+def _name_of(package):
+    import rpm
+    ts = rpm.TransactionSet()
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    fd = os.open(package, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return ts.hdrFromFdno(fd)[rpm.RPMTAG_NAME]
+    finally:
+        os.close(fd)
+
+
+def prepare(args):
+    from . import rpmconfig, serve
+    from .errors import RpmcowError
+    target = rpmconfig.Target(root=args.installroot)
+    level = rpmconfig.verify_level(target)
+    blk = root_block_size(args.installroot)
+    deny = args.denylist.replace(",", " ").split()
+    entries = {}
+    workers = args.workers or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(workers, "rpmcow") as pool:
+        jobs = {p: pool.submit(_one, p, target, level, blk, deny) for p in args.packages}
+        for package, job in jobs.items():
+            try:
+                key, plan = job.result()
+                entries[key] = plan
+            except RpmcowError as exc:
+                say(MSG_STOCK % (os.path.basename(package), exc))
+            except OSError as exc:
+                say(MSG_STOCK % (os.path.basename(package), exc.strerror or exc))
+            except Exception as exc:     # noqa: BLE001 - that package alone goes stock
+                say(MSG_STOCK % (os.path.basename(package), "internal error: %r" % exc))
+    if entries:
+        emit("macro", serve.SERVE_MACRO, serve.serve_entries(entries))
+    return 0
+
+
+# ---- finish --------------------------------------------------------------------
+
+def finish(args):
+    from . import rpmplugin
+    keep = args.keep == "always" or (args.keep == "auto" and args.keepcache)
+    for package in args.packages:
+        for path in ((plan_path(package),) if keep else
+                     (plan_path(package), extents_path(package))):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    if args.private:
+        rpmplugin.remove_private(args.private)
+    return 0
+
+
+# ---- command line ----------------------------------------------------------------
+
+def parser():
+    p = argparse.ArgumentParser(prog="python3 -m rpmcow.dnf5cow",
+                                description="the dnf5 cow plugin's steps (see the module)")
+    sub = p.add_subparsers(dest="step", required=True)
+    a = sub.add_parser("activate")
+    a.add_argument("--installroot", default="/")
+    a.add_argument("dirs", nargs="*")
+    a.set_defaults(run=activate)
+    r = sub.add_parser("prepare")
+    r.add_argument("--installroot", default="/")
+    r.add_argument("--denylist", default="")
+    r.add_argument("--workers", type=int, default=0)
+    r.add_argument("packages", nargs="*")
+    r.set_defaults(run=prepare)
+    f = sub.add_parser("finish")
+    f.add_argument("--installroot", default="/")
+    f.add_argument("--keep", choices=("auto", "always", "never"), default="auto")
+    f.add_argument("--keepcache", type=int, default=0)
+    f.add_argument("--private")
+    f.add_argument("packages", nargs="*")
+    f.set_defaults(run=finish)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except Exception as exc:             # noqa: BLE001 - dnf5 goes on the stock way
+        say(MSG_NOT_USED % ("internal error: %r" % exc))
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
