@@ -31,14 +31,6 @@ logger = logging.getLogger("dnf.plugin")
 MSG_NOT_USED = "cow: not used: %s"
 MSG_STOCK = "cow: %s installs the stock way: %s"
 MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
-MSG_SUMMARY = ("cow: %d of %d packages installed copy-on-write, %s of file data "
-               "shared with the cache")
-# keepcache=0: the extents files go with the cache, nothing stays shared; what
-# the user keeps is the data that was cloned instead of written again
-MSG_SUMMARY_NOCACHE = ("cow: %d of %d packages installed copy-on-write, %s of file data "
-                       "cloned, not written again (the cache is not kept)")
-MSG_JOURNAL = ("dnf transaction into %s: %d packages, %d copy-on-write (%s cloned, %s copied), "
-               "%d the stock way")
 MSG_ERROR = "cow: internal error, installing the stock way: %s"
 
 INSTALLING = (libdnf.transaction.TransactionItemAction_INSTALL,
@@ -380,12 +372,11 @@ class Cow(dnf.Plugin):
         kept = self._extents_kept()
         self._undo()
         if n:
-            size = self.mods.units.size
-            logger.info(MSG_SUMMARY if kept else MSG_SUMMARY_NOCACHE, n, total, size(cloned))
+            from rpmcow import journal
+            logger.info("%s", journal.dnf_summary(n, total, cloned, kept))
             try:
-                from rpmcow import journal
-                journal.log(MSG_JOURNAL % (self.base.conf.installroot, total, n, size(cloned),
-                                           size(copied), total - n))
+                journal.log(journal.dnf_line("dnf", self.base.conf.installroot, total, n,
+                                             cloned, copied))
             except Exception:             # noqa: BLE001 - a report never fails dnf
                 pass
 

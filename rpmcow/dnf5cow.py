@@ -18,9 +18,11 @@ the rpm macros they print into dnf5's process; everything else is here.
         Transcode each package beside it in the cache (in parallel), judge
         the extents file at the root's %_pkgverify_level, write its feed
         plan; the %_rpmcow_serve macro for the packages that passed.
-    finish --installroot R --keep K --keepcache 0|1 [--private D] PACKAGE...
+    finish --installroot R --keep K --keepcache 0|1 [--private D]
+           [--cow N --cloned B --copied B --total T] PACKAGE...
                                               (post_transaction / finish)
-        Remove the extents files and plans the cache does not keep, and the
+        Say what went copy-on-write (as the dnf 4 plugin; one journal line);
+        remove the extents files and plans the cache does not keep, and the
         private plugin directory.
 
 stdout is the protocol: ``macro NAME VALUE`` lines (pushed by the C++
@@ -76,7 +78,16 @@ def activate(args):
             say(MSG_NOT_USED % ("%s and %s are not on one filesystem that clones"
                                 % (d, args.installroot)))
             return 0
-    _, values, _, private = rpmplugin.activation_macros()
+    so, values, _, private = rpmplugin.activation_macros()
+    # rpm fails every transaction with a plugin it cannot load: try it first
+    try:
+        import ctypes
+        ctypes.CDLL(so).cow_hooks
+    except (OSError, AttributeError) as exc:
+        if private:
+            rpmplugin.remove_private(private)
+        say(MSG_NOT_USED % ("rpm's cow plugin %s cannot be loaded: %s" % (so, exc)))
+        return 0
     for name, value in values.items():
         emit("macro", name, value or "%{nil}")
     if private:
@@ -165,8 +176,12 @@ def prepare(args):
 # ---- finish --------------------------------------------------------------------
 
 def finish(args):
-    from . import rpmplugin
+    from . import journal, rpmplugin
     keep = args.keep == "always" or (args.keep == "auto" and args.keepcache)
+    if args.cow:
+        say(journal.dnf_summary(args.cow, args.total, args.cloned, keep))
+        journal.log(journal.dnf_line("dnf5", args.installroot, args.total, args.cow,
+                                     args.cloned, args.copied))
     for package in args.packages:
         for path in ((plan_path(package),) if keep else
                      (plan_path(package), extents_path(package))):
@@ -200,6 +215,11 @@ def parser():
     f.add_argument("--keep", choices=("auto", "always", "never"), default="auto")
     f.add_argument("--keepcache", type=int, default=0)
     f.add_argument("--private")
+    # what rpm's cow plugin reported (the C++ side asks it)
+    f.add_argument("--cow", type=int, default=0)
+    f.add_argument("--cloned", type=int, default=0)
+    f.add_argument("--copied", type=int, default=0)
+    f.add_argument("--total", type=int, default=0)
     f.add_argument("packages", nargs="*")
     f.set_defaults(run=finish)
     return p

@@ -220,6 +220,8 @@ def test_install_upgrade_downgrade_reinstall(world):
     w.publish("alpha-1.0", "alpha-2.0", "beta-1.0")
     _, r = w.both("install", "alpha-1.0", "beta")
     assert "cow: transcoded alpha-1.0-1.noarch" in r.stderr, r.stderr
+    assert "cow: 2 of 2 packages installed copy-on-write, 4.0 MiB of file data shared" \
+        in r.stderr, r.stderr
     assert shared(w.root("cow") / "opt/alpha/big") and shared(w.root("cow") / "opt/beta/big")
     assert not shared(w.root("stock") / "opt/alpha/big")
     assert_same(w)
@@ -241,7 +243,10 @@ def test_keepcache(xfs_world, keepcache):
     installed files); keepcache=0 removes them with the packages."""
     w = xfs_world
     w.publish("alpha-1.0")
-    w.both("install", "alpha", keepcache=keepcache)
+    _, r = w.both("install", "alpha", keepcache=keepcache)
+    assert ("cow: 1 of 1 packages installed copy-on-write, 3.0 MiB of file data %s"
+            % ("shared with the cache" if keepcache else "cloned, not written again")) \
+        in r.stderr, r.stderr
     assert bool(w.extents_files()) == keepcache
     assert not list(w.root("cow").glob("var/cache/libdnf5/*/packages/*.cow.plan"))
     assert shared(w.root("cow") / "opt/alpha/big") == keepcache

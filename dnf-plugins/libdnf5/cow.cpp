@@ -29,6 +29,7 @@
 
 #include <rpm/rpmmacro.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -37,6 +38,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -189,6 +191,8 @@ private:
                 std::string name = line.substr(6, sp - 6), value = line.substr(sp + 1);
                 rpmPushMacro(nullptr, name.c_str(), nullptr, value.c_str(), RMIL_CMDLINE);
                 pushed.push_back(name);
+                if (name == "__transaction_cow")
+                    rpm_plugin = value;
                 any = true;
             } else if (line.rfind("private ", 0) == 0) {
                 private_dir = line.substr(8);
@@ -197,16 +201,59 @@ private:
         return any;
     }
 
+    // what rpm's cow plugin did, per package (it reports once per psm stage)
+    struct Result {
+        unsigned long long cloned = 0, copied = 0;
+        bool ok = true;
+    };
+
+    std::map<std::string, Result> results() {
+        std::map<std::string, Result> out;
+        if (rpm_plugin.empty())
+            return out;
+        // the instance rpm loaded, if it did: never a load of our own
+        void * so = dlopen(rpm_plugin.c_str(), RTLD_NOW | RTLD_NOLOAD);
+        if (so == nullptr)
+            return out;
+        using result_fn = int (*)(unsigned, const char **, unsigned long long *,
+                                  unsigned long long *, const char **, int *);
+        using clear_fn = void (*)(void);
+        auto get = reinterpret_cast<result_fn>(dlsym(so, "rpmcow_plugin_result"));
+        auto clear = reinterpret_cast<clear_fn>(dlsym(so, "rpmcow_plugin_clear_results"));
+        const char *nevra, *why;
+        unsigned long long cloned, copied;
+        int ok;
+        for (unsigned i = 0; get && get(i, &nevra, &cloned, &copied, &why, &ok); i++) {
+            Result & r = out[nevra ? nevra : "?"];
+            r.cloned += cloned;
+            r.copied += copied;
+            r.ok = r.ok && ok;
+        }
+        if (clear)
+            clear();
+        dlclose(so);
+        return out;
+    }
+
     void done() noexcept {
         if (!active && pushed.empty() && private_dir.empty())
             return;
         try {
+            unsigned long long cloned = 0, copied = 0, n = 0;
+            for (const auto & [nevra, r] : results()) {
+                cloned += r.cloned;
+                copied += r.copied;
+                n += r.ok;
+            }
             for (auto it = pushed.rbegin(); it != pushed.rend(); ++it)
                 rpmPopMacro(nullptr, it->c_str());
             pushed.clear();
             bool keepcache = get_base().get_config().get_keepcache_option().get_value();
             std::vector<std::string> argv = step("finish");
-            argv.insert(argv.end(), {"--keep", keep, "--keepcache", keepcache ? "1" : "0"});
+            argv.insert(argv.end(), {"--keep", keep, "--keepcache", keepcache ? "1" : "0",
+                                     "--cow", std::to_string(n), "--cloned", std::to_string(cloned),
+                                     "--copied", std::to_string(copied),
+                                     "--total", std::to_string(packages.size())});
             if (!private_dir.empty())
                 argv.insert(argv.end(), {"--private", private_dir});
             argv.push_back("--");
@@ -217,10 +264,12 @@ private:
         }
         active = false;
         private_dir.clear();
+        rpm_plugin.clear();
         packages.clear();
     }
 
     std::string python, path, denylist, workers, keep;
+    std::string rpm_plugin;              // the cow.so rpm was told to load
     std::vector<std::string> packages;   // inbound packages' cache paths
     std::vector<std::string> pushed;     // macros to pop, in order
     std::string private_dir;
