@@ -51,6 +51,11 @@ PACKAGES = {             # name -> arch
     "python3-dnf-plugin-cow": "noarch",
     "python3-dnf-plugin-sticky-vendor": "noarch",
 }
+# the libdnf5 plugin is built where libdnf5's headers are (--with dnf5)
+WITH_DNF5 = shutil.which("pkg-config") is not None and shutil.which("g++") is not None and \
+    subprocess.run(["pkg-config", "--exists", "libdnf5"]).returncode == 0
+if WITH_DNF5:
+    PACKAGES["libdnf5-plugin-cow"] = ARCH
 RPMFILE_CONFIG, RPMFILE_DOC, RPMFILE_NOREPLACE, RPMFILE_LICENSE = 1, 2, 16, 128
 
 
@@ -120,6 +125,8 @@ def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("rpm")
     env = dict(os.environ, RPM_TOPDIR=str(work / "top"), RPM_FROM="worktree",
                HOME=str(work))          # no ~/.rpmmacros; Debian's rpmdb is $HOME/.rpmdb
+    if WITH_DNF5:
+        env["RPMBUILD_OPTS"] = (env.get("RPMBUILD_OPTS", "") + " --with dnf5").strip()
     r = subprocess.run(["sh", str(ROOT / "packaging" / "build-rpm.sh")], cwd=str(ROOT),
                        capture_output=True, text=True, env=env, timeout=900)
     log = r.stdout + r.stderr
@@ -234,6 +241,13 @@ def test_file_lists(built):
     plug = built.rpms["rpm-plugin-cow"].paths
     assert plugindir + "/cow.so" in plug
     assert macrodir + "/macros.rpmcow" in plug
+    assert sitearch + "/rpmcow/dnf5cow.py" in lib and sitearch + "/rpmcow/serve.py" in lib
+    if WITH_DNF5:
+        d5 = built.rpms["libdnf5-plugin-cow"]
+        assert rpm_eval("%{_libdir}") + "/libdnf5/plugins/cow.so" in d5.paths
+        conf = "/etc/dnf/libdnf5-plugins/cow.conf"
+        assert conf in d5.paths
+        assert d5.flags(conf) & RPMFILE_CONFIG and d5.flags(conf) & RPMFILE_NOREPLACE
 
     cow = built.rpms["python3-dnf-plugin-cow"]
     sticky = built.rpms["python3-dnf-plugin-sticky-vendor"]
@@ -246,7 +260,9 @@ def test_file_lists(built):
         conf = "/etc/dnf/plugins/" + conf
         assert conf in pkg.paths
         assert pkg.flags(conf) & RPMFILE_CONFIG and pkg.flags(conf) & RPMFILE_NOREPLACE
-        assert any(re.match(r"/usr/share/man/man8/%s\.8(\.gz)?$" % man, p) for p in pkg.paths)
+        # dnf-cow(8) covers both dnf generations' plugins: python3-rpmcow has it
+        holder = lib if man == "dnf-cow" else pkg.paths
+        assert any(re.match(r"/usr/share/man/man8/%s\.8(\.gz)?$" % man, p) for p in holder)
         shipped = (ROOT / "dnf-plugins" / conf.rsplit("/", 1)[1]).read_bytes()
         assert _extract(pkg.path, conf) == shipped
     assert "/etc/dnf/sticky-vendor.d" in sticky.paths
@@ -267,6 +283,7 @@ def test_no_file_outside_the_package_directories(built):
     man = "/usr/share/man/man8/"
     allowed = {
         "python3-rpmcow": ("/usr/bin/rpmcow", "/usr/bin/rpm2extents", sitearch + "/rpmcow", man + "rpmcow.8", man + "rpm2extents.8",
+                           man + "dnf-cow.8",
                            "/var/lib/rpmcow", "/usr/lib/.build-id",
                            "/usr/share/bash-completion/completions/rpmcow",
                            "/usr/share/bash-completion/completions/rpm2extents"),
@@ -274,7 +291,9 @@ def test_no_file_outside_the_package_directories(built):
                            "/usr/lib/.build-id"),
         "python3-dnf-plugin-cow": (sitelib + "/dnf-plugins/cow.py",
                                    sitelib + "/dnf-plugins/__pycache__/cow.",
-                                   "/etc/dnf/plugins/cow.conf", man + "dnf-cow.8"),
+                                   "/etc/dnf/plugins/cow.conf"),
+        "libdnf5-plugin-cow": (rpm_eval("%{_libdir}") + "/libdnf5/plugins/cow.so",
+                               "/etc/dnf/libdnf5-plugins/cow.conf", "/usr/lib/.build-id"),
         "python3-dnf-plugin-sticky-vendor": (
             sitelib + "/dnf-plugins/sticky_vendor.py",
             sitelib + "/dnf-plugins/__pycache__/sticky_vendor.",
@@ -625,15 +644,27 @@ def test_dnf_cow_man_page_documents_cow_conf_and_messages():
                               text=True, env=dict(os.environ, MANWIDTH="1000", LANG="C.UTF-8",
                                                   LC_ALL="C.UTF-8")).stdout
     flat = re.sub(r"\s+", " ", rendered.replace("\u2010", "-"))
-    src = (ROOT / "dnf-plugins" / "cow.py").read_text()
-    messages = re.findall(r'^(MSG_\w+) = \(?((?:"[^"]*"\s*)+)\)?', src, re.M)
-    assert len(messages) >= 5
+    # the messages of both dnf plugins (dnf 4's, and dnf5's Python steps) and
+    # their shared summary
+    src = "\n".join((ROOT / f).read_text() for f in (
+        "dnf-plugins/cow.py", "rpmcow/dnf5cow.py", "rpmcow/journal.py"))
+    messages = [m for m in re.findall(r'^(MSG_\w+) = \(?((?:"[^"]*"\s*)+)\)?', src, re.M)
+                if m[0] != "MSG_JOURNAL"]         # the journal line is not shown
+    assert len(messages) >= 7
     for name, literal in messages:
         msg = "".join(re.findall(r'"([^"]*)"', literal))
         for fragment in re.split(r"%[-.\d]*[sdf]", msg):
             fragment = fragment.strip()
             if len(fragment) >= 4:
                 assert fragment in flat, "%s: %r is not in dnf-cow(8)" % (name, fragment)
+    # dnf5's plugin: its cow.conf keys and those its C++ side reads are documented
+    dnf5_keys = _conf_keys(ROOT / "dnf-plugins" / "libdnf5" / "cow.conf")
+    cpp_keys = set(re.findall(r'get\("(\w+)"', (ROOT / "dnf-plugins" / "libdnf5" /
+                                                  "cow.cpp").read_text()))
+    dnf5_section = "\n".join(_roff_sections(text, ".SS").get("dnf5", []))
+    dnf5_documented = set(re.findall(r"^\.B[IR]? (\w+) \" = \"", dnf5_section, re.M))
+    assert cpp_keys <= documented | dnf5_documented, (cpp_keys, dnf5_documented)
+    assert dnf5_keys - {"name"} <= documented | dnf5_documented, dnf5_keys
     c_src = (ROOT / "csrc" / "rpm_plugin_cow.c").read_text()
     assert "copying file data instead of cloning" in c_src
     for reason in ("the extents file is on another filesystem", "this filesystem cannot clone"):
