@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
-	bench-dnf bench-vendor bench-tail-block clean test-matrix test-matrix-clean
+	bench-dnf bench-dnf5 bench-vendor bench-tail-block clean test-matrix test-matrix-clean
 
 setup: deps venv build
 
@@ -68,6 +68,14 @@ bench-install: setup
 
 bench-dnf: setup
 	$(VPY) bench/dnf_bench.py
+
+# dnf5 lives in the compatibility matrix's sid chroot: the benchmark runs there
+# (tests/matrix/matrix.sh --run), its table and chart are made here
+bench-dnf5: setup
+	MATRIX_TIMEOUT=3600 bash tests/matrix/matrix.sh --run sid \
+	    'BENCH_RESULTS=$$OUT python3 bench/dnf5_bench.py $(BENCH_ARGS)'
+	cp build/matrix/sid/dnf5.json bench/results/dnf5.json
+	$(VPY) bench/dnf5_bench.py --replot bench/results/dnf5.json
 
 bench-vendor: setup
 	$(VPY) bench/vendor_bench.py

@@ -59,6 +59,15 @@ ls rpmcow/_core*.so >/dev/null 2>&1 && have_core=1
 have_plugin=0
 [ -e rpmcow/plugins/cow.so ] && have_plugin=1
 
+# ---- or a command instead (matrix.sh --run: benchmarks on this suite) ------------
+if [ -n "${MATRIX_COMMAND:-}" ]; then
+    [ "$build_rc" = 0 ] || { cat "$OUT/build.log"; exit 3; }
+    command_rc=0
+    sh -c "$MATRIX_COMMAND" > "$OUT/command.log" 2>&1 || command_rc=$?
+    cat "$OUT/command.log"
+    exit "$command_rc"
+fi
+
 # ---- the test suite ------------------------------------------------------------
 # (also when the build failed: the tests that need no C core still say
 # something, and the table says "build failed" anyway)

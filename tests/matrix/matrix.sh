@@ -143,6 +143,7 @@ if [ "${1:-}" = __ns ]; then
         CI="${CI:-}" PYTHONPATH="$INNER/src" SRC="$INNER/src" OUT="$INNER/out" \
         MATRIX_PYTEST_TIMEOUT="$MATRIX_PYTEST_TIMEOUT" \
         MATRIX_PYTEST_ARGS="${MATRIX_PYTEST_ARGS:-}" MATRIX_DESELECT="${MATRIX_DESELECT:-}" \
+        MATRIX_COMMAND="${MATRIX_COMMAND:-}" \
         "${extra_env[@]}" \
         /bin/sh "$INNER/src/tests/matrix/in-chroot.sh" || rc=$?
     exit "$rc"
@@ -359,6 +360,17 @@ if [ "${1:-}" = --clean ]; then
     exit 0
 fi
 
+# `matrix.sh --run SUITE COMMAND`: COMMAND (sh -c, in the tree, after the build)
+# instead of the test suite, in SUITE's chroot -- benchmarks that need that
+# suite's dnf5 (make bench-dnf5).  Its output is printed and kept in
+# RESULTS/SUITE/command.log; the exit status is its own.
+if [ "${1:-}" = --run ]; then
+    [ $# -ge 3 ] || die "usage: matrix.sh --run SUITE COMMAND"
+    SUITES=$2
+    export MATRIX_COMMAND=$3
+    DOC=""
+fi
+
 command -v mmdebstrap >/dev/null 2>&1 || {
     log "installing mmdebstrap"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
@@ -403,6 +415,11 @@ for s in $SUITES; do
 done
 wait || true
 total=$(( $(now) - start ))
+if [ -n "${MATRIX_COMMAND:-}" ]; then
+    # shellcheck disable=SC1090
+    . "$RESULTS/$SUITES/times.env" 2>/dev/null || rc=2
+    exit "${rc:-2}"
+fi
 
 report=(python3 "$HERE/report.py" --results "$RESULTS" --total-seconds "$total"
         --allow-fail "$ALLOW_FAIL" --host-only "$HOST_ONLY")
