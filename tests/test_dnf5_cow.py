@@ -212,7 +212,7 @@ def xfs_world(request, plugin_dirs, repo_pkgs, xfs_fs):
         yield World(xfs_fs, base, plugin_dirs, repo_pkgs)
 
 
-def test_install_upgrade_downgrade_reinstall(world):
+def test_install_upgrade_downgrade_reinstall_distro_sync(world):
     """Every kind of inbound package goes copy-on-write; the result is
     stock dnf5's, file for file, in the rpmdb (rpm 6's package digests of
     the very packages included) and for rpm -V."""
@@ -234,6 +234,10 @@ def test_install_upgrade_downgrade_reinstall(world):
     assert_same(w)
     w.both("reinstall", "beta")
     assert shared(w.root("cow") / "opt/beta/big")
+    assert_same(w)
+    _, r = w.both("distro-sync")
+    assert "cow: transcoded alpha-2.0-1.noarch" in r.stderr, r.stderr
+    assert shared(w.root("cow") / "opt/alpha/big")
     assert_same(w)
 
 
