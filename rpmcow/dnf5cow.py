@@ -11,6 +11,14 @@ the rpm macros they print into dnf5's process; everything else is here.
     activate --installroot R CACHEDIR...      (goal_resolved)
         Whether the caches and the root are on one filesystem that clones;
         if so the macros that make rpm load the cow plugin.
+    follow --installroot R PACKAGE:SIZE...    (from goal_resolved, in the
+                                               background, until its stdin
+                                               ends at pre_transaction)
+        dnf5 has no hook per download, and librepo writes each package in
+        place as it arrives: each package is transcoded as soon as it has
+        its full size, while the others download.  Nothing is trusted from
+        this: prepare uses an extents file only if the input digest it
+        records is the digest of the package file as dnf5 verified it.
     prepare --installroot R [--denylist G] [--workers N] PACKAGE...
                                               (pre_transaction: downloaded,
                                                dnf5's GPG check and rpm's
@@ -100,17 +108,15 @@ def activate(args):
 def _one(package, target, level, blk, deny):
     """(header key, plan path) for a package that can be served, or raises
     RpmcowError saying why not."""
-    from . import checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot, transcode
+    from . import checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot
     from .errors import RpmcowError
     hit = denylist.matches(_name_of(package), deny) if deny else None
     if hit:
         raise RpmcowError("denied by %r in cow.conf" % hit)
     out = extents_path(package)
-    t0 = time.monotonic()
-    # the verdict is stored now and enforced below, at the root's level
-    r = transcode.transcode_path(package, out, target=target, enforce=False, deny=[])
-    from .units import size
-    say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len), time.monotonic() - t0))
+    if not _transcoded_from(out, package):
+        # (again, where the one made while downloading was not of these bytes)
+        _transcode(package, target)
     fd = inputs.open_file(out)
     try:
         st = os.fstat(fd)
@@ -134,6 +140,44 @@ def _one(package, target, level, blk, deny):
         return rpmplugin.header_key(feed.header), plan
     finally:
         os.close(fd)
+
+
+def _transcode(package, target):
+    """Transcode package beside it; the verdict is stored, and enforced by
+    prepare at the root's level."""
+    from . import transcode
+    from .units import size
+    t0 = time.monotonic()
+    r = transcode.transcode_path(package, extents_path(package), target=target, enforce=False,
+                                 deny=[])
+    say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len), time.monotonic() - t0))
+
+
+def _transcoded_from(out, package):
+    """Whether the extents file `out` (one only root can change) was made from
+    exactly the bytes the package file holds now: the SHA-256 of its input,
+    as its C section records it, is the package file's."""
+    import hashlib
+    from . import extents, snapshot
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not snapshot.private(os.fstat(fd)):
+            return False
+        recorded = dict(extents.read_sections(fd).input_digests).get("SHA256")
+    except Exception:               # noqa: BLE001 - no usable extents file: transcode
+        return False
+    finally:
+        os.close(fd)
+    if recorded is None:
+        return False
+    h = hashlib.sha256()
+    with open(package, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest() == recorded
 
 
 def _name_of(package):
@@ -173,6 +217,58 @@ def prepare(args):
     return 0
 
 
+# ---- follow ---------------------------------------------------------------------
+
+POLL = 0.05
+
+
+def follow(args):
+    """Transcode each package once it has its full size, until stdin ends
+    (downloads over: prepare takes it from there).  Failures are quiet:
+    prepare transcodes again whatever is missing or not of the final bytes."""
+    import threading
+    from . import rpmconfig
+    target = rpmconfig.Target(root=args.installroot)
+    pending = {}
+    for item in args.packages:
+        path, _, size = item.rpartition(":")
+        if path and size.isdigit():
+            pending[path] = int(size)
+    over = threading.Event()
+
+    def watch_stdin():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        finally:
+            over.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    seen = {}
+    workers = args.workers or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(workers, "rpmcow") as pool:
+        while pending and not over.wait(POLL):
+            for path, size in list(pending.items()):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                now = (st.st_size, st.st_mtime_ns)
+                # full size, and unchanged since the last look: written
+                if st.st_size == size and seen.get(path) == now:
+                    del pending[path]
+                    pool.submit(_quietly, _transcode, path, target)
+                seen[path] = now
+    return 0
+
+
+def _quietly(fn, *args):
+    try:
+        fn(*args)
+    except Exception:                # noqa: BLE001 - prepare does it again
+        pass
+
+
 # ---- finish --------------------------------------------------------------------
 
 def finish(args):
@@ -210,6 +306,11 @@ def parser():
     r.add_argument("--workers", type=int, default=0)
     r.add_argument("packages", nargs="*")
     r.set_defaults(run=prepare)
+    w = sub.add_parser("follow")
+    w.add_argument("--installroot", default="/")
+    w.add_argument("--workers", type=int, default=0)
+    w.add_argument("packages", nargs="*", help="PATH:SIZE (bytes)")
+    w.set_defaults(run=follow)
     f = sub.add_parser("finish")
     f.add_argument("--installroot", default="/")
     f.add_argument("--keep", choices=("auto", "always", "never"), default="auto")

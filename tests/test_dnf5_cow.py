@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,40 @@ def plugin_dirs(tmp_path_factory):
     return d / "lib", conf
 
 
+class SlowServer:
+    """The repository over HTTP on 127.0.0.1, package files sent at `rate`
+    bytes per second (metadata at full speed)."""
+
+    def __init__(self, directory, rate):
+        import http.server
+        import socketserver
+        import threading
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def copyfile(self, src, dst):
+                if not self.path.endswith(".rpm"):
+                    return super().copyfile(src, dst)
+                while True:
+                    chunk = src.read(rate // 20)
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+                    time.sleep(0.05)
+
+        self.server = socketserver.ThreadingTCPServer(
+            ("127.0.0.1", 0), lambda *a, **kw: Handler(*a, directory=str(directory), **kw))
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def repo_pkgs(pkgbuilder):
     """Packages by name-version: alpha 1.0/2.0, beta 1.0 (requires alpha)."""
@@ -98,6 +133,10 @@ for _, d in ipairs(posix.dir("/var/cache/libdnf5") or {}) do
   end
 end
 """)
+    # the same NEVRA as alpha-1.0, other content: a rebuild the cache may
+    # still hold an extents file of the first build for
+    out["alpha-1.0-rebuilt"] = pkgbuilder.build("alpha", files("alpha", 60, 3 << 20),
+                                                version="1.0")
     out["victim-1.0"] = pkgbuilder.build("victim", [directory("/opt/victim"),
                                                     regular("/opt/victim/big",
                                                             data(2 << 20, 50))],
@@ -118,15 +157,15 @@ class World:
         self.pluginpath, self.pluginconf = plugin_dirs
         self.pkgs = pkgs
 
-    def publish(self, *names, gpgcheck=False):
+    def publish(self, *names, gpgcheck=False, url=None):
         for p in self.repo.glob("*.rpm"):
             p.unlink()
         for n in names:
             shutil.copy(self.pkgs[n], self.repo)
-        subprocess.run(["createrepo_c", "-q", "--update", str(self.repo)], check=True)
+        subprocess.run(["createrepo_c", "-q", str(self.repo)], check=True)
         (self.reposdir / "t.repo").write_text(
-            "[t]\nname=t\nbaseurl=file://%s\ngpgcheck=%d\nenabled=1\n"
-            "metadata_expire=0\n" % (self.repo, int(gpgcheck)))
+            "[t]\nname=t\nbaseurl=%s\ngpgcheck=%d\nenabled=1\n"
+            "metadata_expire=0\n" % (url or "file://%s" % self.repo, int(gpgcheck)))
 
     def root(self, which):
         r = self.base / which
@@ -236,7 +275,10 @@ def test_install_upgrade_downgrade_reinstall_distro_sync(world):
     assert shared(w.root("cow") / "opt/beta/big")
     assert_same(w)
     _, r = w.both("distro-sync")
-    assert "cow: transcoded alpha-2.0-1.noarch" in r.stderr, r.stderr
+    # alpha 2.0 is in the cache with its extents file (keepcache=1): made
+    # from these very bytes, it is used again, not made again
+    assert "cow: transcoded" not in r.stderr, r.stderr
+    assert "cow: 1 of 1 packages installed copy-on-write" in r.stderr, r.stderr
     assert shared(w.root("cow") / "opt/alpha/big")
     assert_same(w)
 
@@ -321,4 +363,54 @@ def test_denylist_and_downloadonly(xfs_world, tmp_path):
         r.stderr
     assert shared(w.root("cow") / "opt/alpha/big")
     assert not shared(w.root("cow") / "opt/beta/big")
+    assert_same(w)
+
+
+def test_an_extents_file_of_other_bytes_is_never_used(xfs_world):
+    """The cache keeps an extents file of alpha-1.0 (keepcache=1); the
+    repository then serves a rebuild of the same NEVRA with other content.
+    The old extents file records the digest of other input bytes: it is
+    made again from the package dnf5 verified, and the root gets the
+    rebuild's content (as stock dnf5 installs it)."""
+    w = xfs_world
+    w.publish("alpha-1.0")
+    w.both("install", "alpha")
+    old = w.extents_files()
+    assert len(old) == 1
+    old_mtime = old[0].stat().st_mtime_ns
+    w.both("remove", "alpha")
+    w.publish("alpha-1.0-rebuilt")
+    for which in ("stock", "cow"):
+        for p in w.root(which).glob("var/cache/libdnf5/*/packages/alpha-*.noarch.rpm"):
+            p.unlink()        # a fresh download (the stock root has none kept)
+        for p in w.root(which).glob("var/cache/libdnf5/*/repodata"):
+            shutil.rmtree(p, ignore_errors=True)
+    _, r = w.both("install", "alpha", "--refresh")
+    assert "cow: transcoded alpha-1.0-1.noarch" in r.stderr, r.stderr
+    assert w.extents_files()[0].stat().st_mtime_ns != old_mtime
+    assert shared(w.root("cow") / "opt/alpha/big")
+    assert_same(w)
+
+
+def test_transcoding_follows_the_downloads(xfs_world):
+    """Packages downloaded one at a time at 2 MiB/s: each is transcoded while
+    the next downloads (dnf5 has no hook per download; librepo writes in
+    place, and a package is taken once it has its full size): some extents
+    file is complete before the last package's download is."""
+    w = xfs_world
+    server = SlowServer(w.repo, 2 << 20)
+    try:
+        w.publish("alpha-1.0", "beta-1.0", "gamma-1.0", url=server.url)
+        _, r = w.both("install", "alpha", "beta", "gamma",
+                      "--setopt=max_parallel_downloads=1")
+    finally:
+        server.close()
+    cache = w.root("cow") / "var/cache/libdnf5"
+    pkgs = [p for p in cache.glob("*/packages/*.rpm") if not p.name.endswith(".cow.rpm")]
+    ext = w.extents_files()
+    assert len(pkgs) == 3 and len(ext) == 3, (pkgs, ext, r.stderr)
+    last_download = max(p.stat().st_mtime for p in pkgs)
+    first_extents = min(p.stat().st_mtime for p in ext)
+    assert first_extents < last_download, (first_extents, last_download)
+    assert r.stderr.count("cow: transcoded ") == 3, r.stderr
     assert_same(w)

@@ -247,3 +247,27 @@ def test_no_plugin_symbols_but_the_hooks(tmp_path):
     assert names <= {"cow_hooks", "rpmcow_plugin_drain", "rpmcow_plugin_result",
                      "rpmcow_plugin_clear_results"}, names
     assert "cow_hooks" in names
+
+
+def test_prepare_uses_an_extents_file_only_of_the_very_bytes(xfs_area, pkgs, pkgbuilder):
+    """dnf5's prepare step takes an extents file made earlier (while
+    downloading, or kept in the cache) only if the input digest it records
+    is the digest of the package file now; one someone else can change,
+    never."""
+    from rpmcow import dnf5cow
+    a = xfs_area
+    sv = Path(a.cache) / "sv.rpm"
+    shutil.copyfile(pkgs["sv"], sv)
+    ext = Path(dnf5cow.extents_path(str(sv)))
+    transcode.transcode_path(str(sv), str(ext), target=rpmconfig.Target(str(a.root), DB))
+    assert dnf5cow._transcoded_from(str(ext), str(sv))
+    # the same name, other bytes (a rebuild, a download restarted elsewhere)
+    other = pkgbuilder.build("sv", [directory("/opt/sv"), regular("/opt/sv/big", data(4096, 9))])
+    shutil.copyfile(other, sv)
+    assert not dnf5cow._transcoded_from(str(ext), str(sv))
+    shutil.copyfile(pkgs["sv"], sv)
+    assert dnf5cow._transcoded_from(str(ext), str(sv))
+    os.chmod(ext, 0o664)
+    assert not dnf5cow._transcoded_from(str(ext), str(sv))
+    ext.unlink()
+    assert not dnf5cow._transcoded_from(str(ext), str(sv))

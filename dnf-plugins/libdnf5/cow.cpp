@@ -31,10 +31,12 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -53,6 +55,47 @@ const char * const ATTR_VALUES[]{"rpmcow", "Install packages copy-on-write (rpmc
 
 std::exception_ptr last_exception;
 
+char ENV_PATH[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+char ENV_LANG[] = "LC_ALL=C.UTF-8";
+char * STEP_ENV[] = {ENV_PATH, ENV_LANG, nullptr};
+
+std::vector<char *> c_argv(const std::vector<std::string> & argv) {
+    std::vector<char *> args;
+    for (const auto & a : argv)
+        args.push_back(const_cast<char *>(a.c_str()));
+    args.push_back(nullptr);
+    return args;
+}
+
+// start a step in the background, its stdin a pipe whose writing end is
+// returned in *in (closing it tells the step to finish); its pid, or -1
+pid_t start_step(const std::vector<std::string> & argv, int * in) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    auto args = c_argv(argv);
+    pid_t pid;
+    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), STEP_ENV);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[0]);
+    if (rc != 0) {
+        close(p[1]);
+        return -1;
+    }
+    *in = p[1];
+    return pid;
+}
+
+void wait_step(pid_t pid) {
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+}
+
 // argv -> the step's stdout (its stderr is dnf5's); false if it could not run
 bool run_step(const std::vector<std::string> & argv, std::string & out) {
     int p[2];
@@ -61,15 +104,9 @@ bool run_step(const std::vector<std::string> & argv, std::string & out) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    std::vector<char *> args;
-    for (const auto & a : argv)
-        args.push_back(const_cast<char *>(a.c_str()));
-    args.push_back(nullptr);
-    char env_path[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    char env_lang[] = "LC_ALL=C.UTF-8";
-    char * env[] = {env_path, env_lang, nullptr};
+    auto args = c_argv(argv);
     pid_t pid;
-    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), env);
+    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), STEP_ENV);
     posix_spawn_file_actions_destroy(&fa);
     close(p[1]);
     if (rc != 0) {
@@ -119,6 +156,7 @@ public:
     void goal_resolved(const libdnf5::base::Transaction & transaction) override {
         try {
             packages.clear();
+            sized.clear();
             std::set<std::string> dirs;
             for (const auto & tp : transaction.get_transaction_packages()) {
                 if (!libdnf5::transaction::transaction_item_action_is_inbound(tp.get_action()))
@@ -128,6 +166,7 @@ public:
                     continue;            // no cache of ours: rpm installs it the stock way
                 auto file = pkg.get_package_path();
                 packages.push_back(file);
+                sized.push_back(file + ":" + std::to_string(pkg.get_download_size()));
                 dirs.insert(file.substr(0, file.rfind('/')));
             }
             if (packages.empty())
@@ -135,12 +174,20 @@ public:
             std::vector<std::string> argv = step("activate");
             argv.insert(argv.end(), dirs.begin(), dirs.end());
             active = apply(argv);
+            if (active) {
+                // transcode each package as its download completes
+                std::vector<std::string> fargv = step("follow");
+                fargv.insert(fargv.end(), {"--workers", workers, "--"});
+                fargv.insert(fargv.end(), sized.begin(), sized.end());
+                follower = start_step(fargv, &follower_in);
+            }
         } catch (...) {
             active = false;              // stock
         }
     }
 
     void pre_transaction(const libdnf5::base::Transaction &) override {
+        stop_follower(false);            // downloads over: it finishes what it started
         if (!active)
             return;
         try {
@@ -235,7 +282,18 @@ private:
         return out;
     }
 
+    void stop_follower(bool kill_it) noexcept {
+        if (follower <= 0)
+            return;
+        close(follower_in);
+        if (kill_it)
+            kill(follower, SIGTERM);
+        wait_step(follower);
+        follower = -1;
+    }
+
     void done() noexcept {
+        stop_follower(true);             // the transaction ended before pre_transaction
         if (!active && pushed.empty() && private_dir.empty())
             return;
         try {
@@ -271,6 +329,9 @@ private:
     std::string python, path, denylist, workers, keep;
     std::string rpm_plugin;              // the cow.so rpm was told to load
     std::vector<std::string> packages;   // inbound packages' cache paths
+    std::vector<std::string> sized;      // the same as PATH:DOWNLOAD_SIZE
+    pid_t follower = -1;                 // the follow step, while downloads run
+    int follower_in = -1;
     std::vector<std::string> pushed;     // macros to pop, in order
     std::string private_dir;
     bool active = false;
