@@ -183,8 +183,8 @@ def write(res):
                  "**%.2f×** (≤ 1.0) | %.2f× |" % (r["wall"], r["rpm"], r["written"], r["peak"],
                                                   r["final"]))
     lines += ["", "The rpm transaction is pre_transaction to post_transaction: for cow it "
-              "starts after cow's prepare step (transcoding every package: dnf5 has no hook "
-              "per download, so none of it overlaps the downloads), which the total includes."]
+              "starts after cow's prepare step (judging, and transcoding what the background "
+              "step did not finish while the packages downloaded), which the total includes."]
     cs = [x["cow_summary"] for x in res["results"]["cow"] if x["cow_summary"]]
     if cs:
         lines += ["", "cow plugin: `%s`" % cs[-1]]
