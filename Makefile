@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
-	bench-dnf bench-dnf5 bench-vendor bench-tail-block clean test-matrix test-matrix-clean
+	bench-dnf bench-dnf5 bench-vendor bench-vendor-dnf5 bench-tail-block clean test-matrix test-matrix-clean
 
 setup: deps venv build
 
@@ -79,6 +79,14 @@ bench-dnf5: setup
 
 bench-vendor: setup
 	$(VPY) bench/vendor_bench.py
+
+# sticky vendor on dnf5 (dnf5 enforces our generated vendors.d rules) vs stock
+# dnf5, 20,000 packages, in the matrix's sid chroot; BENCH_NOTE says what else
+# the machine was doing
+bench-vendor-dnf5: setup
+	MATRIX_TIMEOUT=3600 bash tests/matrix/matrix.sh --run sid \
+	    'BENCH_RESULTS=$$OUT python3 bench/vendor_dnf5_bench.py --machine-note "$(BENCH_NOTE)" $(BENCH_ARGS)'
+	cp build/matrix/sid/vendor_dnf5.json build/matrix/sid/vendor_dnf5.md bench/results/
 
 bench-tail-block: setup
 	$(VPY) bench/tail_block.py

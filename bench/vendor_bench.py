@@ -72,9 +72,16 @@ def rpmbuild(work, name, text):
     return sorted((top / "RPMS" / "noarch").glob("p*.rpm"))
 
 
-def build(work, names, beta, installed):
+def build(work, names, beta, installed, makecache=True):
+    """Build the world in `work` (cached: a stamp records the parameters):
+    repositories alpha and beta, repos.d/, dnf.conf, and root/ with the
+    first `installed` names at 1.0 (rpm --justdb).  makecache: also fill dnf
+    4's cache and its plugin configuration (bench/vendor_dnf5_bench.py, on
+    dnf5, does not).  Shared by both vendor benchmarks."""
     stamp = work / "done.json"
     params = {"names": names, "beta": beta, "installed": installed, "v": 3}
+    if not makecache:
+        params["makecache"] = False          # (the dnf 4 bench's cached worlds stay valid)
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return
     if work.exists():
@@ -106,10 +113,12 @@ def build(work, names, beta, installed):
     inst = [work / "repos" / "alpha" / ("p%05d-1.0-1.noarch.rpm" % i) for i in range(installed)]
     subprocess.run(["rpm", "--root", str(rootdir), "-i", "--justdb", "--nodeps", "--noscripts"]
                    + [str(p) for p in inst], check=True, env=env(), capture_output=True)
-    conf = work / "pluginconf"
-    conf.mkdir()
-    shutil.copy(ROOT / "dnf-plugins" / "sticky-vendor.conf", conf / "sticky-vendor.conf")
-    subprocess.run(dnf_cmd(work, "makecache", cacheonly=False), check=True, capture_output=True, env=env())
+    if makecache:
+        conf = work / "pluginconf"
+        conf.mkdir()
+        shutil.copy(ROOT / "dnf-plugins" / "sticky-vendor.conf", conf / "sticky-vendor.conf")
+        subprocess.run(dnf_cmd(work, "makecache", cacheonly=False), check=True,
+                       capture_output=True, env=env())
     stamp.write_text(json.dumps(params))
     print("built the world in %.0f s" % (time.monotonic() - t0), file=sys.stderr)
 

@@ -32,6 +32,18 @@ MSG_GENERATED = "dnf5 rule files: %s (%s)"
 MSG_REGENERATED = "dnf5: wrote %d rule file(s) %s/%s*.conf and %s"
 MSG_REMOVED = "dnf5: removed %s"
 ACTIONS_IN = ("Install", "Upgrade", "Downgrade", "Reinstall")
+# Where dnf5 (5.4) refuses a vendor change but does not hold the package back
+# as the dnf 4 plugin does: the command fails instead (tests/test_sticky_vendor_dnf5.py).
+MSG_LIMITS = "dnf5 refuses the vendor change but does not hold back (the command fails):"
+MSG_LIMIT_DISTRO_SYNC = (
+    "dnf5 distro-sync: an installed package whose only sync target is another vendor's "
+    "build makes the whole distro-sync fail (\"problem with installed package\"), also with "
+    "--no-best or --skip-broken; use `dnf5 upgrade`, or allow the change (`%s vendor "
+    "switch`, an [allow] rule)" % PROG)
+MSG_LIMIT_BEST = (
+    "dnf5 upgrade, downgrade, distro-sync with best = True (here: best = %s): the command "
+    "fails (\"cannot install the best candidate\") when the best candidate, or a dependency "
+    "of it, is another vendor's; with --no-best dnf5 keeps the vendor and skips it")
 
 
 def arguments(p):
@@ -303,6 +315,9 @@ def _dnf5_lines(d, pol, enforce):
     if notes:
         lines.append("Not enforced on dnf5:")
         lines += ["  %s" % n for n in notes]
+    lines.append(MSG_LIMITS)
+    lines.append("  " + MSG_LIMIT_DISTRO_SYNC)
+    lines.append("  " + MSG_LIMIT_BEST % bool(d.base.get_config().get_best_option().get_value()))
     return lines
 
 

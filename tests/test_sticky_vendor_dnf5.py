@@ -19,7 +19,7 @@ import textwrap
 import pytest
 
 import vendorrepo
-from vendorrepo import ALPHA, BETA, GAMMA_LABS, GAMMA_LTD
+from vendorrepo import ALPHA, ALPHA_VARIANT, BETA, GAMMA_LABS, GAMMA_LTD
 
 from rpmcow.vendorpolicy import dnf5 as gen
 from rpmcow.vendorpolicy import formats
@@ -368,3 +368,185 @@ def test_list_and_status(d5):
     assert "dnf5: allow_vendor_change = False" in d5.vendor("status").stdout
     d5.policy(POLICY)
     assert "STALE" in d5.vendor("status").stdout
+
+
+# ---- downgrade, distro-sync, reinstall, obsoletes: what dnf5 does with our rules ---
+#
+# Each: the generated policy on (the package stays with its vendor, or moves
+# where an [allow] rule or `rpmcow vendor switch` allows it) against the same
+# world with vendor changes allowed (dnf5's default: it moves).
+
+ALLOW = """\
+[allow ab]
+from = Alpha Corp
+to = Beta Inc
+packages = old down same
+"""
+
+
+def _root(world, tmp_path, name, policy=None, enable=True):
+    """Another root on the same world: our files generated from `policy`
+    (enable), or dnf5 as shipped (vendor changes allowed)."""
+    confdir = tmp_path / ("conf-" + name)
+    confdir.mkdir()
+    (confdir / "sticky-vendor.conf").write_text(vendorrepo.sticky_conf())
+    d = Dnf5Run(world, world.new_root(tmp_path / name), confdir)
+    if policy:
+        d.policy(policy)
+    if enable:
+        d.vendor("enable")
+    else:
+        assert "dnf5: allow_vendor_change = True" in d.vendor("status").stdout
+    return d
+
+
+def _skipped(r):
+    """{(from vendor, to vendor): count} of dnf5's "Skipping N packages due to
+    vendor change restriction" lines."""
+    out = {}
+    for n, a, b in SKIPPED.findall(r.stdout + r.stderr):
+        out[(a, b)] = out.get((a, b), 0) + int(n)
+    return out
+
+
+@needs_dnf5
+def test_downgrade_stays_with_the_vendor_or_moves_where_allowed(d5, world, tmp_path):
+    d5.vendor("enable")
+    before = d5.installed()
+    # best = True (dnf5's default): the best downgrade is Beta's 1.5 -- refused,
+    # and the command fails instead of taking Alpha's 1.0
+    r = d5.dnf5("downgrade", "down", "--setopt=best=1", check=1)
+    assert "cannot install the best candidate for the job" in r.stdout + r.stderr
+    assert _skipped(r) == {(ALPHA, BETA): 1}
+    assert d5.installed() == before
+    # --no-best: the next older build of its own vendor
+    r = d5.dnf5("downgrade", "down")
+    assert d5.installed()["down"] == ("down-1.0-1.noarch", ALPHA)
+    assert _skipped(r) == {(ALPHA, BETA): 1}
+    # only Beta's offered: refused, nothing changes
+    d5.dnf5("upgrade", "down")
+    assert d5.installed()["down"] == ("down-2.0-1.noarch", ALPHA)
+    r = d5.dnf5("downgrade", "down", "--repo=beta", check=1)
+    assert d5.installed()["down"] == ("down-2.0-1.noarch", ALPHA)
+    # a switch is a downgrade to the other vendor's build, recorded
+    r = d5.vendor("switch", "down", "--to", BETA, "-y")
+    assert "Switching down-2.0-1.noarch -> down-1.5-1.noarch" in r.stdout
+    assert d5.installed()["down"] == ("down-1.5-1.noarch", BETA)
+    # vendor changes allowed (stock dnf5): Beta's 1.5, the best downgrade
+    stock = _root(world, tmp_path, "stock", enable=False)
+    r = stock.dnf5("downgrade", "down", "--setopt=best=1")
+    assert stock.installed()["down"] == ("down-1.5-1.noarch", BETA)
+    # an [allow] rule for `down`: dnf5 takes it with the policy on
+    allowed = _root(world, tmp_path, "allowed", ALLOW)
+    r = allowed.dnf5("downgrade", "down", "--setopt=best=1")
+    assert allowed.installed()["down"] == ("down-1.5-1.noarch", BETA)
+    assert _skipped(r) == {}
+
+
+@needs_dnf5
+def test_distro_sync_stays_with_the_vendor_or_fails(d5, world, tmp_path):
+    d5.policy(POLICY)
+    d5.vendor("enable")
+    before = d5.installed()
+    # best = True: app 2.0 needs Beta's libdep -- the whole distro-sync fails
+    r = d5.dnf5("distro-sync", "--setopt=best=1", check=1)
+    assert "cannot install the best update candidate for package app-1.0-1.noarch" \
+        in r.stdout + r.stderr
+    assert d5.installed() == before
+    # --no-best: each package syncs to its own vendor's newest; classes move
+    r = d5.dnf5("distro-sync")
+    inst = d5.installed()
+    assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)
+    assert inst["ds"] == ("ds-2.0-1.noarch", ALPHA)
+    assert inst["gam"] == ("gam-2.0-1.noarch", GAMMA_LABS)         # [vendor gamma]
+    for name in ("bar", "nov", "casey", "app", "libdep", "old", "same"):
+        assert inst[name] == before[name], name
+    assert "new" not in inst
+    # dnf5's report: the same refusals as `dnf5 upgrade` (casey: the same
+    # vendor to us, ignoring case and spacing; dnf5 compares names exactly)
+    assert _skipped(r) == {(ALPHA, BETA): 5, ("(none)", BETA): 1,
+                           (ALPHA, ALPHA_VARIANT.strip()): 1}
+    # the limitation: where a package's only sync target is another vendor's,
+    # dnf5 refuses it but does not hold it back -- the command fails, also
+    # with --skip-broken (the dnf 4 plugin leaves the package as it is)
+    for extra in ((), ("--skip-broken",)):
+        r = d5.dnf5("distro-sync", "--repo=beta", *extra, check=1)
+        assert "problem with installed package" in r.stdout + r.stderr
+        assert d5.installed() == inst
+    r = d5.dnf5("distro-sync", "--repo=beta", "same", "down", "old")
+    assert "Nothing to do." in r.stdout + r.stderr
+    assert d5.installed() == inst
+    # ... and `rpmcow vendor check` / `status` say so
+    for sub in ("check", "status"):
+        out = d5.vendor(sub).stdout
+        assert "dnf5 refuses the vendor change but does not hold back" in out
+        assert re.search(r"dnf5 distro-sync: an installed package whose only sync target is "
+                         r"another vendor's build makes the whole distro-sync fail", out)
+        assert "(here: best = False)" in out
+    # vendor changes allowed: everything moves to Beta's newer builds
+    stock = _root(world, tmp_path, "stock", enable=False)
+    stock.dnf5("distro-sync")
+    inst = stock.installed()
+    assert inst["ds"] == ("ds-3.0-1.noarch", BETA)
+    assert inst["foo"] == ("foo-2.0-1.noarch", BETA)
+    assert inst["new"] == ("new-1.0-1.noarch", BETA) and "old" not in inst
+    # what an [allow] rule allows, distro-sync moves (downgrade, reinstall, obsolete)
+    allowed = _root(world, tmp_path, "allowed", ALLOW)
+    allowed.dnf5("distro-sync", "--repo=beta", "same", "down", "old")
+    inst = allowed.installed()
+    assert inst["down"] == ("down-1.5-1.noarch", BETA)
+    assert inst["same"] == ("same-1.0-1.noarch", BETA)
+    assert inst["new"] == ("new-1.0-1.noarch", BETA) and "old" not in inst
+    assert inst["foo"] == ("foo-1.0-1.noarch", ALPHA)
+
+
+@needs_dnf5
+def test_reinstall_keeps_the_vendor_or_moves_where_allowed(d5, world, tmp_path):
+    d5.vendor("enable")
+    # the same NEVRA from both vendors: dnf5 reinstalls its own vendor's
+    d5.dnf5("reinstall", "same")
+    assert d5.installed()["same"] == ("same-1.0-1.noarch", ALPHA)
+    # only Beta's build offered: refused, the command fails
+    r = d5.dnf5("reinstall", "same", "--repo=beta", check=1)
+    assert "cannot install both same-1.0-1.noarch from beta" in r.stdout + r.stderr
+    assert _skipped(r) == {(ALPHA, BETA): 1}
+    assert d5.installed()["same"] == ("same-1.0-1.noarch", ALPHA)
+    # a switch is a reinstall from the other vendor, recorded
+    d5.vendor("switch", "same", "--to", BETA, "-y")
+    assert d5.installed()["same"] == ("same-1.0-1.noarch", BETA)
+    assert d5.audit()[-1]["changes"][0]["package"] == "same"
+    # vendor changes allowed, or allowed by a rule: Beta's build
+    for d in (_root(world, tmp_path, "stock", enable=False),
+              _root(world, tmp_path, "allowed", ALLOW)):
+        d.dnf5("reinstall", "same", "--repo=beta")
+        assert d.installed()["same"] == ("same-1.0-1.noarch", BETA)
+
+
+@needs_dnf5
+def test_obsoletes_across_vendors(d5, world, tmp_path):
+    from rpmcow.vendorpolicy.sack import OBSOLETE
+    d5.vendor("enable")
+    held = {h["name"]: h for h in json.loads(d5.vendor("held", "--json").stdout)["held"]}
+    assert held["old"]["kind"] == OBSOLETE
+    assert held["old"]["candidate"].startswith("new-1.0-1")
+    # upgrade leaves `old`; asking for `new` by name fails: it would replace `old`
+    d5.dnf5("upgrade")
+    assert d5.installed()["old"] == ("old-1.0-1.noarch", ALPHA)
+    assert "new" not in d5.installed()
+    r = d5.dnf5("install", "new", check=1)
+    assert "package new-1.0-1.noarch from beta obsoletes old < 2" in r.stdout + r.stderr
+    assert _skipped(r) == {(ALPHA, BETA): 1}
+    assert d5.installed()["old"] == ("old-1.0-1.noarch", ALPHA)
+    # vendor changes allowed: `new` replaces `old`
+    stock = _root(world, tmp_path, "stock", enable=False)
+    stock.dnf5("install", "new")
+    assert stock.installed()["new"] == ("new-1.0-1.noarch", BETA)
+    assert "old" not in stock.installed()
+    # an [allow] rule for `old`: held no longer lists it, upgrade replaces it
+    allowed = _root(world, tmp_path, "allowed", ALLOW)
+    held = {h["name"] for h in json.loads(allowed.vendor("held", "--json").stdout)["held"]}
+    assert "old" not in held and "foo" in held
+    allowed.dnf5("upgrade")
+    inst = allowed.installed()
+    assert inst["new"] == ("new-1.0-1.noarch", BETA) and "old" not in inst
+    assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)               # the rule names old only
