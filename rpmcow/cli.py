@@ -395,13 +395,31 @@ def _inspect_arguments(i):
     i.add_argument("--table", action="store_true", help="list every table entry")
 
 
+MSG_NO_VENDOR_DNF5 = ("rpmcow vendor needs the rpmcow-vendor-dnf5 package (the sticky-vendor "
+                      "policy on dnf5); on dnf 4 use `dnf vendor`")
+
+
 def _vendor_arguments(p):
-    from . import vendor_dnf5
+    try:
+        from . import vendor_dnf5
+    except ImportError:          # packaged apart (rpmcow-vendor-dnf5): main() says so
+        return
     vendor_dnf5.arguments(p)
 
 
+def _have_vendor_dnf5():
+    import importlib.util
+    try:
+        return importlib.util.find_spec("rpmcow.vendor_dnf5") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def cmd_vendor(args):
-    from . import vendor_dnf5
+    try:
+        from . import vendor_dnf5
+    except ImportError:
+        raise errors.UsageError(MSG_NO_VENDOR_DNF5) from None
     return vendor_dnf5.run(args)
 
 
@@ -572,6 +590,9 @@ def main(argv=None):
     as_program = argv is None
     argv = sys.argv[1:] if as_program else list(argv)
     try:
+        if argv and argv[0] == "vendor" and not _have_vendor_dnf5():
+            print("%s: %s" % (PROG, MSG_NO_VENDOR_DNF5), file=sys.stderr)
+            return errors.UsageError.exit_code
         if argv and argv[0] in COMMANDS:
             # intermixed: file arguments may follow options ("cache status --json DIR")
             args = build_command_parser(argv[0]).parse_intermixed_args(argv[1:])

@@ -484,3 +484,18 @@ def test_transcodes_never_change_the_process_umask(tmp_path):
         os.umask(old)
     assert result == [0], "files created group- or world-writable: %s" % result
     assert (os.stat(tmp_path / "h0.rpme").st_mode & 0o777) == 0o644
+
+
+def test_vendor_without_its_package_says_which_to_install(monkeypatch, capsys):
+    """rpmcow vendor is packaged apart (rpmcow-vendor-dnf5): without it, one
+    line naming the package, exit 2 -- and every other command still works."""
+    import sys
+    from rpmcow import cli
+    monkeypatch.setitem(sys.modules, "rpmcow.vendor_dnf5", None)
+    assert cli.main(["vendor", "status", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "rpmcow: " + cli.MSG_NO_VENDOR_DNF5
+    assert "rpmcow-vendor-dnf5" in err and "\n" not in err.strip()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0

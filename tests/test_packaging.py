@@ -50,6 +50,7 @@ PACKAGES = {             # name -> arch
     "rpm-plugin-cow": ARCH,
     "python3-dnf-plugin-cow": "noarch",
     "python3-dnf-plugin-sticky-vendor": "noarch",
+    "rpmcow-vendor-dnf5": ARCH,
 }
 # the libdnf5 plugin is built where libdnf5's headers are (--with dnf5)
 WITH_DNF5 = shutil.which("pkg-config") is not None and shutil.which("g++") is not None and \
@@ -292,6 +293,10 @@ def test_no_file_outside_the_package_directories(built):
         "python3-dnf-plugin-cow": (sitelib + "/dnf-plugins/cow.py",
                                    sitelib + "/dnf-plugins/__pycache__/cow.",
                                    "/etc/dnf/plugins/cow.conf"),
+        "rpmcow-vendor-dnf5": (sitearch + "/rpmcow/vendor_dnf5.py",
+                               sitearch + "/rpmcow/__pycache__/vendor_dnf5.",
+                               sitearch + "/rpmcow/vendorpolicy/dnf5.py",
+                               sitearch + "/rpmcow/vendorpolicy/__pycache__/dnf5."),
         "libdnf5-plugin-cow": (rpm_eval("%{_libdir}") + "/libdnf5/plugins/cow.so",
                                "/etc/dnf/libdnf5-plugins/cow.conf", "/usr/lib/.build-id"),
         "python3-dnf-plugin-sticky-vendor": (
