@@ -40,6 +40,11 @@ MSG_LIMIT_DISTRO_SYNC = (
     "build makes the whole distro-sync fail (\"problem with installed package\"), also with "
     "--no-best or --skip-broken; use `dnf5 upgrade`, or allow the change (`%s vendor "
     "switch`, an [allow] rule)" % PROG)
+# dnf5 check-upgrade lists the newest builds whatever their vendor: the updates
+# the policy holds back too (tests/test_sticky_vendor_dnf5.py)
+MSG_LIMIT_CHECK_UPGRADE = (
+    "dnf5 check-upgrade lists other vendors' updates that `dnf5 upgrade` then skips: "
+    "`%s vendor held` names each of them and why" % PROG)
 MSG_LIMIT_BEST = (
     "dnf5 upgrade, downgrade, distro-sync with best = True (here: best = %s): the command "
     "fails (\"cannot install the best candidate\") when the best candidate, or a dependency "
@@ -318,6 +323,8 @@ def _dnf5_lines(d, pol, enforce):
     lines.append(MSG_LIMITS)
     lines.append("  " + MSG_LIMIT_DISTRO_SYNC)
     lines.append("  " + MSG_LIMIT_BEST % bool(d.base.get_config().get_best_option().get_value()))
+    lines.append("dnf5 does not apply the policy everywhere:")
+    lines.append("  " + MSG_LIMIT_CHECK_UPGRADE)
     return lines
 
 

@@ -550,3 +550,34 @@ def test_obsoletes_across_vendors(d5, world, tmp_path):
     inst = allowed.installed()
     assert inst["new"] == ("new-1.0-1.noarch", BETA) and "old" not in inst
     assert inst["foo"] == ("foo-1.1-1.noarch", ALPHA)               # the rule names old only
+
+
+def _nevras_in(text, names):
+    """package NEVRAs (name-version-release) of `names` that a dnf5 listing shows."""
+    out = set()
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0].rsplit(".", 1)[0] in names:
+            out.add((f[0].rsplit(".", 1)[0], f[1]))
+    return out
+
+
+@needs_dnf5
+def test_check_upgrade_and_upgrade_tell_one_story_through_held(d5):
+    """dnf5 check-upgrade ignores the vendor policy (it lists the newest
+    build of any vendor) while dnf5 upgrade applies it: every listed update
+    that upgrade does not take as listed is named by `rpmcow vendor held`,
+    and check says so."""
+    d5.policy(POLICY)
+    d5.vendor("enable")
+    before = d5.installed()
+    listed = _nevras_in(d5.dnf5("check-upgrade", check=None).stdout, set(before))
+    held = {h["name"] for h in json.loads(d5.vendor("held", "--json").stdout)["held"]}
+    assert "check-upgrade lists other vendors' updates" in d5.vendor("check").stdout
+    d5.dnf5("upgrade")
+    after = d5.installed()
+    changed = {n for n in before if after.get(n) != before[n]}
+    assert changed <= {n for n, _ in listed}
+    not_as_listed = {n for n, vr in listed if after[n][0] != "%s-%s.noarch" % (n, vr)}
+    assert not_as_listed, "this world has updates the policy holds back"
+    assert not_as_listed <= held, (sorted(not_as_listed), sorted(held))
