@@ -46,8 +46,8 @@ def build_plugins(work):
     both, timing_only = os.path.join(work, "both"), os.path.join(work, "timing")
     _build.build_dnf5_plugin(both)
     os.makedirs(timing_only)
-    _build.build_dnf5_plugin(timing_only, source=os.path.join(HERE, "dnf5_timing.cpp"))
-    os.rename(os.path.join(timing_only, "cow.so"), os.path.join(timing_only, "rpmtiming.so"))
+    _build.build_dnf5_plugin(timing_only, source=os.path.join(HERE, "dnf5_timing.cpp"),
+                             name="rpmtiming")
     os.symlink(os.path.join(timing_only, "rpmtiming.so"), os.path.join(both, "rpmtiming.so"))
     return both, timing_only
 

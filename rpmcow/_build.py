@@ -101,13 +101,16 @@ def dnf5_available():
         subprocess.run(["pkg-config", "--exists", "libdnf5"]).returncode == 0
 
 
-def build_dnf5_plugin(out_dir, source=DNF5_PLUGIN_SOURCE, cxx=None):
-    """Compile the libdnf5 plugin into out_dir/cow.so (its name must be the
-    plugin's); returns its path."""
+DNF5_STICKY_SOURCE = os.path.join(HERE, os.pardir, "dnf-plugins", "libdnf5", "sticky_vendor.cpp")
+
+
+def build_dnf5_plugin(out_dir, source=DNF5_PLUGIN_SOURCE, cxx=None, name="cow"):
+    """Compile a libdnf5 plugin into out_dir/NAME.so (the file's name is the
+    plugin's: cow, or sticky-vendor from DNF5_STICKY_SOURCE); returns its path."""
     import shlex
     import subprocess
     os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, "cow.so")
+    out = os.path.join(out_dir, name + ".so")
     flags = shlex.split(subprocess.run(["pkg-config", "--cflags", "--libs", "libdnf5"],
                                        check=True, capture_output=True, text=True).stdout)
     cxx = cxx or os.environ.get("CXX") or "g++"

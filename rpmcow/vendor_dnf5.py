@@ -525,3 +525,44 @@ def build_parser():
     p = argparse.ArgumentParser(prog="%s vendor" % PROG)
     arguments(p)
     return p
+
+
+# ---- refresh: the libdnf5 sticky-vendor plugin's one step -------------------------
+
+MSG_REFRESHED = "sticky-vendor: the vendor policy changed: dnf5's rules regenerated (%s)"
+MSG_KEPT = "sticky-vendor: invalid vendor policy: %s; dnf5 keeps the last good rules"
+
+
+def refresh(argv=None):
+    """Run by the libdnf5 sticky-vendor plugin before dnf5 reads vendors.d,
+    when a policy file is newer than our rules (dnf-plugins/libdnf5/
+    sticky_vendor.cpp): regenerate them where the policy is enforced and
+    they are stale.  An invalid policy leaves the last good rules in force
+    (one line says why), as the dnf 4 plugin does.  Never fails dnf5: 0."""
+    p = argparse.ArgumentParser(prog="python3 -I -m rpmcow.vendor_dnf5 refresh")
+    p.add_argument("--installroot", default="/")
+    p.add_argument("--vendor-conf", default=DEFAULT_CONF)
+    a = p.parse_args(argv)
+    args = argparse.Namespace(installroot=a.installroot, vendor_conf=a.vendor_conf,
+                              config=None, setopt=[], releasever=None, repo=[])
+    try:
+        d = Dnf5(args, repos=False)
+        st = d.state()
+        if not d.enforcing(st)[0] or gen.read_digest(d.root) is None:
+            return 0                   # not enforced, or turned off: nothing of ours to keep
+        pol = d.load_policy(st)
+        if gen.read_digest(d.root) == gen.inputs_digest(pol, d.settings, True):
+            return 0
+        regenerate(d, st)
+        print(MSG_REFRESHED % gen.main_file(d.root), file=sys.stderr)
+    except (PolicyFileError, PolicyError) as exc:
+        print(MSG_KEPT % exc, file=sys.stderr)
+    except Exception as exc:          # noqa: BLE001 - never fails dnf5
+        print(MSG_KEPT % ("internal error: %r" % exc), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["refresh"]:
+        sys.exit(refresh(sys.argv[2:]))
+    sys.exit("usage: python3 -m rpmcow.vendor_dnf5 refresh [--installroot R] [--vendor-conf F]")

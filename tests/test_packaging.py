@@ -296,7 +296,10 @@ def test_no_file_outside_the_package_directories(built):
         "rpmcow-vendor-dnf5": (sitearch + "/rpmcow/vendor_dnf5.py",
                                sitearch + "/rpmcow/__pycache__/vendor_dnf5.",
                                sitearch + "/rpmcow/vendorpolicy/dnf5.py",
-                               sitearch + "/rpmcow/vendorpolicy/__pycache__/dnf5."),
+                               sitearch + "/rpmcow/vendorpolicy/__pycache__/dnf5.",
+                               rpm_eval("%{_libdir}") + "/libdnf5/plugins/sticky-vendor.so",
+                               "/etc/dnf/libdnf5-plugins/sticky-vendor.conf",
+                               "/usr/lib/.build-id"),
         "libdnf5-plugin-cow": (rpm_eval("%{_libdir}") + "/libdnf5/plugins/cow.so",
                                "/etc/dnf/libdnf5-plugins/cow.conf", "/usr/lib/.build-id"),
         "python3-dnf-plugin-sticky-vendor": (

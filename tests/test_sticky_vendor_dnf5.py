@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -581,3 +582,62 @@ def test_check_upgrade_and_upgrade_tell_one_story_through_held(d5):
     not_as_listed = {n for n, vr in listed if after[n][0] != "%s-%s.noarch" % (n, vr)}
     assert not_as_listed, "this world has updates the policy holds back"
     assert not_as_listed <= held, (sorted(not_as_listed), sorted(held))
+
+
+@pytest.fixture(scope="module")
+def sticky_plugin(tmp_path_factory):
+    """The libdnf5 sticky-vendor plugin, built here, and its .conf."""
+    from rpmcow import _build
+    if not _build.dnf5_available():
+        pytest.skip("libdnf5's headers (libdnf5-dev) or g++ are missing")
+    d = tmp_path_factory.mktemp("stickyplugin")
+    _build.build_dnf5_plugin(str(d / "lib"), source=_build.DNF5_STICKY_SOURCE,
+                             name="sticky-vendor")
+    return d / "lib"
+
+
+@needs_dnf5
+def test_hand_edited_policy_is_in_force_at_the_next_dnf5_run(d5, sticky_plugin, tmp_path):
+    """An admin edits a policy file by hand: the libdnf5 sticky-vendor plugin
+    regenerates dnf5's rules before dnf5 reads them; an invalid edit keeps
+    the last good rules (one line says why) and dnf5 runs; turned off, the
+    plugin leaves everything alone."""
+    conf = tmp_path / "d5conf"
+    conf.mkdir()
+    (conf / "sticky-vendor.conf").write_text(
+        "[main]\nname = sticky-vendor\nenabled = 1\npath = %s\nvendor_conf = %s\n"
+        % (vendorrepo.ROOT, d5.confdir / "sticky-vendor.conf"))
+    plug = ["--setopt=pluginpath=%s" % sticky_plugin, "--setopt=pluginconfpath=%s" % conf]
+    d5.policy(POLICY)
+    d5.vendor("enable")
+    first = d5.generated()
+    # nothing changed: nothing regenerated, nothing said
+    r = d5.dnf5("repoquery", "--installed", *plug)
+    assert "sticky-vendor:" not in r.stderr and d5.generated() == first
+    # a hand edit (a new class): in force at the next run
+    time.sleep(0.02)
+    d5.policy("""
+        [vendor handedit]
+        vendors = Alpha Corp, Beta Inc
+        """, name="hand.conf")
+    r = d5.dnf5("repoquery", "--installed", *plug)
+    assert "dnf5's rules regenerated" in r.stderr, r.stderr
+    second = d5.generated()
+    assert second != first
+    assert len(second) == len(first) + 1          # one more rule: the new class
+    assert re.search(r"Beta\S*Inc", "".join(second.values()))
+    assert "STALE" not in d5.vendor("status").stdout
+    # an invalid edit: the last good rules stay, dnf5 runs
+    time.sleep(0.02)
+    bad = d5.policy("[vendor broken]\nvendorz = x\n", name="zz-broken.conf")
+    r = d5.dnf5("repoquery", "--installed", *plug)
+    assert "keeps the last good rules" in r.stderr and "zz-broken.conf" in r.stderr, r.stderr
+    assert d5.generated() == second
+    bad.unlink()
+    # turned off: the plugin does nothing (the files are gone with disable)
+    d5.vendor("disable")
+    time.sleep(0.02)
+    d5.policy("[vendor later]\nvendors = Alpha Corp, Gamma Ltd\n", name="later.conf")
+    r = d5.dnf5("repoquery", "--installed", *plug)
+    assert "sticky-vendor:" not in r.stderr
+    assert not any("vendors.d" in k for k in d5.generated())

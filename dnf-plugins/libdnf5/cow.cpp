@@ -29,6 +29,8 @@
 
 #include <rpm/rpmmacro.h>
 
+#include "step.hpp"
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -54,80 +56,6 @@ const char * const ATTRS[]{"author.name", "description", nullptr};
 const char * const ATTR_VALUES[]{"rpmcow", "Install packages copy-on-write (rpmcow).", nullptr};
 
 std::exception_ptr last_exception;
-
-char ENV_PATH[] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-char ENV_LANG[] = "LC_ALL=C.UTF-8";
-char * STEP_ENV[] = {ENV_PATH, ENV_LANG, nullptr};
-
-std::vector<char *> c_argv(const std::vector<std::string> & argv) {
-    std::vector<char *> args;
-    for (const auto & a : argv)
-        args.push_back(const_cast<char *>(a.c_str()));
-    args.push_back(nullptr);
-    return args;
-}
-
-// start a step in the background, its stdin a pipe whose writing end is
-// returned in *in (closing it tells the step to finish); its pid, or -1
-pid_t start_step(const std::vector<std::string> & argv, int * in) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[0], 0);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    auto args = c_argv(argv);
-    pid_t pid;
-    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), STEP_ENV);
-    posix_spawn_file_actions_destroy(&fa);
-    close(p[0]);
-    if (rc != 0) {
-        close(p[1]);
-        return -1;
-    }
-    *in = p[1];
-    return pid;
-}
-
-void wait_step(pid_t pid) {
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-}
-
-// argv -> the step's stdout (its stderr is dnf5's); false if it could not run
-bool run_step(const std::vector<std::string> & argv, std::string & out) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return false;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    auto args = c_argv(argv);
-    pid_t pid;
-    int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), STEP_ENV);
-    posix_spawn_file_actions_destroy(&fa);
-    close(p[1]);
-    if (rc != 0) {
-        close(p[0]);
-        return false;
-    }
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(p[0], buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        out.append(buf, static_cast<size_t>(n));
-    }
-    close(p[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
 
 class Cow final : public libdnf5::plugin::IPlugin2_1 {
 public:
@@ -205,15 +133,7 @@ public:
 
 private:
     std::vector<std::string> step(const char * name) {
-        std::vector<std::string> argv{python, "-I"};
-        if (path.empty()) {
-            argv.insert(argv.end(), {"-m", "rpmcow.dnf5cow"});
-        } else {
-            // a directory first on sys.path (cow.conf: path=), as data, not code
-            argv.insert(argv.end(), {"-c",
-                "import sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
-                "from rpmcow.dnf5cow import main; sys.exit(main())", path});
-        }
+        std::vector<std::string> argv = python_step(python, path, "rpmcow.dnf5cow");
         argv.insert(argv.end(), {name, "--installroot", installroot()});
         return argv;
     }
