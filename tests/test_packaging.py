@@ -325,23 +325,33 @@ def test_no_file_outside_the_package_directories(built):
                 owner[path] = name
 
 
+def _archive(rpm_path):
+    """The package's payload as a cpio archive (rpm2cpio into a file: cpio
+    stops reading at the archive's trailer, and rpm2cpio writing the padding
+    after it into a pipe already closed died of SIGPIPE now and then)."""
+    import tempfile
+    f = tempfile.TemporaryFile()
+    r = subprocess.run(["rpm2cpio", str(rpm_path)], stdout=f, stderr=subprocess.PIPE)
+    assert r.returncode == 0, r.stderr
+    f.seek(0)
+    return f
+
+
 def _extract(rpm_path, member):
-    """The content of one file of a package (rpm2cpio | cpio)."""
-    p1 = subprocess.Popen(["rpm2cpio", str(rpm_path)], stdout=subprocess.PIPE)
-    r = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "." + member],
-                       stdin=p1.stdout, capture_output=True)
-    p1.stdout.close()
-    assert p1.wait() == 0 and r.returncode == 0, r.stderr
+    """The content of one file of a package (rpm2cpio, cpio)."""
+    with _archive(rpm_path) as f:
+        r = subprocess.run(["cpio", "-i", "--quiet", "--to-stdout", "." + member],
+                           stdin=f, capture_output=True)
+    assert r.returncode == 0, r.stderr
     return r.stdout
 
 
 def _unpack(rpm_path, dest):
     dest.mkdir(parents=True, exist_ok=True)
-    p1 = subprocess.Popen(["rpm2cpio", str(rpm_path)], stdout=subprocess.PIPE)
-    r = subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"],
-                       stdin=p1.stdout, cwd=str(dest), capture_output=True)
-    p1.stdout.close()
-    assert p1.wait() == 0 and r.returncode == 0, r.stderr
+    with _archive(rpm_path) as f:
+        r = subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"],
+                           stdin=f, cwd=str(dest), capture_output=True)
+    assert r.returncode == 0, r.stderr
     return dest
 
 
