@@ -780,6 +780,47 @@ static const char *plan_load(struct serve *s, const char *path, struct plan_ids 
     return NULL;
 }
 
+/* Every byte the feed will write must be what the header rpm verified
+ * says: a regular file's entry its size and the blob its digest names (the
+ * transcoder checked every blob against it), a symlink's its target, and
+ * no regular file with content fed as nothing (rpm's stripped archive takes
+ * sizes from the header: it would read the next entry as content).  With
+ * rpm's file-digest check off for the package, nothing else would notice.
+ * NULL, or what does not match. */
+static const char *plan_matches_header(const struct serve *s, const struct pkg *P, rpmte te)
+{
+    rpmfiles files = rpmteFiles(te);
+    if (files == NULL)
+        return "rpm has no file list for the package";
+    const char *why = NULL;
+    int n = rpmfilesFC(files);
+    if (n < 0 || (uint32_t)n != s->feed.nfiles)
+        why = "the feed plan is not of this package (file count)";
+    for (int fx = 0; why == NULL && fx < n; fx++) {
+        const rc_feed_file *f = &s->files[fx];
+        uint64_t size = (uint64_t)rpmfilesFSize(files, fx);
+        mode_t mode = rpmfilesFMode(files, fx);
+        if (f->kind == RC_FEED_REG) {
+            size_t dlen = 0;
+            const unsigned char *d = size ? rpmfilesFDigest(files, fx, NULL, &dlen) : NULL;
+            int64_t off = d ? lookup(P, d, dlen) : 0;
+            if (!S_ISREG(mode) || f->size != size || off < 0 || (size && (uint64_t)off != f->blob))
+                why = "the feed plan does not match the package's header (file content)";
+        } else if (f->kind == RC_FEED_LINK) {
+            const char *link = rpmfilesFLink(files, fx);
+            if (!S_ISLNK(mode) || link == NULL || strlen(link) != f->size ||
+                memcmp(link, f->link, f->size) != 0)
+                why = "the feed plan does not match the package's header (symlink)";
+        } else if (S_ISREG(mode) && size > 0 &&
+                   !(rpmfilesFFlags(files, fx) & RPMFILE_GHOST) &&
+                   rpmfilesFLinks(files, fx, NULL) < 2) {
+            why = "the feed plan does not match the package's header (a file without content)";
+        }
+    }
+    rpmfilesFree(files);
+    return why;
+}
+
 /* rpm's descriptor of the package: the file's inode, at the payload */
 static int package_fd(uint64_t dev, uint64_t ino, uint64_t off)
 {
@@ -876,6 +917,18 @@ static int serve_start(struct cow *c, rpmte te, const char *key)
                      ids.ext_mtime_ns)
             why = "the extents file changed since it was checked";
     }
+    if (why == NULL) {
+        P->fd = efd;                 /* the table, to check the plan against */
+        if (load_table(P) < 0)
+            why = "cannot read the extents file's table";
+        else
+            why = plan_matches_header(s, P, te);
+        if (why != NULL) {
+            free(P->table);
+            P->table = NULL;
+            P->fd = -1;
+        }
+    }
     if (why == NULL && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         why = "cannot create a socket";
     if (why == NULL) {
@@ -900,6 +953,9 @@ static int serve_start(struct cow *c, rpmte te, const char *key)
         serve_reset(s);
         if (efd >= 0)
             close(efd);
+        free(P->table);
+        P->table = NULL;
+        P->fd = -1;
         return -1;
     }
     free(planpath);
@@ -1038,7 +1094,7 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
         if (P->fault && !*P->fault)
             P->fault = NULL;
 #endif
-        if (load_table(P) < 0) {
+        if (P->table == NULL && load_table(P) < 0) {    /* (served: loaded already) */
             rpmlog(RPMLOG_ERR, "cow: %s: cannot read the extents file's table\n",
                    rpmteNEVRA(te));
             rc = RPMRC_FAIL;

@@ -206,27 +206,24 @@ def test_damaged_plan_goes_stock(xfs_area, pkgs, damage):
     assert_like_stock(a, sv)
 
 
-def test_a_feed_that_fails_fails_the_package_and_rpm_rolls_back(xfs_area, pkgs):
-    """Past the point of no return (rpm reads the feed), a feed that cannot
-    be written -- here a blob outside the extents file -- fails the package:
-    nothing of it stays, the rpmdb does not have it."""
+def test_a_feed_rpm_cannot_read_fails_the_package_and_rpm_rolls_back(xfs_area, pkgs):
+    """Past the point of no return (rpm reads the feed), a feed rpm cannot
+    unpack -- here a plan naming another container than the header's, which
+    no check before the swap looks at -- fails the package: nothing of it
+    stays, the rpmdb does not have it."""
     a = xfs_area
     sv = pkgs["sv"]
-
-    def far_blob(feed):
-        files, order = feed.plan()
-        bad = [(k, size, 1 << 40 if size and size < 4096 else blob, link)
-               for k, size, blob, link in files]
-        feed.plan = lambda: (bad, order)
-
-    key, plan = a.plan(sv, a.transcode(sv), edit=far_blob)
+    key, plan = a.plan(sv, a.transcode(sv))
+    b = bytearray(plan.read_bytes())
+    b[8:12] = struct.pack("<I", 1 if struct.unpack_from("<I", b, 8)[0] != 1 else 5)
+    plan.write_bytes(bytes(b))
     r = a.rpm_i(sv, serve_list={key: str(plan)})
-    assert r.returncode != 0
-    assert "feeding rpm failed" in r.stderr, r.stderr
+    assert r.returncode != 0, r.stderr
     q = subprocess.run(["rpm", "--root", str(a.root), "--dbpath", DB, "-q", "sv"],
                        capture_output=True, text=True)
     assert q.returncode != 0
     assert not (a.root / "opt/sv/small").exists()
+    assert not (a.root / "opt/sv/big").exists()
 
 
 def test_a_package_not_in_the_list_is_not_served(xfs_area, pkgs):
@@ -271,3 +268,43 @@ def test_prepare_uses_an_extents_file_only_of_the_very_bytes(xfs_area, pkgs, pkg
     assert not dnf5cow._transcoded_from(str(ext), str(sv))
     ext.unlink()
     assert not dnf5cow._transcoded_from(str(ext), str(sv))
+
+
+
+@pytest.mark.parametrize("lie", ["small-file-blob", "symlink", "size"])
+def test_a_plan_that_disagrees_with_the_header_goes_stock(xfs_area, pkgs, lie):
+    """The plan says what to feed; with rpm's file-digest check off for a
+    served package, every entry must match the header rpm verified: a small
+    file's blob (fed as is, not cloned) must be the one its digest names, a
+    symlink's target and a file's size the header's.  A plan that says
+    otherwise -- here pointing /opt/sv/small at another blob of the file --
+    would install other content; the plugin refuses it and rpm installs the
+    original."""
+    a = xfs_area
+    sv = pkgs["sv"]
+
+    def edit(feed):
+        files, order = feed.plan()
+        paths = [p.decode() for p in feed.package.files.paths]
+        out = []
+        for fx, (k, size, blob, link) in enumerate(files):
+            name = paths[fx].rsplit("/", 1)[-1]
+            if lie == "small-file-blob" and name == "small":
+                mid = files[paths.index(next(p for p in paths if p.endswith("/mid")))]
+                blob = mid[2]
+            elif lie == "symlink" and name == "ln":
+                link = b"mid"
+                size = len(link)
+            elif lie == "size" and name == "mid":
+                size -= 1
+            out.append((k, size, blob, link))
+        feed.plan = lambda: (out, order)
+
+    key, plan = a.plan(sv, a.transcode(sv), edit=edit)
+    r = a.rpm_i(sv, serve_list={key: str(plan)})
+    assert r.returncode == 0, r.stderr
+    assert "installing the stock way: the feed plan does not match the package's header" \
+        in r.stderr, r.stderr
+    assert (a.root / "opt/sv/small").read_bytes() == b"hello"
+    assert os.readlink(a.root / "opt/sv/ln") == "big"
+    assert_like_stock(a, sv)
