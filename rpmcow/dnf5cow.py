@@ -257,9 +257,16 @@ def follow(args):
                 # full size, and unchanged since the last look: written
                 if st.st_size == size and seen.get(path) == now:
                     del pending[path]
-                    pool.submit(_quietly, _transcode, path, target)
+                    pool.submit(_quietly, _transcode_unless_current, path, target)
                 seen[path] = now
     return 0
+
+
+def _transcode_unless_current(package, target):
+    """A package already in the cache with its extents file (keepcache)
+    needs nothing: prepare uses that file as it is."""
+    if not _transcoded_from(extents_path(package), package):
+        _transcode(package, target)
 
 
 def _quietly(fn, *args):
