@@ -118,3 +118,18 @@ def plot_bars(path, title, groups, series, ylabel):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def install_table(med, ratio, labels):
+    """The dnf benchmarks' table (markdown lines): medians of stock and cow
+    (labels: (stock label, cow label)) and their ratio against the targets."""
+    lines = ["| | total wall | rpm transaction | written to disk | peak disk use | final disk use |",
+             "|---|---|---|---|---|---|"]
+    for v, label in zip(("stock", "cow"), labels):
+        lines.append("| %s | %.2f s | %.2f s | %.0f MiB | %.0f MiB | %.0f MiB |" % (
+            label, med[v]["wall"], med[v]["rpm"], med[v]["written"] / MiB, med[v]["peak"] / MiB,
+            med[v]["final"] / MiB))
+    lines.append("| **ratio** (target) | **%.2f×** (≤ 1.0) | **%.2f×** (≤ 0.5) | %.2f× | "
+                 "**%.2f×** (≤ 1.0) | %.2f× |" % (ratio["wall"], ratio["rpm"], ratio["written"],
+                                                  ratio["peak"], ratio["final"]))
+    return lines

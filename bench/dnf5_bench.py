@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,35 +75,18 @@ def one_run(xfs, repo, names, variant, n, plugins, work):
     if variant == "cow":
         with open(os.path.join(conf, "cow.conf"), "w") as f:
             f.write("[main]\nname = cow\nenabled = 1\npath = %s\n" % CHECKOUT)
-    scenario.drop_caches()
-    w0, u0 = xfs.written_bytes(), xfs.used_bytes()
-    peak = [u0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.02):
-            peak[0] = max(peak[0], xfs.used_bytes())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with scenario.Usage(xfs) as use:
         rc, out, wall = run_dnf5(root, repo.url, names,
                                  plugins[0] if variant == "cow" else plugins[1], conf)
-    finally:
-        stop.set()
-        sampler.join()
     if rc != 0:
         raise RuntimeError("dnf5 failed (%s):\n%s" % (variant, out[-3000:]))
     with open(timing) as f:
         marks = dict(line.split() for line in f if line.strip())
-    written = xfs.written_bytes() - w0
-    peak[0] = max(peak[0], xfs.used_bytes())
-    scenario.drop_caches()
     summary = [line for line in out.splitlines() if "packages installed copy-on-write" in line]
     if variant == "cow" and not summary:
         raise RuntimeError("dnf5 + cow installed nothing copy-on-write:\n" + out[-3000:])
     return {"wall": wall, "rpm": float(marks["end"]) - float(marks["start"]),
-            "written": written, "peak": peak[0] - u0, "final": xfs.used_bytes() - u0,
+            "written": use.written, "peak": use.peak, "final": use.final,
             "cow_summary": summary[0] if summary else ""}
 
 
@@ -172,16 +154,8 @@ def write(res):
         "keepcache=0, caches dropped before each run; medians of %d alternating runs." % (
             res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
             res["dnf5"], res["packages"], res["xz"], res["zstd"], res["rpm_bytes"] / mib,
-            res["installed_bytes"] / mib, res["runs"]), "",
-        "| | total wall | rpm transaction | written to disk | peak disk use | final disk use |",
-        "|---|---|---|---|---|---|"]
-    for v, label in (("stock", "stock dnf5"), ("cow", "dnf5 + cow")):
-        lines.append("| %s | %.2f s | %.2f s | %.0f MiB | %.0f MiB | %.0f MiB |" % (
-            label, md[v]["wall"], md[v]["rpm"], md[v]["written"] / mib, md[v]["peak"] / mib,
-            md[v]["final"] / mib))
-    lines.append("| **ratio** (target) | **%.2f×** (≤ 1.0) | **%.2f×** (≤ 0.5) | %.2f× | "
-                 "**%.2f×** (≤ 1.0) | %.2f× |" % (r["wall"], r["rpm"], r["written"], r["peak"],
-                                                  r["final"]))
+            res["installed_bytes"] / mib, res["runs"]), ""]
+    lines += benchlib.install_table(md, r, ("stock dnf5", "dnf5 + cow"))
     lines += ["", "The rpm transaction is pre_transaction to post_transaction: for cow it "
               "starts after cow's prepare step (judging, and transcoding what the background "
               "step did not finish while the packages downloaded), which the total includes."]

@@ -83,16 +83,8 @@ def write(res):
         "keepcache=0, caches dropped before each run; medians of %d alternating runs." % (
             res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
             res["packages"], res["xz"], res["zstd"], res["rpm_bytes"] / mib,
-            res["installed_bytes"] / mib, res["runs"]), "",
-        "| | total wall | rpm transaction | written to disk | peak disk use | final disk use |",
-        "|---|---|---|---|---|---|"]
-    for v, label in (("stock", "stock dnf"), ("cow", "dnf + cow")):
-        lines.append("| %s | %.2f s | %.2f s | %.0f MiB | %.0f MiB | %.0f MiB |" % (
-            label, md[v]["wall"], md[v]["rpm"], md[v]["written"] / mib, md[v]["peak"] / mib,
-            md[v]["final"] / mib))
-    lines.append("| **ratio** (target) | **%.2f×** (≤ 1.0) | **%.2f×** (≤ 0.5) | %.2f× | "
-                 "**%.2f×** (≤ 1.0) | %.2f× |" % (r["wall"], r["rpm"], r["written"], r["peak"],
-                                                  r["final"]))
+            res["installed_bytes"] / mib, res["runs"]), ""]
+    lines += benchlib.install_table(md, r, ("stock dnf", "dnf + cow"))
     cs = [x["cow_summary"] for x in res["results"]["cow"] if x["cow_summary"]]
     if cs:
         lines += ["", "cow plugin: `%s`" % cs[-1]]

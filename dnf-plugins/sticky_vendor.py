@@ -364,16 +364,8 @@ class VendorCommand(dnf.cli.Command):
 
     @staticmethod
     def set_argparser(parser):
-        parser.add_argument("subcommand", nargs="?", default="status", choices=commands_mod.SUBCOMMANDS,
-                            help="what to do (default: status)")
-        parser.add_argument("args", nargs="*", metavar="ARG",
-                            help="package names, a vendor (pin), package files (switch)")
-        parser.add_argument("--to", dest="to_vendor", metavar="VENDOR",
-                            help="switch: the vendor to move the packages to")
-        parser.add_argument("--follow-repo", dest="pin_repo", metavar="REPO",
-                            help="pin: follow this repository instead of a vendor")
-        parser.add_argument("--json", dest="vendor_json", action="store_true",
-                            help="status, held: machine-readable output")
+        commands_mod.add_arguments(
+            parser, args_help="package names, a vendor (pin), package files (switch)")
 
     def configure(self):
         sub = self.opts.subcommand

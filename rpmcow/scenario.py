@@ -154,9 +154,34 @@ def _build(p, version, dest):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
+class Server:
+    """A directory over HTTP on 127.0.0.1; rate: bytes per second for the
+    package files (*.rpm; metadata at full speed), None for no limit."""
+
+    def __init__(self, directory, rate=None):
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def copyfile(self, src, dst):
+                if rate is None or not self.path.endswith(".rpm"):
+                    return super().copyfile(src, dst)
+                while True:
+                    chunk = src.read(max(rate // 20, 1))
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+                    time.sleep(0.05)
+
+        handler = lambda *a, **kw: Handler(*a, directory=str(directory), **kw)  # noqa: E731
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Repository:
@@ -169,15 +194,11 @@ class Repository:
             os.link(p, os.path.join(self.dir, name)) if _same_fs(p, self.dir) \
                 else shutil.copy(p, os.path.join(self.dir, name))
         subprocess.run(["createrepo_c", "-q", self.dir], check=True)
-        handler = lambda *a, **kw: _Quiet(*a, directory=self.dir, **kw)  # noqa: E731
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._server = Server(self.dir)
+        self.url = self._server.url
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
@@ -294,6 +315,36 @@ def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=Non
 TIMING_PLUGINS = os.path.join(HERE, "scenario_plugins")
 
 
+class Usage:
+    """What a command does to `xfs` while the block runs: bytes written to
+    its device, and the peak and final disk use above the start (peak
+    sampled every 20 ms).  Caches are dropped before and after."""
+
+    def __init__(self, xfs):
+        self.xfs = xfs
+
+    def __enter__(self):
+        drop_caches()
+        self.w0, self.u0 = self.xfs.written_bytes(), self.xfs.used_bytes()
+        self._peak = self.u0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.02):
+            self._peak = max(self._peak, self.xfs.used_bytes())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.written = self.xfs.written_bytes() - self.w0
+        self.peak = max(self._peak, self.xfs.used_bytes()) - self.u0
+        drop_caches()
+        self.final = self.xfs.used_bytes() - self.u0
+
+
 def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
     """``dnf install`` of `names` into a fresh root on `xfs`, caches dropped
     first.  Returns wall seconds, the rpm transaction's seconds (marked by
@@ -304,37 +355,21 @@ def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
     root = os.path.join(xfs.path, root_name)
     timing = tempfile.NamedTemporaryFile(prefix="rpmcow-timing-", delete=False).name
     os.environ["RPMCOW_BENCH_TIMING"] = timing
-    drop_caches()
-    w0, u0 = xfs.written_bytes(), xfs.used_bytes()
-    peak = [u0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.02):
-            peak[0] = max(peak[0], xfs.used_bytes())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     try:
-        rc, out, wall = run_dnf(root, repo.url, ["install"] + list(names), cow=cow,
-                                keepcache=keepcache, extra_pluginpath=TIMING_PLUGINS)
+        with Usage(xfs) as use:
+            rc, out, wall = run_dnf(root, repo.url, ["install"] + list(names), cow=cow,
+                                    keepcache=keepcache, extra_pluginpath=TIMING_PLUGINS)
     finally:
-        stop.set()
-        sampler.join()
         del os.environ["RPMCOW_BENCH_TIMING"]
     with open(timing) as f:
         marks = dict(line.split() for line in f if line.strip())
     os.unlink(timing)
     if rc != 0:
         raise RuntimeError("dnf failed (%s):\n%s" % ("cow" if cow else "stock", out[-3000:]))
-    written = xfs.written_bytes() - w0
-    peak[0] = max(peak[0], xfs.used_bytes())
-    drop_caches()
     summary = [l for l in out.splitlines() if "of file data shared" in l]
     rpm_s = float(marks["end"]) - float(marks["start"]) if len(marks) == 2 else float("nan")
-    return {"wall": wall, "rpm": rpm_s, "written": written, "peak": peak[0] - u0,
-            "final": xfs.used_bytes() - u0, "output": out,
-            "cow_summary": summary[0] if summary else ""}
+    return {"wall": wall, "rpm": rpm_s, "written": use.written, "peak": use.peak,
+            "final": use.final, "output": out, "cow_summary": summary[0] if summary else ""}
 
 
 def package_names(paths):

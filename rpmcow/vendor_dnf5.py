@@ -52,16 +52,7 @@ MSG_LIMIT_BEST = (
 
 
 def arguments(p):
-    p.add_argument("subcommand", nargs="?", default="status", choices=commands.SUBCOMMANDS,
-                   help="what to do (default: status)")
-    p.add_argument("args", nargs="*", metavar="ARG",
-                   help="package names, a vendor (pin)")
-    p.add_argument("--to", dest="to_vendor", metavar="VENDOR",
-                   help="switch: the vendor to move the packages to")
-    p.add_argument("--follow-repo", dest="pin_repo", metavar="REPO",
-                   help="pin: follow this repository instead of a vendor")
-    p.add_argument("--json", dest="vendor_json", action="store_true",
-                   help="status, held: machine-readable output")
+    commands.add_arguments(p)
     p.add_argument("--installroot", default="/", metavar="DIR",
                    help="the system to work on (default /)")
     p.add_argument("-c", "--config", metavar="FILE", help="dnf5's configuration file")

@@ -13,24 +13,20 @@ private plugin directory rpmcow's ``activate`` step makes.
 
 Needs dnf5, libdnf5's headers and g++ (Debian sid here: the compatibility
 matrix); elsewhere every test skips, saying so."""
-import hashlib
-import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from loopfs import btrfs_fs, ext4_fs, xfs_fs  # noqa: F401  (fixtures)
 from pkgbuild import directory, regular, symlink
+from rootcheck import DB, ENV, opt_tree, rpm_v, shared
 
-from rpmcow import _build
+from rpmcow import _build, scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 DNF5 = shutil.which("dnf5")
-DB = "/var/lib/rpm"
-ENV = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
 
 
 def _missing():
@@ -62,40 +58,6 @@ def plugin_dirs(tmp_path_factory):
     conf.mkdir()
     (conf / "cow.conf").write_text("[main]\nname = cow\nenabled = 1\npath = %s\n" % ROOT)
     return d / "lib", conf
-
-
-class SlowServer:
-    """The repository over HTTP on 127.0.0.1, package files sent at `rate`
-    bytes per second (metadata at full speed)."""
-
-    def __init__(self, directory, rate):
-        import http.server
-        import socketserver
-        import threading
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def copyfile(self, src, dst):
-                if not self.path.endswith(".rpm"):
-                    return super().copyfile(src, dst)
-                while True:
-                    chunk = src.read(rate // 20)
-                    if not chunk:
-                        break
-                    dst.write(chunk)
-                    time.sleep(0.05)
-
-        self.server = socketserver.ThreadingTCPServer(
-            ("127.0.0.1", 0), lambda *a, **kw: Handler(*a, directory=str(directory), **kw))
-        self.server.daemon_threads = True
-        self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -196,24 +158,6 @@ class World:
         return sorted(self.root(which).glob("var/cache/libdnf5/*/packages/*.cow.rpm"))
 
 
-def tree(root):
-    out = {}
-    opt = Path(root) / "opt"
-    for dirpath, dirs, files in os.walk(opt):
-        for name in dirs + files:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("l", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("d", st.st_mode)
-            else:
-                out[rel] = ("f", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest(),
-                            st.st_mtime)
-    return out
-
-
 def rpmdb(root):
     r = subprocess.run(["rpm", "--root", str(root), "--dbpath", DB, "-qa", "--qf",
                         "%{NEVRA} %{SHA256HEADER} [%{PACKAGEDIGESTS} ]\n"],
@@ -221,21 +165,11 @@ def rpmdb(root):
     return sorted(r.stdout.splitlines())
 
 
-def rpm_v(root):
-    r = subprocess.run(["rpm", "--root", str(root), "--dbpath", DB, "-Va", "--nodeps",
-                        "--noscripts"], capture_output=True, text=True, env=ENV)
-    return r.returncode, r.stdout
-
-
-def shared(path):
-    r = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True)
-    return "shared" in r.stdout
-
-
 def assert_same(w):
-    assert tree(w.root("cow")) == tree(w.root("stock"))
+    assert opt_tree(w.root("cow")) == opt_tree(w.root("stock"))
     assert rpmdb(w.root("cow")) == rpmdb(w.root("stock"))
-    assert rpm_v(w.root("cow")) == (0, "")
+    v = rpm_v(w.root("cow"))
+    assert (v.returncode, v.stdout) == (0, "")
 
 
 @pytest.fixture(params=["xfs", "btrfs"])
@@ -333,7 +267,7 @@ def test_a_package_failing_to_unpack_fails_like_stock(xfs_world):
     rs, rc = w.both("install", "gamma", ok=False)
     assert rs.returncode != 0 and rc.returncode != 0
     assert rpmdb(w.root("cow")) == rpmdb(w.root("stock")) == []
-    assert tree(w.root("cow")) == tree(w.root("stock"))
+    assert opt_tree(w.root("cow")) == opt_tree(w.root("stock"))
 
 
 def test_gpgcheck_without_the_key_refuses_like_stock(xfs_world):
@@ -357,7 +291,7 @@ def test_denylist_and_downloadonly(xfs_world, tmp_path):
     w.publish("alpha-1.0", "beta-1.0")
     r = w.dnf5("cow", "install", "--downloadonly", "alpha", "beta")
     assert r.returncode == 0, r.stderr
-    assert not w.extents_files() and tree(w.root("cow")) == {}
+    assert not w.extents_files() and opt_tree(w.root("cow")) == {}
     _, r = w.both("install", "alpha", "beta")
     assert "beta-1.0-1.noarch.rpm installs the stock way: denied by 'beta*'" in r.stderr, \
         r.stderr
@@ -398,7 +332,7 @@ def test_transcoding_follows_the_downloads(xfs_world):
     place, and a package is taken once it has its full size): some extents
     file is complete before the last package's download is."""
     w = xfs_world
-    server = SlowServer(w.repo, 2 << 20)
+    server = scenario.Server(w.repo, rate=2 << 20)
     try:
         w.publish("alpha-1.0", "beta-1.0", "gamma-1.0", url=server.url)
         _, r = w.both("install", "alpha", "beta", "gamma",

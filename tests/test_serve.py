@@ -6,7 +6,6 @@ every rpm generation.  rpm's verification pass reads the original; at the
 package's turn the plugin puts the feed in place of rpm's descriptor.
 Anything wrong before that (a changed extents file, a damaged plan) leaves
 rpm reading the original: the stock way, with a warning."""
-import hashlib
 import os
 import shutil
 import struct
@@ -17,11 +16,10 @@ import pytest
 
 from loopfs import btrfs_fs, ext4_fs, xfs_fs  # noqa: F401  (fixtures)
 from pkgbuild import directory, hardlink, regular, symlink
+from rootcheck import DB, ENV, opt_tree, rpm_v, shared
 
 from rpmcow import feeder, rpmconfig, rpmplugin, serve, transcode
 
-DB = "/var/lib/rpm"
-ENV = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
 pytestmark = [pytest.mark.root]
 
 
@@ -97,38 +95,10 @@ def xfs_area(request, xfs_fs):
         yield Area(xfs_fs, base)
 
 
-def tree(root):
-    """{path: (kind, mode, content digest or link target)} under root/opt."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root / "opt"):
-        for name in dirs + files:
-            p = Path(dirpath) / name
-            st = p.lstat()
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = ("l", os.readlink(p))
-            elif p.is_dir():
-                out[rel] = ("d", st.st_mode)
-            else:
-                out[rel] = ("f", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest(),
-                            st.st_mtime, st.st_nlink)
-    return out
-
-
-def shared(path):
-    r = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True)
-    return "shared" in r.stdout
-
-
-def rpm_v(root):
-    return subprocess.run(["rpm", "--root", str(root), "--dbpath", DB, "-Va", "--nodeps",
-                           "--noscripts"], capture_output=True, text=True, env=ENV)
-
-
 def assert_like_stock(a, *pkgs):
     r = a.rpm_i(*pkgs, root=a.stock)
     assert r.returncode == 0, r.stderr
-    assert tree(a.root) == tree(a.stock)
+    assert opt_tree(a.root) == opt_tree(a.stock)
     v = rpm_v(a.root)
     assert v.returncode == 0 and not v.stdout, v.stdout + v.stderr
 

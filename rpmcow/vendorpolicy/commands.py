@@ -19,6 +19,19 @@ from .errors import CommandError
 SUBCOMMANDS = ("status", "list", "held", "explain", "pin", "unpin", "switch", "enable",
                "disable", "check")
 
+def add_arguments(parser, args_help="package names, a vendor (pin)"):
+    """The arguments every front end's `vendor` command takes (argparse)."""
+    parser.add_argument("subcommand", nargs="?", default="status", choices=SUBCOMMANDS,
+                        help="what to do (default: status)")
+    parser.add_argument("args", nargs="*", metavar="ARG", help=args_help)
+    parser.add_argument("--to", dest="to_vendor", metavar="VENDOR",
+                        help="switch: the vendor to move the packages to")
+    parser.add_argument("--follow-repo", dest="pin_repo", metavar="REPO",
+                        help="pin: follow this repository instead of a vendor")
+    parser.add_argument("--json", dest="vendor_json", action="store_true",
+                        help="status, held: machine-readable output")
+
+
 MSG_DISABLED = ("Vendor policy DISABLED (by %s): packages may change vendor as dnf's "
                 "allow_vendor_change says (%s).")
 MSG_ENABLED = "Vendor policy enforced (by %s): installed packages keep their vendor."
