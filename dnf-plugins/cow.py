@@ -253,7 +253,8 @@ class Cow(dnf.Plugin):
                     snap = m.snapshot.take(fd, out)
                     ev = checksig.require_for_install(snap.fd, target, level,
                                                       origin=snap.origin)
-                    feed = feeder.PackageFeed(snap.fd, out)
+                    feed = feeder.PackageFeed(snap.fd, out, prologue=ev.prologue,
+                                              sections=ev.sections, pkg=ev.package)
                     if not feed.cheap:
                         raise errors.RpmcowError("its %s payload has no cheap feed"
                                                  % feed.package.compressor)

@@ -122,8 +122,9 @@ def _one(package, target, level, blk, deny):
         st = os.fstat(fd)
         if not snapshot.private(st):
             raise RpmcowError("its extents file can be changed by others than root")
-        checksig.require_for_install(fd, target, level, origin=st)
-        feed = feeder.PackageFeed(fd, out)
+        ev = checksig.require_for_install(fd, target, level, origin=st)
+        feed = feeder.PackageFeed(fd, out, prologue=ev.prologue, sections=ev.sections,
+                                  pkg=ev.package)
         if not feed.cheap:
             raise RpmcowError("its %s payload has no cheap feed" % feed.package.compressor)
         pkg_st = os.stat(package)
