@@ -191,8 +191,7 @@ class Repository:
         self.dir = tempfile.mkdtemp(prefix="rpmcow-repo-")
         for p in packages:
             name = os.path.basename(p).rsplit(".", 2)[0] + ".rpm"
-            os.link(p, os.path.join(self.dir, name)) if _same_fs(p, self.dir) \
-                else shutil.copy(p, os.path.join(self.dir, name))
+            _link_or_copy(p, os.path.join(self.dir, name))
         subprocess.run(["createrepo_c", "-q", self.dir], check=True)
         self._server = Server(self.dir)
         self.url = self._server.url
@@ -208,8 +207,13 @@ class Repository:
         self.close()
 
 
-def _same_fs(a, b):
-    return os.stat(a).st_dev == os.stat(b).st_dev
+def _link_or_copy(src, dst):
+    """A hard link where one can be made (not across mounts, even of one
+    file system: a bind mount refuses with EXDEV), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy(src, dst)
 
 
 class LoopXFS:
