@@ -974,6 +974,122 @@ static void serve_flags(int served)
                                        : serve_base_flags);
 }
 
+/* ---- One verification pass, not two ---------------------------------------
+ *
+ * A front end that runs a test transaction before the real one (dnf5: its
+ * GPG check, then rpm's test run, then pre_transaction, then the real run,
+ * on one transaction set) has rpm read and verify every package twice:
+ * each run starts with a verification pass that reads the whole package
+ * and computes every payload digest (rpm 6: SHA-256, SHA-512, SHA3-256, and
+ * the package digests it records) -- about 1.5 s for 93 MiB here, as long as
+ * the rest of what cow leaves of the transaction.  For a package it serves,
+ * the second pass checks a payload rpm never reads.
+ *
+ * rpmcow_plugin_served_only(), called by the front end once the served
+ * packages are known, turns the real run's pass off (the transaction set's
+ * verify level to none, restored in tsm_post) when, and only when:
+ *   - this transaction set passed a test run (tsm_post with no problem) whose
+ *     verification pass ran at the level it has now: rpm verified every
+ *     original at the root's level, on this very transaction set;
+ *   - every package it adds is to be served (its NEVRA is in %_rpmcow_served,
+ *     which rpmcow sets beside %_rpmcow_serve);
+ *   - rpm checks header digests when it reads a header to install it (not
+ *     RPMVSF_NOSHA256HEADER);
+ *   - where rpm records package digests (%_pkgverify_digests), the front end
+ *     gave them for every served package (%_rpmcow_pkgdigests, from the
+ *     extents files' records: digests of the same package files).
+ * Then, in the real run, psm_pre refuses a package whose header is not one
+ * rpmcow judged (its SHA-256 digest, which rpm has just checked, is no key
+ * of %_rpmcow_serve): nothing unverified in this run installs.  A judged
+ * package whose serving falls through (its extents file changed) installs
+ * from the original with rpm's file-digest check on, against the header
+ * judged.  rpm keeps each package's "verified" status (the audit plugin logs
+ * it) from the test run. */
+static rpmts tested_ts;                 /* passed a test run at tested_level */
+static int tested_level;
+static rpmts unverified_ts;             /* its real run's pass is off: restore */
+static int unverified_level;
+
+/* 1: every package ts adds is listed in `nevras` (blank-separated) */
+static int all_served(rpmts ts, const char *nevras)
+{
+    int n = 0, all = 1;
+    rpmtsi pi = rpmtsiInit(ts);
+    rpmte te;
+    while (all && (te = rpmtsiNext(pi, TR_ADDED)) != NULL) {
+        const char *nevra = rpmteNEVRA(te);
+        size_t len = nevra ? strlen(nevra) : 0;
+        const char *at = nevras;
+        all = 0;
+        while (len && (at = strstr(at, nevra)) != NULL) {
+            if ((at == nevras || at[-1] == ' ') && (at[len] == ' ' || at[len] == '\0')) {
+                all = 1;
+                break;
+            }
+            at += len;
+        }
+        n++;
+    }
+    rpmtsiFree(pi);
+    return all && n > 0;
+}
+
+__attribute__((visibility("default"))) int rpmcow_plugin_served_only(void)
+{
+    rpmts ts = tested_ts;
+    if (ts == NULL || unverified_ts != NULL || rpmtsVfyLevel(ts) == 0 ||
+        rpmtsVfyLevel(ts) != tested_level || (rpmtsVSFlags(ts) & RPMVSF_NOSHA256HEADER))
+        return 0;
+    char *served = rpmExpand("%{?_rpmcow_served}", NULL);
+    char *want = rpmExpand("%{?_pkgverify_digests}", NULL);
+    char *serve = rpmExpand("%{?_rpmcow_serve}", NULL);
+    char *digests = rpmExpand("%{?_rpmcow_pkgdigests}", NULL);
+    int ok = served && want && serve && digests && *serve && all_served(ts, served);
+    /* each served package's digests, where rpm records any */
+    for (const char *e = serve; ok && want[0] && *e; ) {
+        while (*e == ' ')
+            e++;
+        const char *eq = strchr(e, '=');
+        if (*e == '\0')
+            break;
+        if (eq == NULL) {
+            ok = 0;
+            break;
+        }
+        char key[160];
+        size_t kl = (size_t)(eq - e);
+        if (kl == 0 || kl >= sizeof(key)) {
+            ok = 0;
+            break;
+        }
+        memcpy(key, e, kl);
+        key[kl] = '\0';
+        ok = list_lookup(digests, key) != NULL;
+        e = strchr(eq, ' ');
+        if (e == NULL)
+            break;
+    }
+    free(served);
+    free(want);
+    free(serve);
+    free(digests);
+    if (!ok)
+        return 0;
+    unverified_ts = ts;
+    unverified_level = rpmtsSetVfyLevel(ts, 0);
+    rpmlog(RPMLOG_DEBUG, "cow: every package is served: no second verification pass\n");
+    return 1;
+}
+
+/* the header with this key is one rpmcow judged (and plans to serve) */
+static int judged(const char *key)
+{
+    char *list = key ? rpmExpand("%{?_rpmcow_serve}", NULL) : NULL;
+    int yes = list && list_lookup(list, key) != NULL;
+    free(list);
+    return yes;
+}
+
 static rpmRC cow_tsm_pre(rpmPlugin plugin, rpmts ts)
 {
     (void)plugin;
@@ -981,6 +1097,9 @@ static rpmRC cow_tsm_pre(rpmPlugin plugin, rpmts ts)
     if (!(rpmtsFlags(ts) & RPMTRANS_FLAG_TEST)) {
         serve_ts = ts;
         serve_base_flags = rpmtsFlags(ts);
+        tested_ts = NULL;            /* one real run per test run */
+    } else if (tested_ts == ts) {
+        tested_ts = NULL;            /* tested again: wait for its outcome */
     }
     return RPMRC_OK;
 }
@@ -988,7 +1107,17 @@ static rpmRC cow_tsm_pre(rpmPlugin plugin, rpmts ts)
 static rpmRC cow_tsm_post(rpmPlugin plugin, rpmts ts, int res)
 {
     (void)plugin;
-    (void)res;
+    if (rpmtsFlags(ts) & RPMTRANS_FLAG_TEST) {
+        if (res == 0 && rpmtsVfyLevel(ts) != 0) {
+            tested_ts = ts;
+            tested_level = rpmtsVfyLevel(ts);
+        }
+        return RPMRC_OK;
+    }
+    if (unverified_ts == ts) {
+        rpmtsSetVfyLevel(ts, unverified_level);
+        unverified_ts = NULL;
+    }
     if (serve_ts == ts)
         serve_flags(0);
     serve_ts = NULL;
@@ -1043,6 +1172,9 @@ static void cow_cleanup(rpmPlugin plugin)
         close(proc_fd);
     root_fd = proc_fd = -1;
     serve_ts = NULL;
+    if (unverified_ts != NULL)
+        rpmtsSetVfyLevel(unverified_ts, unverified_level);
+    tested_ts = unverified_ts = NULL;
 }
 
 static char *te_key(rpmte te)
@@ -1071,6 +1203,14 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     char *key = te_key(te);
     struct pkg *P = &c->pkg;
     rpmRC rc = RPMRC_OK;
+    if (unverified_ts != NULL && unverified_ts == serve_ts && !judged(key)) {
+        /* the real run's verification pass did not run (served_only) */
+        rpmlog(RPMLOG_ERR, "cow: %s: not the package rpmcow checked (its header changed "
+               "after rpm's test run): refused\n", rpmteNEVRA(te));
+        free(map);
+        free(key);
+        return RPMRC_FAIL;
+    }
     int n = map && key ? map_lookup(map, key, &P->fd, &P->blk, &P->last) : -1;
     if (n < 2 && key && serve_start(c, te, key) == 1) {
         n = 2;                       /* ours, without the worker (no gate) */

@@ -25,7 +25,8 @@ the rpm macros they print into dnf5's process; everything else is here.
                                                test run done)
         Transcode each package beside it in the cache (in parallel), judge
         the extents file at the root's %_pkgverify_level, write its feed
-        plan; the %_rpmcow_serve macro for the packages that passed.
+        plan; the %_rpmcow_serve macro for the packages that passed (and
+        %_rpmcow_served, %_rpmcow_pkgdigests: see prepare()).
     finish --installroot R --keep K --keepcache 0|1 [--private D]
            [--cow N --cloned B --copied B --total T] PACKAGE...
                                               (post_transaction / finish)
@@ -40,6 +41,7 @@ the package (or the whole transaction) to install the stock way: a step
 never makes dnf5 fail.
 """
 import argparse
+import collections
 import concurrent.futures
 import os
 import sys
@@ -105,9 +107,17 @@ def activate(args):
 
 # ---- prepare -------------------------------------------------------------------
 
+class Served(collections.namedtuple("Served", "key plan nevra package_digests")):
+    """A package prepare will have served: its header key, its feed plan,
+    its NEVRA (as rpm names a transaction element), and the package file's
+    digests (rpm 6 records them) from the extents file's record -- which
+    prepare checked was made from this very file."""
+
+
 def _one(package, target, level, blk, deny):
-    """(header key, plan path) for a package that can be served, or raises
-    RpmcowError saying why not."""
+    """Served for a package that can be served, or raises RpmcowError saying
+    why not."""
+    import rpm
     from . import checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot
     from .errors import RpmcowError
     hit = denylist.matches(_name_of(package), deny) if deny else None
@@ -138,7 +148,8 @@ def _one(package, target, level, blk, deny):
             raise RpmcowError("the package changed while it was transcoded")
         plan = plan_path(package)
         serve.write_plan(plan, serve.plan_bytes(feed, os.path.abspath(out), st, pkg_st, blk))
-        return rpmplugin.header_key(feed.header), plan
+        return Served(rpmplugin.header_key(feed.header), plan,
+                      feed.header[rpm.RPMTAG_NEVRA], ev.package_digests)
     finally:
         os.close(fd)
 
@@ -193,28 +204,39 @@ def _name_of(package):
 
 
 def prepare(args):
-    from . import rpmconfig, serve
+    from . import rpmconfig, rpmplugin, serve
     from .errors import RpmcowError
     target = rpmconfig.Target(root=args.installroot)
     level = rpmconfig.verify_level(target)
     blk = root_block_size(args.installroot)
     deny = args.denylist.replace(",", " ").split()
-    entries = {}
+    served = []
     workers = args.workers or os.cpu_count() or 1
     with concurrent.futures.ThreadPoolExecutor(workers, "rpmcow") as pool:
         jobs = {p: pool.submit(_one, p, target, level, blk, deny) for p in args.packages}
         for package, job in jobs.items():
             try:
-                key, plan = job.result()
-                entries[key] = plan
+                served.append(job.result())
             except RpmcowError as exc:
                 say(MSG_STOCK % (os.path.basename(package), exc))
             except OSError as exc:
                 say(MSG_STOCK % (os.path.basename(package), exc.strerror or exc))
             except Exception as exc:     # noqa: BLE001 - that package alone goes stock
                 say(MSG_STOCK % (os.path.basename(package), "internal error: %r" % exc))
-    if entries:
-        emit("macro", serve.SERVE_MACRO, serve.serve_entries(entries))
+    if not served:
+        return 0
+    emit("macro", serve.SERVE_MACRO, serve.serve_entries({s.key: s.plan for s in served}))
+    # rpm's test run verified every original on dnf5's transaction set; if
+    # every package it adds is served, the rpm plugin skips the real run's
+    # second pass, which would read payloads rpm does not use
+    # (csrc/rpm_plugin_cow.c: "One verification pass, not two") -- and puts
+    # the package digests rpm 6 records from the records
+    emit("macro", serve.SERVED_MACRO, " ".join(s.nevra for s in served))
+    algos = rpmconfig.package_digest_algos()
+    digests = {s.key: {a: s.package_digests[a] for a in algos} for s in served
+               if algos and all(a in s.package_digests for a in algos)}
+    if digests:
+        emit("macro", rpmplugin.DIGESTS_MACRO, rpmplugin.package_digests_value(digests))
     return 0
 
 

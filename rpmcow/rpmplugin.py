@@ -93,6 +93,13 @@ def header_key(h):
     return h[rpm.RPMTAG_SHA256HEADER] or h[rpm.RPMTAG_SHA1HEADER] or h["nevra"]
 
 
+def package_digests_value(entries):
+    """The value of %_rpmcow_pkgdigests for {header key: {PGPHASHALGO: hex}}
+    ("KEY=ALGO:HEX,ALGO:HEX ..."; csrc/rpm_plugin_cow.c: put_package_digests)."""
+    return " ".join("%s=%s" % (k, ",".join("%d:%s" % kv for kv in d.items()))
+                    for k, d in entries.items() if d)
+
+
 def plugin_path():
     """The cow.so to load: $RPMCOW_PLUGIN (as root: only a file only root
     can change), the system's, or the one built beside this package."""
@@ -357,9 +364,7 @@ class Activation:
         original package files, from valid records (checksig.Evaluation):
         the plugin puts them into the header rpm adds to its database."""
         rpm.delMacro(DIGESTS_MACRO)
-        rpm.addMacro(DIGESTS_MACRO, " ".join(
-            "%s=%s" % (k, ",".join("%d:%s" % kv for kv in d.items()))
-            for k, d in entries.items() if d) or "%{nil}")
+        rpm.addMacro(DIGESTS_MACRO, package_digests_value(entries) or "%{nil}")
         if DIGESTS_MACRO not in self.names:
             self.names.append(DIGESTS_MACRO)
 

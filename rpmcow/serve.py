@@ -35,6 +35,9 @@ from .errors import RpmcowError
 
 MAGIC = b"RCFEED01"
 SERVE_MACRO = "_rpmcow_serve"
+# the NEVRAs of the packages served, as rpm names its transaction elements
+# (csrc/rpm_plugin_cow.c: rpmcow_plugin_served_only)
+SERVED_MACRO = "_rpmcow_served"
 
 
 def plan_bytes(feed, extents_path, extents_st, package_st, blk):

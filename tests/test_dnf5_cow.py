@@ -103,6 +103,33 @@ end
                                                     regular("/opt/victim/big",
                                                             data(2 << 20, 50))],
                                          version="1.0", preamble="Requires: attacker")
+    # its %pretrans (lua, inside the root) overwrites victim2's package file
+    # in the cache, after rpm's test run, with /swap/victim2.rpm (a rebuild of
+    # the same NEVRA the test puts there)
+    out["swapper-1.0"] = pkgbuilder.build(
+        "swapper", [directory("/opt/swapper"), regular("/opt/swapper/f", b"x")],
+        version="1.0", sections="""
+%pretrans -p <lua>
+local src = io.open("/swap/victim2.rpm", "rb")
+if src then
+  local data = src:read("a")
+  src:close()
+  for _, d in ipairs(posix.dir("/var/cache/libdnf5") or {}) do
+    local dir = "/var/cache/libdnf5/" .. d .. "/packages/"
+    for _, f in ipairs(posix.dir(dir) or {}) do
+      if f:match("^victim2.*%.rpm$") and not f:match("%.cow%.rpm$") then
+        local h = io.open(dir .. f, "wb")
+        if h then h:write(data); h:close() end
+      end
+    end
+  end
+end
+""")
+    for tag, seed in (("victim2-1.0", 70), ("victim2-1.0-rebuilt", 80)):
+        out[tag] = pkgbuilder.build("victim2", [directory("/opt/victim2"),
+                                                regular("/opt/victim2/big",
+                                                        data(2 << 20, seed))],
+                                    version="1.0", preamble="Requires: swapper")
     return out
 
 
@@ -348,3 +375,28 @@ def test_transcoding_follows_the_downloads(xfs_world):
     assert first_extents < last_download, (first_extents, last_download)
     assert r.stderr.count("cow: transcoded ") == 3, r.stderr
     assert_same(w)
+
+
+def test_a_package_changed_after_the_test_run_is_refused(xfs_world):
+    """Every package is served, so rpm's real run does not read and verify
+    the originals a second time (rpm's test run on the same transaction set
+    did; csrc/rpm_plugin_cow.c, "One verification pass, not two").  A
+    %pretrans then overwrites victim2's package file in the cache with a
+    rebuild of the same NEVRA, which nothing verified: rpm reads its header
+    to install it, the rpm plugin finds it is not the header rpmcow judged,
+    and refuses it.  Nothing of the rebuild is installed."""
+    w = xfs_world
+    w.publish("swapper-1.0", "victim2-1.0")
+    swap = w.root("cow") / "swap"
+    swap.mkdir()
+    shutil.copy(w.pkgs["victim2-1.0-rebuilt"], swap / "victim2.rpm")
+    r = w.dnf5("cow", "install", "victim2")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    # dnf5 writes rpm's errors into its log, and says the transaction failed
+    log = "".join(p.read_text(errors="replace") for p in w.root("cow").glob("var/log/dnf5*.log"))
+    assert "Transaction failed" in out, out
+    assert "cow: victim2-1.0-1.noarch: not the package rpmcow checked" in log, log[-6000:]
+    big = w.root("cow") / "opt/victim2/big"
+    assert not big.exists() or big.read_bytes() != data(2 << 20, 80)
+    assert not [line for line in rpmdb(w.root("cow")) if line.startswith("victim2")]

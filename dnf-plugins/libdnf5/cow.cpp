@@ -122,7 +122,8 @@ public:
             std::vector<std::string> argv = step("prepare");
             argv.insert(argv.end(), {"--denylist", denylist, "--workers", workers, "--"});
             argv.insert(argv.end(), packages.begin(), packages.end());
-            apply(argv);
+            if (apply(argv))
+                served_only();
         } catch (...) {
         }
     }
@@ -169,6 +170,20 @@ private:
     }
 
     // what rpm's cow plugin did, per package (it reports once per psm stage)
+    // rpm's test run verified every original on this transaction set; the
+    // rpm plugin decides whether the real run's second pass reads anything
+    // it uses (csrc/rpm_plugin_cow.c: "One verification pass, not two")
+    void served_only() {
+        if (rpm_plugin.empty())
+            return;
+        void * so = dlopen(rpm_plugin.c_str(), RTLD_NOW | RTLD_NOLOAD);
+        if (so == nullptr)
+            return;
+        if (auto fn = reinterpret_cast<int (*)(void)>(dlsym(so, "rpmcow_plugin_served_only")))
+            fn();
+        dlclose(so);
+    }
+
     struct Result {
         unsigned long long cloned = 0, copied = 0;
         bool ok = true;
