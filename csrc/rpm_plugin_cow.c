@@ -173,6 +173,8 @@ struct serve {
     rc_feed feed;
     rc_feed_file *files;
     uint32_t *order;
+    char *discard;           /* the extents file, to remove once installed */
+    uint64_t discard_dev, discard_ino;
     int sock;                /* the writing end (the feeder's) */
     int rpm_fd;              /* rpm's descriptor, now the reading end */
     pthread_t thread;
@@ -877,6 +879,7 @@ static void serve_reset(struct serve *s)
     free(s->plan);
     free(s->files);
     free(s->order);
+    free(s->discard);
     memset(s, 0, sizeof(*s));
     s->sock = s->rpm_fd = -1;
 }
@@ -959,6 +962,13 @@ static int serve_start(struct cow *c, rpmte te, const char *key)
         return -1;
     }
     free(planpath);
+    char *discard = rpmExpand("%{?_rpmcow_discard}", NULL);
+    if (discard && strcmp(discard, "1") == 0) {
+        s->discard = strdup(ids.ext_path);
+        s->discard_dev = (uint64_t)st.st_dev;
+        s->discard_ino = (uint64_t)st.st_ino;
+    }
+    free(discard);
     s->rpm_fd = pfd;
     P->fd = efd;
     P->own_fd = 1;
@@ -1290,6 +1300,28 @@ __attribute__((visibility("default"))) void rpmcow_plugin_clear_results(void)
     nresults = results_cap = 0;
 }
 
+/* The cache does not keep extents files (%_rpmcow_discard: dnf5 with
+ * keepcache=0): remove a served package's once it is installed.  Its
+ * blocks that the installed files share stay where they are; what goes
+ * are the ones no file shares (small files and last partial blocks, which
+ * were written again), so the cache and the root never hold both for the
+ * whole transaction.  Only the very inode that was served, through the
+ * front end's "/". */
+static void discard_extents(const struct serve *s)
+{
+    if (s->discard == NULL || s->discard[0] != '/')
+        return;
+    const char *rel = s->discard;
+    int dir = root_fd >= 0 ? root_fd : AT_FDCWD;
+    if (root_fd >= 0)
+        while (*rel == '/')
+            rel++;
+    struct stat st;
+    if (fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_dev == s->discard_dev && (uint64_t)st.st_ino == s->discard_ino)
+        unlinkat(dir, rel, 0);       /* failing: finish removes it */
+}
+
 static rpmRC cow_psm_post(rpmPlugin plugin, rpmte te, int res)
 {
     struct cow *c = state(plugin);
@@ -1304,6 +1336,8 @@ static rpmRC cow_psm_post(rpmPlugin plugin, rpmte te, int res)
         if (c->s.rc != RC_OK && res != RPMRC_OK)
             rpmlog(RPMLOG_ERR, "cow: %s: feeding rpm failed: %s\n",
                    P->nevra ? P->nevra : rpmteNEVRA(te), c->s.err.msg);
+        if (res == RPMRC_OK && !P->failed)
+            discard_extents(&c->s);
         serve_reset(&c->s);
     }
     if (P->active) {

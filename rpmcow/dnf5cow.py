@@ -19,14 +19,16 @@ the rpm macros they print into dnf5's process; everything else is here.
         its full size, while the others download.  Nothing is trusted from
         this: prepare uses an extents file only if the input digest it
         records is the digest of the package file as dnf5 verified it.
-    prepare --installroot R [--denylist G] [--workers N] PACKAGE...
+    prepare --installroot R [--denylist G] [--workers N] [--keep K --keepcache 0|1]
+            PACKAGE...
                                               (pre_transaction: downloaded,
                                                dnf5's GPG check and rpm's
                                                test run done)
         Transcode each package beside it in the cache (in parallel), judge
         the extents file at the root's %_pkgverify_level, write its feed
         plan; the %_rpmcow_serve macro for the packages that passed (and
-        %_rpmcow_served, %_rpmcow_pkgdigests: see prepare()).
+        %_rpmcow_served, %_rpmcow_pkgdigests, and %_rpmcow_discard where the
+        cache does not keep the extents files: see prepare()).
     finish --installroot R --keep K --keepcache 0|1 [--private D]
            [--cow N --cloned B --copied B --total T] PACKAGE...
                                               (post_transaction / finish)
@@ -232,6 +234,10 @@ def prepare(args):
     # (csrc/rpm_plugin_cow.c: "One verification pass, not two") -- and puts
     # the package digests rpm 6 records from the records
     emit("macro", serve.SERVED_MACRO, " ".join(s.nevra for s in served))
+    if not keeps_extents(args.keep, args.keepcache):
+        # each goes once its package is installed: the unshared rest of it
+        # and the root are never on the disk together for the whole run
+        emit("macro", serve.DISCARD_MACRO, "1")
     algos = rpmconfig.package_digest_algos()
     digests = {s.key: {a: s.package_digests[a] for a in algos} for s in served
                if algos and all(a in s.package_digests for a in algos)}
@@ -301,9 +307,15 @@ def _quietly(fn, *args):
 
 # ---- finish --------------------------------------------------------------------
 
+def keeps_extents(keep, keepcache):
+    """Whether the cache keeps the extents files after the transaction
+    (cow.conf's keep; auto: as dnf5's keepcache keeps the packages)."""
+    return keep == "always" or (keep == "auto" and bool(keepcache))
+
+
 def finish(args):
     from . import journal, rpmplugin
-    keep = args.keep == "always" or (args.keep == "auto" and args.keepcache)
+    keep = keeps_extents(args.keep, args.keepcache)
     if args.cow:
         say(journal.dnf_summary(args.cow, args.total, args.cloned, keep))
         journal.log(journal.dnf_line("dnf5", args.installroot, args.total, args.cow,
@@ -334,6 +346,9 @@ def parser():
     r.add_argument("--installroot", default="/")
     r.add_argument("--denylist", default="")
     r.add_argument("--workers", type=int, default=0)
+    # as finish's; by default the extents files stay until finish
+    r.add_argument("--keep", choices=("auto", "always", "never"), default="auto")
+    r.add_argument("--keepcache", type=int, default=1)
     r.add_argument("packages", nargs="*")
     r.set_defaults(run=prepare)
     w = sub.add_parser("follow")

@@ -38,6 +38,9 @@ SERVE_MACRO = "_rpmcow_serve"
 # the NEVRAs of the packages served, as rpm names its transaction elements
 # (csrc/rpm_plugin_cow.c: rpmcow_plugin_served_only)
 SERVED_MACRO = "_rpmcow_served"
+# "1": the plugin removes a served package's extents file once the package
+# is installed (the cache does not keep them)
+DISCARD_MACRO = "_rpmcow_discard"
 
 
 def plan_bytes(feed, extents_path, extents_st, package_st, blk):

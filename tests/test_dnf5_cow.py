@@ -125,6 +125,21 @@ if src then
   end
 end
 """)
+    # its %posttrans (lua, inside the root) lists the extents files in the
+    # cache once every package is installed, before dnf5's post_transaction
+    out["observer-1.0"] = pkgbuilder.build(
+        "observer", [directory("/opt/observer"), regular("/opt/observer/f", data(9000, 90))],
+        version="1.0", sections="""
+%posttrans -p <lua>
+local seen = io.open("/var/cache/extents-seen", "w")
+for _, d in ipairs(posix.dir("/var/cache/libdnf5") or {}) do
+  local dir = "/var/cache/libdnf5/" .. d .. "/packages/"
+  for _, f in ipairs(posix.dir(dir) or {}) do
+    if f:match("%.cow%.rpm$") then seen:write(f .. "\\n") end
+  end
+end
+seen:close()
+""")
     for tag, seed in (("victim2-1.0", 70), ("victim2-1.0-rebuilt", 80)):
         out[tag] = pkgbuilder.build("victim2", [directory("/opt/victim2"),
                                                 regular("/opt/victim2/big",
@@ -247,11 +262,15 @@ def test_install_upgrade_downgrade_reinstall_distro_sync(world):
 @pytest.mark.parametrize("keepcache", [True, False])
 def test_keepcache(xfs_world, keepcache):
     """keepcache=1 keeps the extents files (sharing their blocks with the
-    installed files); keepcache=0 removes them with the packages."""
+    installed files); keepcache=0 removes each once its package is
+    installed (seen by a %posttrans, after every package's install), so
+    the cache never holds them all beside the root."""
     w = xfs_world
-    w.publish("alpha-1.0")
-    _, r = w.both("install", "alpha", keepcache=keepcache)
-    assert ("cow: 1 of 1 packages installed copy-on-write, 3.0 MiB of file data %s"
+    w.publish("alpha-1.0", "observer-1.0")
+    _, r = w.both("install", "alpha", "observer", keepcache=keepcache)
+    seen = (w.root("cow") / "var/cache/extents-seen").read_text().split()
+    assert len(seen) == (2 if keepcache else 0), seen
+    assert ("cow: 2 of 2 packages installed copy-on-write, 3.0 MiB of file data %s"
             % ("shared with the cache" if keepcache else "cloned, not written again")) \
         in r.stderr, r.stderr
     assert bool(w.extents_files()) == keepcache

@@ -120,7 +120,9 @@ public:
             return;
         try {
             std::vector<std::string> argv = step("prepare");
-            argv.insert(argv.end(), {"--denylist", denylist, "--workers", workers, "--"});
+            bool keepcache = get_base().get_config().get_keepcache_option().get_value();
+            argv.insert(argv.end(), {"--denylist", denylist, "--workers", workers, "--keep", keep,
+                                     "--keepcache", keepcache ? "1" : "0", "--"});
             argv.insert(argv.end(), packages.begin(), packages.end());
             if (apply(argv))
                 served_only();
