@@ -120,7 +120,7 @@ def plot_bars(path, title, groups, series, ylabel):
     return True
 
 
-def install_table(med, ratio, labels):
+def install_table(med, ratio, labels, wall_target="1.0"):
     """The dnf benchmarks' table (markdown lines): medians of stock and cow
     (labels: (stock label, cow label)) and their ratio against the targets."""
     lines = ["| | total wall | rpm transaction | written to disk | peak disk use | final disk use |",
@@ -129,7 +129,8 @@ def install_table(med, ratio, labels):
         lines.append("| %s | %.2f s | %.2f s | %.0f MiB | %.0f MiB | %.0f MiB |" % (
             label, med[v]["wall"], med[v]["rpm"], med[v]["written"] / MiB, med[v]["peak"] / MiB,
             med[v]["final"] / MiB))
-    lines.append("| **ratio** (target) | **%.2f×** (≤ 1.0) | **%.2f×** (≤ 0.5) | %.2f× | "
-                 "**%.2f×** (≤ 1.0) | %.2f× |" % (ratio["wall"], ratio["rpm"], ratio["written"],
-                                                  ratio["peak"], ratio["final"]))
+    lines.append("| **ratio** (target) | **%.2f×** (≤ %s) | **%.2f×** (≤ 0.5) | %.2f× | "
+                 "**%.2f×** (≤ 1.0) | %.2f× |" % (ratio["wall"], wall_target, ratio["rpm"],
+                                                  ratio["written"], ratio["peak"],
+                                                  ratio["final"]))
     return lines
