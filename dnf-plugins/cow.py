@@ -2,7 +2,9 @@
 """Install packages copy-on-write through stock dnf 4, rpm and librepo.
 
 Each package is transcoded into an extents file as soon as its download
-completes (on every core); dnf's gpgcheck and rpm's test transaction run on
+completes (on every core) -- unless the cache keeps one made from exactly
+its bytes (keepcache, or several roots installed from one cache), which is
+used again; dnf's gpgcheck and rpm's test transaction run on
 the original packages as always; then rpm's real transaction reads a cheap
 payload for the transcoded ones while rpmcow's rpm plugin clones their file
 data from the extents files.  Packages that cannot (denied, failed to
@@ -46,9 +48,10 @@ def _import_rpmcow():
         import rpmcow  # noqa: F401
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rpmcow import (checksig, denylist, digests, errors, feeder, rpmconfig, rpmplugin,
-                        snapshot, transcode, units)
-    return types.SimpleNamespace(checksig=checksig, denylist=denylist, digests=digests,
+    from rpmcow import (cache, checksig, denylist, digests, errors, feeder, rpmconfig,
+                        rpmplugin, snapshot, transcode, units)
+    return types.SimpleNamespace(cache=cache, checksig=checksig, denylist=denylist,
+                                 digests=digests,
                                  errors=errors, feeder=feeder, rpmconfig=rpmconfig,
                                  rpmplugin=rpmplugin, snapshot=snapshot, transcode=transcode,
                                  units=units)
@@ -196,6 +199,11 @@ class Cow(dnf.Plugin):
     def _transcode(self, pkg):
         transcode, rpmconfig = self.mods.transcode, self.mods.rpmconfig
         out = extents_path(pkg)
+        if self.mods.cache.made_from(out, pkg.localPkg()):
+            # kept in the cache (keepcache, an earlier root sharing this
+            # cache) and made from these very bytes: its blocks are shared
+            # again, not made anew; its verdict is judged as any other's
+            return out, None
         os.makedirs(os.path.dirname(out), exist_ok=True)
         t0 = time.monotonic()
         target = rpmconfig.Target(root=self.base.conf.installroot)

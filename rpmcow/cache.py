@@ -76,6 +76,38 @@ def shared_bytes(fd):
         start = end
 
 
+def made_from(extents_path, package_path):
+    """Whether the extents file at `extents_path` (one only root can change)
+    was made from exactly the bytes the package file holds now: the SHA-256
+    of its input, as its C section records it, is the package file's.  The
+    dnf plugins use a kept extents file again only then; anything else is
+    transcoded again from the package dnf verified."""
+    import hashlib
+    from . import snapshot
+    try:
+        fd = os.open(extents_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not snapshot.private(os.fstat(fd)):
+            return False
+        recorded = dict(extents.read_sections(fd).input_digests).get("SHA256")
+    except Exception:               # noqa: BLE001 - no usable extents file: transcode
+        return False
+    finally:
+        os.close(fd)
+    if recorded is None:
+        return False
+    h = hashlib.sha256()
+    try:
+        with open(package_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return False
+    return h.digest() == recorded
+
+
 def default_dirs(root):
     return [os.path.join(root, d) for d in CACHE_DIRS if os.path.isdir(os.path.join(root, d))]
 

@@ -120,13 +120,13 @@ def _one(package, target, level, blk, deny):
     """Served for a package that can be served, or raises RpmcowError saying
     why not."""
     import rpm
-    from . import checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot
+    from . import cache, checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot
     from .errors import RpmcowError
     hit = denylist.matches(_name_of(package), deny) if deny else None
     if hit:
         raise RpmcowError("denied by %r in cow.conf" % hit)
     out = extents_path(package)
-    if not _transcoded_from(out, package):
+    if not cache.made_from(out, package):
         # (again, where the one made while downloading was not of these bytes)
         _transcode(package, target)
     fd = inputs.open_file(out)
@@ -165,33 +165,6 @@ def _transcode(package, target):
     r = transcode.transcode_path(package, extents_path(package), target=target, enforce=False,
                                  deny=[])
     say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len), time.monotonic() - t0))
-
-
-def _transcoded_from(out, package):
-    """Whether the extents file `out` (one only root can change) was made from
-    exactly the bytes the package file holds now: the SHA-256 of its input,
-    as its C section records it, is the package file's."""
-    import hashlib
-    from . import extents, snapshot
-    try:
-        fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        if not snapshot.private(os.fstat(fd)):
-            return False
-        recorded = dict(extents.read_sections(fd).input_digests).get("SHA256")
-    except Exception:               # noqa: BLE001 - no usable extents file: transcode
-        return False
-    finally:
-        os.close(fd)
-    if recorded is None:
-        return False
-    h = hashlib.sha256()
-    with open(package, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.digest() == recorded
 
 
 def _name_of(package):
@@ -294,7 +267,8 @@ def follow(args):
 def _transcode_unless_current(package, target):
     """A package already in the cache with its extents file (keepcache)
     needs nothing: prepare uses that file as it is."""
-    if not _transcoded_from(extents_path(package), package):
+    from . import cache
+    if not cache.made_from(extents_path(package), package):
         _transcode(package, target)
 
 

@@ -289,6 +289,23 @@ def test_keepcache_1_keeps_extents_files_until_clean(dnf_repo, cow_area):
     check_state(d, want)            # the installed files keep their data
 
 
+def test_keepcache_1_uses_a_kept_extents_file_again(dnf_repo, cow_area):
+    """A reinstall from the cache (keepcache=1) takes the extents file made
+    the first time from the very same bytes (cache.made_from): nothing is
+    transcoded again, and the files of both installs share its blocks."""
+    d = dnf_repo.dnf(cow_area / "root", keepcache=1)
+    out = d.ok("install", DEMO_10)
+    assert transcoded(out), out
+    ext = d.extents_file_of(DEMO_10)
+    before = ext.stat()
+    out = d.ok("reinstall", DEMO_10)
+    check_state(d, [DEMO_10])
+    assert not transcoded(out), out
+    after = d.extents_file_of(DEMO_10).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    check_cow(d, out, [DEMO_10])
+
+
 @pytest.mark.parametrize("keepcache,keep,kept", [(0, "always", True), (1, "never", False)])
 def test_keep_option_overrides_keepcache(dnf_repo, cow_area, keepcache, keep, kept):
     conf = (ROOT / "dnf-plugins" / "cow.conf").read_text().replace(

@@ -18,7 +18,7 @@ from loopfs import btrfs_fs, ext4_fs, xfs_fs  # noqa: F401  (fixtures)
 from pkgbuild import directory, hardlink, regular, symlink
 from rootcheck import DB, ENV, opt_tree, rpm_v, shared
 
-from rpmcow import feeder, rpmconfig, rpmplugin, serve, transcode
+from rpmcow import cache, feeder, rpmconfig, rpmplugin, serve, transcode
 
 pytestmark = [pytest.mark.root]
 
@@ -217,27 +217,27 @@ def test_no_plugin_symbols_but_the_hooks(tmp_path):
 
 
 def test_prepare_uses_an_extents_file_only_of_the_very_bytes(xfs_area, pkgs, pkgbuilder):
-    """dnf5's prepare step takes an extents file made earlier (while
-    downloading, or kept in the cache) only if the input digest it records
-    is the digest of the package file now; one someone else can change,
-    never."""
+    """The dnf plugins (dnf5's prepare step, dnf 4's transcoding) take an
+    extents file made earlier (while downloading, or kept in the cache) only
+    if the input digest it records is the digest of the package file now;
+    one someone else can change, never."""
     from rpmcow import dnf5cow
     a = xfs_area
     sv = Path(a.cache) / "sv.rpm"
     shutil.copyfile(pkgs["sv"], sv)
     ext = Path(dnf5cow.extents_path(str(sv)))
     transcode.transcode_path(str(sv), str(ext), target=rpmconfig.Target(str(a.root), DB))
-    assert dnf5cow._transcoded_from(str(ext), str(sv))
+    assert cache.made_from(str(ext), str(sv))
     # the same name, other bytes (a rebuild, a download restarted elsewhere)
     other = pkgbuilder.build("sv", [directory("/opt/sv"), regular("/opt/sv/big", data(4096, 9))])
     shutil.copyfile(other, sv)
-    assert not dnf5cow._transcoded_from(str(ext), str(sv))
+    assert not cache.made_from(str(ext), str(sv))
     shutil.copyfile(pkgs["sv"], sv)
-    assert dnf5cow._transcoded_from(str(ext), str(sv))
+    assert cache.made_from(str(ext), str(sv))
     os.chmod(ext, 0o664)
-    assert not dnf5cow._transcoded_from(str(ext), str(sv))
+    assert not cache.made_from(str(ext), str(sv))
     ext.unlink()
-    assert not dnf5cow._transcoded_from(str(ext), str(sv))
+    assert not cache.made_from(str(ext), str(sv))
 
 
 
