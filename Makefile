@@ -6,7 +6,8 @@ VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
-	bench-dnf bench-dnf5 bench-vendor bench-vendor-dnf5 bench-tail-block clean test-matrix test-matrix-clean
+	bench-dnf bench-dnf5 bench-image bench-vendor bench-vendor-dnf5 bench-tail-block clean \
+	test-matrix test-matrix-clean
 
 setup: deps venv build
 
@@ -55,7 +56,7 @@ fuzz: setup
 
 # every benchmark (tens of minutes: large packages are built once, cached in
 # bench/work and build/scenario); results land in bench/results/
-bench: bench-transcode bench-verify bench-install bench-dnf bench-vendor bench-tail-block
+bench: bench-transcode bench-verify bench-install bench-dnf bench-image bench-vendor bench-tail-block
 
 bench-transcode: setup
 	$(VPY) bench/transcode_bench.py
@@ -68,6 +69,10 @@ bench-install: setup
 
 bench-dnf: setup
 	$(VPY) bench/dnf_bench.py
+
+# N installroots from one package cache (image builds)
+bench-image: setup
+	$(VPY) bench/image_bench.py
 
 # dnf5 lives in the compatibility matrix's sid chroot: the benchmark runs there
 # (tests/matrix/matrix.sh --run), its table and chart are made here

@@ -154,30 +154,65 @@ def _build(p, version, dest):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class Link:
+    """A network link's rate shared by every connection (bytes per second):
+    each chunk sent takes its slot of the link's time, as on a real link
+    where parallel downloads share the bandwidth."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._free_at = time.monotonic()
+
+    def send(self, dst, chunk):
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._free_at, now)
+            self._free_at = start + len(chunk) / self.rate
+            done = self._free_at
+        dst.write(chunk)
+        delay = done - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+# network rates the benchmarks and `make demo` use, bytes per second
+MBIT = 1000 * 1000 // 8
+RATES = {"100 Mbit/s": 100 * MBIT, "1 Gbit/s": 1000 * MBIT}
+
+
 class Server:
     """A directory over HTTP on 127.0.0.1; rate: bytes per second for the
-    package files (*.rpm; metadata at full speed), None for no limit."""
+    package files (*.rpm; metadata at full speed), shared by all
+    connections (Link), None for no limit."""
 
     def __init__(self, directory, rate=None):
+        self.set_rate(rate)
+        server = self
+
         class Handler(http.server.SimpleHTTPRequestHandler):
             def log_message(self, *a):
                 pass
 
             def copyfile(self, src, dst):
-                if rate is None or not self.path.endswith(".rpm"):
+                link = server.link
+                if link is None or not self.path.endswith(".rpm"):
                     return super().copyfile(src, dst)
                 while True:
-                    chunk = src.read(max(rate // 20, 1))
+                    chunk = src.read(64 << 10)
                     if not chunk:
                         break
-                    dst.write(chunk)
-                    time.sleep(0.05)
+                    link.send(dst, chunk)
 
         handler = lambda *a, **kw: Handler(*a, directory=str(directory), **kw)  # noqa: E731
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def set_rate(self, rate):
+        """The rate for the requests that follow (None: no limit)."""
+        self.link = Link(rate) if rate else None
 
     def close(self):
         self.server.shutdown()
@@ -187,14 +222,19 @@ class Server:
 class Repository:
     """createrepo_c over some packages, served on 127.0.0.1."""
 
-    def __init__(self, packages):
+    def __init__(self, packages, rate=None):
         self.dir = tempfile.mkdtemp(prefix="rpmcow-repo-")
         for p in packages:
             name = os.path.basename(p).rsplit(".", 2)[0] + ".rpm"
             _link_or_copy(p, os.path.join(self.dir, name))
         subprocess.run(["createrepo_c", "-q", self.dir], check=True)
-        self._server = Server(self.dir)
+        self._server = Server(self.dir, rate)
         self.url = self._server.url
+
+    def set_rate(self, rate):
+        """Serve the packages at `rate` bytes per second from now on (None:
+        no limit)."""
+        self._server.set_rate(rate)
 
     def close(self):
         self._server.close()
@@ -288,9 +328,21 @@ def dnf_plugin_dirs():
     return dnf.const.PLUGINPATH, dnf.const.PLUGINCONFPATH
 
 
-def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=None):
+def dnf4_executable():
+    """dnf 4's command: ``dnf-3`` (every dnf 4 ships it; on Fedora 41 and
+    later ``dnf`` is dnf5), else ``dnf4``, else ``dnf``."""
+    for name in ("/usr/bin/dnf-3", "/usr/bin/dnf4", "/usr/bin/dnf"):
+        if os.access(name, os.X_OK):
+            return name
+    return "/usr/bin/dnf-3"
+
+
+def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=None,
+            cachedir=None):
     """Run the system dnf against the scenario repository.  Returns
-    (returncode, output, wall seconds)."""
+    (returncode, output, wall seconds).  cachedir: a package cache shared by
+    several roots, on the root's file system (dnf 4 keeps its cache inside
+    --installroot: the root's var/cache/dnf is made a symbolic link to it)."""
     conf_dir = tempfile.mkdtemp(prefix="rpmcow-dnfconf-")
     try:
         reposd = os.path.join(conf_dir, "repos.d")
@@ -300,10 +352,15 @@ def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=Non
         pluginpath, pluginconfpath = dnf_plugin_dirs()
         if extra_pluginpath:
             pluginpath += "," + extra_pluginpath
-        cmd = ["dnf", "-y", "--installroot", root, "--releasever", "1",
+        cmd = [dnf4_executable(), "-y", "--installroot", root, "--releasever", "1",
                "--setopt=reposdir=" + reposd, "--setopt=pluginpath=" + pluginpath,
                "--setopt=pluginconfpath=" + pluginconfpath,
                "--setopt=keepcache=%d" % keepcache, "--setopt=install_weak_deps=0"]
+        if cachedir:
+            link = os.path.join(root, "var", "cache", "dnf")
+            if not os.path.islink(link):
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                os.symlink(cachedir, link)
         # the scenario measures cow alone (the module's name: dnf 4.5 matches no other)
         cmd.append("--disableplugin=sticky_vendor")
         if not cow:
@@ -374,6 +431,45 @@ def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
     rpm_s = float(marks["end"]) - float(marks["start"]) if len(marks) == 2 else float("nan")
     return {"wall": wall, "rpm": rpm_s, "written": use.written, "peak": use.peak,
             "final": use.final, "output": out, "cow_summary": summary[0] if summary else ""}
+
+
+def image_builds(xfs, repo, names, cow, n_roots, log=None):
+    """The image-build use case (many roots from one package cache, as mkosi
+    builds them; rpm's reflink proposals #4265, #4294): `names` installed
+    into `n_roots` fresh installroots one after the other, from one cache
+    with keepcache=1 -- the first install downloads (and, with cow,
+    transcodes), the others take the packages (and extents files) from the
+    cache.  Returns one dict per root: wall seconds, bytes written, disk use
+    added by that install (after sync and dropping caches)."""
+    variant = "cow" if cow else "stock"
+    base = os.path.join(xfs.path, "images-" + variant)
+    cache = os.path.join(base, "cache")
+    os.makedirs(cache)
+    steps = []
+    for i in range(n_roots):
+        root = os.path.join(base, "root-%02d" % (i + 1))
+        os.makedirs(root)
+        with Usage(xfs) as use:
+            rc, out, wall = run_dnf(root, repo.url, ["install"] + list(names), cow=cow,
+                                    keepcache=True, cachedir=cache)
+        if rc != 0:
+            raise RuntimeError("dnf failed (%s, root %d):\n%s" % (variant, i + 1, out[-3000:]))
+        if cow and "packages installed copy-on-write" not in out:
+            raise RuntimeError("dnf + cow installed nothing copy-on-write (root %d):\n%s"
+                               % (i + 1, out[-3000:]))
+        steps.append({"wall": wall, "written": use.written, "added": use.final})
+        if log:
+            log("%s root %d: %.2f s, %.0f MiB written, %.0f MiB more disk used"
+                % (variant, i + 1, wall, use.written / MiB, use.final / MiB))
+    return steps
+
+
+def cumulative(steps, key):
+    out, total = [], 0
+    for s in steps:
+        total += s[key]
+        out.append(total)
+    return out
 
 
 def package_names(paths):

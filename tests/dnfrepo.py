@@ -55,18 +55,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pkgbuild  # noqa: E402
 from pkgbuild import config, directory, hardlink, regular, symlink  # noqa: E402
+from rpmcow.scenario import dnf4_executable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "dnf-plugins"
-
-
-def dnf4_executable():
-    """dnf 4's command: ``dnf-3`` (every dnf 4 ships it; on Fedora 41 and
-    later ``dnf`` is dnf5), else ``dnf4``, else ``dnf``."""
-    for name in ("/usr/bin/dnf-3", "/usr/bin/dnf4", "/usr/bin/dnf"):
-        if os.access(name, os.X_OK):
-            return name
-    return "/usr/bin/dnf-3"
 
 
 DNF = dnf4_executable()
