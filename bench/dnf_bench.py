@@ -35,7 +35,7 @@ CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
 
 def one_run(xfs, repo, names, variant, n):
     r = scenario.measure_install(xfs, repo, names, variant == "cow",
-                                 "root-%s-%d" % (variant, n), keepcache=False)
+                                 "root-%s-%s" % (variant, n), keepcache=False)
     del r["output"]
     return r
 

@@ -427,7 +427,7 @@ def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
     os.unlink(timing)
     if rc != 0:
         raise RuntimeError("dnf failed (%s):\n%s" % ("cow" if cow else "stock", out[-3000:]))
-    summary = [l for l in out.splitlines() if "of file data shared" in l]
+    summary = [l for l in out.splitlines() if "packages installed copy-on-write" in l]
     rpm_s = float(marks["end"]) - float(marks["start"]) if len(marks) == 2 else float("nan")
     return {"wall": wall, "rpm": rpm_s, "written": use.written, "peak": use.peak,
             "final": use.final, "output": out, "cow_summary": summary[0] if summary else ""}
