@@ -1,8 +1,9 @@
 # cow.py -- DNF plugin: copy-on-write package installs through stock dnf.
 """Install packages copy-on-write through stock dnf 4, rpm and librepo.
 
-Each package is transcoded into an extents file as soon as its download
-completes (on every core) -- unless the cache keeps one made from exactly
+Each package is transcoded into an extents file while it downloads, from
+its first bytes on (rpmcow.growing: librepo writes it in place; used only
+if made from the very bytes librepo then verified) -- unless the cache keeps one made from exactly
 its bytes (keepcache, or several roots installed from one cache), which is
 used again; dnf's gpgcheck and rpm's test transaction run on
 the original packages as always; then rpm's real transaction reads a cheap
@@ -48,10 +49,10 @@ def _import_rpmcow():
         import rpmcow  # noqa: F401
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rpmcow import (cache, checksig, denylist, digests, errors, feeder, rpmconfig,
+    from rpmcow import (cache, checksig, denylist, digests, errors, feeder, growing, rpmconfig,
                         rpmplugin, snapshot, transcode, units)
     return types.SimpleNamespace(cache=cache, checksig=checksig, denylist=denylist,
-                                 digests=digests,
+                                 digests=digests, growing=growing,
                                  errors=errors, feeder=feeder, rpmconfig=rpmconfig,
                                  rpmplugin=rpmplugin, snapshot=snapshot, transcode=transcode,
                                  units=units)
@@ -85,6 +86,8 @@ class Cow(dnf.Plugin):
         self.activation = None
         self.pool = None
         self.jobs = {}              # localPkg path -> future
+        self.downloaded = {}        # localPkg path -> Event: librepo verified it
+        self.downloads_over = threading.Event()
         self.stock = {}             # localPkg path -> reason
         self.feeds = {}             # localPkg path -> (feed, fd, transcode result, snapshot)
         self._patched = None
@@ -132,7 +135,9 @@ class Cow(dnf.Plugin):
         atexit.register(self.activation.close)
         self.active = True
         workers = self.workers or os.cpu_count() or 1
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers, "rpmcow")
+        # a transcode that follows a download waits for its bytes most of the
+        # time: more of them than CPUs (dnf downloads several at once)
+        self.pool = concurrent.futures.ThreadPoolExecutor(2 * workers + 2, "rpmcow")
         self._wrap_downloads()
 
     def _installing(self):
@@ -161,14 +166,22 @@ class Cow(dnf.Plugin):
                 if status in (dnf.callback.STATUS_OK, dnf.callback.STATUS_ALREADY_EXISTS):
                     pkg = getattr(payload, "pkg", None)
                     if pkg is not None:
+                        plugin._downloaded(pkg.localPkg()).set()   # librepo checked it
                         plugin._submit(pkg)
                 return r
 
         def download_packages(pkglist, progress=None, callback_total=None):
             plugin.progress = progress
+            plugin.downloads_over.clear()
+            # each package is transcoded from its first downloaded bytes on
+            watcher = threading.Thread(target=plugin._watch, args=(list(pkglist),),
+                                       name="rpmcow-watch", daemon=True)
+            watcher.start()
             try:
                 result = original(pkglist, Progress(progress), callback_total)
             finally:
+                plugin.downloads_over.set()
+                watcher.join()
                 plugin.progress = None     # later messages go to the log
             for pkg in pkglist:            # already in the cache: no callback
                 plugin._submit(pkg)
@@ -196,21 +209,51 @@ class Cow(dnf.Plugin):
                 return
             self.jobs[path] = self.pool.submit(self._transcode, pkg)
 
+    def _downloaded(self, path):
+        with self._lock:
+            return self.downloaded.setdefault(path, threading.Event())
+
+    def _watch(self, pkglist):
+        """Submit each package as soon as its download has written bytes
+        (librepo writes it in place), until the downloads are over."""
+        waiting = {p.localPkg(): p for p in pkglist}
+        while waiting and not self.downloads_over.wait(0.05):
+            for path, pkg in list(waiting.items()):
+                try:
+                    if os.stat(path).st_size > 0:
+                        del waiting[path]
+                        self._submit(pkg)
+                except OSError:
+                    pass
+
     def _transcode(self, pkg):
-        transcode, rpmconfig = self.mods.transcode, self.mods.rpmconfig
-        out = extents_path(pkg)
-        if self.mods.cache.made_from(out, pkg.localPkg()):
+        m = self.mods
+        path, out = pkg.localPkg(), extents_path(pkg)
+        if m.cache.made_from(out, path):
             # kept in the cache (keepcache, an earlier root sharing this
             # cache) and made from these very bytes: its blocks are shared
             # again, not made anew; its verdict is judged as any other's
             return out, None
         os.makedirs(os.path.dirname(out), exist_ok=True)
         t0 = time.monotonic()
-        target = rpmconfig.Target(root=self.base.conf.installroot)
         # the verdict is stored and enforced before rpm runs (keys dnf
         # imports meanwhile count then); only BAD stops it here
-        r = transcode.transcode_path(pkg.localPkg(), out, target=target, enforce=False,
-                                     deny=[])
+        kw = dict(target=m.rpmconfig.Target(root=self.base.conf.installroot), enforce=False,
+                  deny=[])
+        r = None
+        if pkg.downloadsize:
+            try:
+                r = m.growing.transcode_while_written(path, pkg.downloadsize, out,
+                                                      stop=self.downloads_over, **kw)
+            except Exception:              # noqa: BLE001 - made again below
+                r = None
+        # used only if made from the very bytes librepo then verified (a
+        # restarted download, another mirror): else again, from those
+        downloaded = self._downloaded(path)
+        while not (downloaded.is_set() or self.downloads_over.is_set()):
+            downloaded.wait(0.05)
+        if r is None or not m.cache.made_from(out, path):
+            r = m.transcode.transcode_path(path, out, **kw)
         size = self.mods.units.size
         self._say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len),
                                     time.monotonic() - t0))

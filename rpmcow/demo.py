@@ -145,7 +145,7 @@ def main(argv=None):
         if bars_chart(path, "dnf install over %s, keepcache=0 (%s)" % (args.rate, what), s, c):
             charts.append(path)
         story.append("Over a %s link, dnf + cow finished in %.1f s instead of %.1f s (%.2f×; "
-                     "it transcodes each package as its download completes); rpm's part took "
+                     "it transcodes each package while it downloads); rpm's part took "
                      "%.2f× as long, with %.2f× the peak disk use."
                      % (args.rate, c["wall"], s["wall"], c["wall"] / s["wall"],
                         c["rpm"] / s["rpm"], c["peak"] / s["peak"]))

@@ -225,7 +225,8 @@ POLL = 0.05
 
 
 def follow(args):
-    """Transcode each package once it has its full size, until stdin ends
+    """Transcode each package while it downloads, from its first bytes
+    (rpmcow.growing: librepo writes it in place), until stdin ends
     (downloads over: prepare takes it from there).  Failures are quiet:
     prepare transcodes again whatever is missing or not of the final bytes."""
     import threading
@@ -246,30 +247,37 @@ def follow(args):
             over.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    seen = {}
     workers = args.workers or os.cpu_count() or 1
-    with concurrent.futures.ThreadPoolExecutor(workers, "rpmcow") as pool:
+    # a transcode that follows a download waits for its bytes most of the
+    # time: more of them than CPUs (dnf5 downloads several at once)
+    with concurrent.futures.ThreadPoolExecutor(2 * workers + 2, "rpmcow") as pool:
         while pending and not over.wait(POLL):
             for path, size in list(pending.items()):
                 try:
                     st = os.stat(path)
                 except OSError:
                     continue
-                now = (st.st_size, st.st_mtime_ns)
-                # full size, and unchanged since the last look: written
-                if st.st_size == size and seen.get(path) == now:
+                if st.st_size > 0:
                     del pending[path]
-                    pool.submit(_quietly, _transcode_unless_current, path, target)
-                seen[path] = now
+                    pool.submit(_quietly, _transcode_unless_current, path, target, size, over)
     return 0
 
 
-def _transcode_unless_current(package, target):
+def _transcode_unless_current(package, target, size, over):
     """A package already in the cache with its extents file (keepcache)
-    needs nothing: prepare uses that file as it is."""
-    from . import cache
-    if not cache.made_from(extents_path(package), package):
-        _transcode(package, target)
+    needs nothing: prepare uses that file as it is.  Else it is transcoded
+    as its download writes it (`size`: the download size; `over`: set when
+    the downloads are over)."""
+    from . import cache, growing
+    from .units import size as human
+    out = extents_path(package)
+    if cache.made_from(out, package):
+        return
+    t0 = time.monotonic()
+    r = growing.transcode_while_written(package, size, out, stop=over, target=target,
+                                        enforce=False, deny=[])
+    say(MSG_TRANSCODED % (r.nevra, human(r.input_len), human(r.output_len),
+                          time.monotonic() - t0))
 
 
 def _quietly(fn, *args):

@@ -373,6 +373,13 @@ def transcode_path(in_path, out_path, **kw):
     return _via_path(in_path, out_path, transcode_fd, kw)
 
 
+def transcode_to_path(in_fd, out_path, **kw):
+    """Transcode what in_fd gives (a pipe will do: rpmcow.growing) to
+    out_path, which appears only when complete (as transcode_path's);
+    kw: transcode_fd's options."""
+    return _to_file(in_fd, out_path, transcode_fd, kw)
+
+
 def _via_path(in_path, out_path, transcode, kw):
     in_fd = 0 if in_path == "-" else _open_input(in_path)
     try:
