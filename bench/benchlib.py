@@ -85,6 +85,17 @@ def save_results(name, res, lines):
     return out
 
 
+def replot(path, write):
+    """--replot JSON: a benchmark's table and chart written again from its
+    results file (write: the benchmark's writer).  False when not asked."""
+    if not path:
+        return False
+    import json
+    with open(path) as f:
+        write(json.load(f))
+    return True
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

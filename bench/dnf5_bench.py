@@ -99,10 +99,7 @@ def main():
                     help="only write the table and chart again from a results file "
                          "(make bench-dnf5 does, on the host, which has matplotlib)")
     args = ap.parse_args()
-    if args.replot:
-        import json
-        with open(args.replot) as f:
-            write(json.load(f))
+    if benchlib.replot(args.replot, write):
         return
     for need in ("dnf5", "rpmbuild", "createrepo_c"):
         if shutil.which(need) is None:

@@ -52,10 +52,7 @@ def main():
                     help="comma-separated: unlimited, or names of scenario.RATES")
     ap.add_argument("--replot", metavar="JSON", help="only write the tables and chart again")
     args = ap.parse_args()
-    if args.replot:
-        import json
-        with open(args.replot) as f:
-            write(json.load(f))
+    if benchlib.replot(args.replot, write):
         return
     rates = [r.strip() for r in args.rates.split(",") if r.strip()]
     for r in rates:
@@ -110,7 +107,10 @@ def write(res):
             res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
             res["packages"], res["xz"], res["zstd"], res["rpm_bytes"] / mib,
             res["installed_bytes"] / mib, res["runs"])]
-    for rate, at in res["rates"].items():
+    # fastest first (the JSON keeps its keys sorted)
+    rates = sorted(res["rates"], key=lambda r: -scenario.RATES.get(r, float("inf")))
+    for rate in rates:
+        at = res["rates"][rate]
         lines += ["", "## %s" % ("no rate limit (loopback)" if rate == "unlimited"
                                  else "network at " + rate), ""]
         lines += benchlib.install_table(at["median"], at["ratio"], ("stock dnf", "dnf + cow"),
@@ -120,7 +120,6 @@ def write(res):
             lines += ["", "cow plugin: `%s`" % cs[-1]]
     with open(os.path.join(out, "dnf.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    rates = list(res["rates"])
     benchlib.plot_bars(os.path.join(out, "dnf.png"),
                        "dnf install, %d packages: total wall time (s)" % res["packages"],
                        rates,

@@ -37,10 +37,7 @@ def main():
     ap.add_argument("--packages", type=int, default=16)
     ap.add_argument("--replot", metavar="JSON", help="only write the table and chart again")
     args = ap.parse_args()
-    if args.replot:
-        import json
-        with open(args.replot) as f:
-            write(json.load(f))
+    if benchlib.replot(args.replot, write):
         return
     benchlib.compile_bytecode()
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731

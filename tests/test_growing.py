@@ -49,11 +49,8 @@ class Download:
 
 
 def sections(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return extents.read_sections(fd)
-    finally:
-        os.close(fd)
+    with open(path, "rb") as f:
+        return extents.read_sections(f.fileno())
 
 
 def kw():
