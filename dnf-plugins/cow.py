@@ -253,6 +253,8 @@ class Cow(dnf.Plugin):
         while not (downloaded.is_set() or self.downloads_over.is_set()):
             downloaded.wait(0.05)
         if r is None or not m.cache.made_from(out, path):
+            # from the final file: every download (and delta rebuild) over
+            self.downloads_over.wait()
             r = m.transcode.transcode_path(path, out, **kw)
         size = self.mods.units.size
         self._say(MSG_TRANSCODED % (r.nevra, size(r.input_len), size(r.output_len),
