@@ -1007,7 +1007,8 @@ static void serve_flags(int served)
  *     RPMVSF_NOSHA256HEADER);
  *   - where rpm records package digests (%_pkgverify_digests), the front end
  *     gave them for every served package (%_rpmcow_pkgdigests, from the
- *     extents files' records: digests of the same package files).
+ *     extents files' records: digests of the same package files) -- rpmcow
+ *     lists the packages in %_rpmcow_served only then.
  * Then, in the real run, psm_pre refuses a package whose header is not one
  * rpmcow judged (its SHA-256 digest, which rpm has just checked, is no key
  * of %_rpmcow_serve): nothing unverified in this run installs.  A judged
@@ -1051,38 +1052,8 @@ __attribute__((visibility("default"))) int rpmcow_plugin_served_only(void)
         rpmtsVfyLevel(ts) != tested_level || (rpmtsVSFlags(ts) & RPMVSF_NOSHA256HEADER))
         return 0;
     char *served = rpmExpand("%{?_rpmcow_served}", NULL);
-    char *want = rpmExpand("%{?_pkgverify_digests}", NULL);
-    char *serve = rpmExpand("%{?_rpmcow_serve}", NULL);
-    char *digests = rpmExpand("%{?_rpmcow_pkgdigests}", NULL);
-    int ok = served && want && serve && digests && *serve && all_served(ts, served);
-    /* each served package's digests, where rpm records any */
-    for (const char *e = serve; ok && want[0] && *e; ) {
-        while (*e == ' ')
-            e++;
-        const char *eq = strchr(e, '=');
-        if (*e == '\0')
-            break;
-        if (eq == NULL) {
-            ok = 0;
-            break;
-        }
-        char key[160];
-        size_t kl = (size_t)(eq - e);
-        if (kl == 0 || kl >= sizeof(key)) {
-            ok = 0;
-            break;
-        }
-        memcpy(key, e, kl);
-        key[kl] = '\0';
-        ok = list_lookup(digests, key) != NULL;
-        e = strchr(eq, ' ');
-        if (e == NULL)
-            break;
-    }
+    int ok = served && *served && all_served(ts, served);
     free(served);
-    free(want);
-    free(serve);
-    free(digests);
     if (!ok)
         return 0;
     unverified_ts = ts;

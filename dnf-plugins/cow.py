@@ -216,15 +216,8 @@ class Cow(dnf.Plugin):
     def _watch(self, pkglist):
         """Submit each package as soon as its download has written bytes
         (librepo writes it in place), until the downloads are over."""
-        waiting = {p.localPkg(): p for p in pkglist}
-        while waiting and not self.downloads_over.wait(0.05):
-            for path, pkg in list(waiting.items()):
-                try:
-                    if os.stat(path).st_size > 0:
-                        del waiting[path]
-                        self._submit(pkg)
-                except OSError:
-                    pass
+        self.mods.growing.watch_starts({p.localPkg(): p for p in pkglist}, self.downloads_over,
+                                       lambda path, pkg: self._submit(pkg))
 
     def _transcode(self, pkg):
         m = self.mods

@@ -205,15 +205,17 @@ def prepare(args):
     # every package it adds is served, the rpm plugin skips the real run's
     # second pass, which would read payloads rpm does not use
     # (csrc/rpm_plugin_cow.c: "One verification pass, not two") -- and puts
-    # the package digests rpm 6 records from the records
-    emit("macro", serve.SERVED_MACRO, " ".join(s.nevra for s in served))
+    # the package digests rpm 6 records from the records: offered only when
+    # every served package has them
+    algos = rpmconfig.package_digest_algos()
+    digests = {s.key: {a: s.package_digests[a] for a in algos} for s in served
+               if algos and all(a in s.package_digests for a in algos)}
+    if len(digests) == len(served) or not algos:
+        emit("macro", serve.SERVED_MACRO, " ".join(s.nevra for s in served))
     if not keeps_extents(args.keep, args.keepcache):
         # each goes once its package is installed: the unshared rest of it
         # and the root are never on the disk together for the whole run
         emit("macro", serve.DISCARD_MACRO, "1")
-    algos = rpmconfig.package_digest_algos()
-    digests = {s.key: {a: s.package_digests[a] for a in algos} for s in served
-               if algos and all(a in s.package_digests for a in algos)}
     if digests:
         emit("macro", rpmplugin.DIGESTS_MACRO, rpmplugin.package_digests_value(digests))
     return 0
@@ -221,16 +223,13 @@ def prepare(args):
 
 # ---- follow ---------------------------------------------------------------------
 
-POLL = 0.05
-
-
 def follow(args):
     """Transcode each package while it downloads, from its first bytes
     (rpmcow.growing: librepo writes it in place), until stdin ends
     (downloads over: prepare takes it from there).  Failures are quiet:
     prepare transcodes again whatever is missing or not of the final bytes."""
     import threading
-    from . import rpmconfig
+    from . import growing, rpmconfig
     target = rpmconfig.Target(root=args.installroot)
     pending = {}
     for item in args.packages:
@@ -251,15 +250,8 @@ def follow(args):
     # a transcode that follows a download waits for its bytes most of the
     # time: more of them than CPUs (dnf5 downloads several at once)
     with concurrent.futures.ThreadPoolExecutor(2 * workers + 2, "rpmcow") as pool:
-        while pending and not over.wait(POLL):
-            for path, size in list(pending.items()):
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if st.st_size > 0:
-                    del pending[path]
-                    pool.submit(_quietly, _transcode_unless_current, path, target, size, over)
+        growing.watch_starts(pending, over, lambda path, size: pool.submit(
+            _quietly, _transcode_unless_current, path, target, size, over))
     return 0
 
 

@@ -26,6 +26,22 @@ STALL = 120.0        # no new byte for this long: the download is not going on
 CHUNK = 1 << 20
 
 
+def watch_starts(waiting, over, started, poll=0.05):
+    """Call started(path, item) for each {path: item} of `waiting` once its
+    file has bytes (its download has begun), until every one has or `over`
+    is set (the downloads are over)."""
+    waiting = dict(waiting)
+    while waiting and not over.wait(poll):
+        for path, item in list(waiting.items()):
+            try:
+                begun = os.stat(path).st_size > 0
+            except OSError:
+                continue
+            if begun:
+                del waiting[path]
+                started(path, item)
+
+
 class Abandoned(Exception):
     """The file stopped being the download it was (see the module's doc)."""
 
