@@ -27,8 +27,10 @@
  * installer has checked that the cow plugin's work for every member so far
  * succeeded), anything else ends the stream there, short of the archive's
  * trailer, so that rpm fails the package before committing any file; end
- * of file ends the stream quietly (rpm stopped reading it).  zstd and gzip
- * only: rpm's xz reader takes one stream and xz has no filler to skip. */
+ * of file ends the stream quietly (rpm stopped reading it).  xz: rpm's
+ * reader takes one stream, but a stream may hold many blocks, and a block
+ * may be empty: the filler is empty blocks with the longest header xz
+ * allows (1 KiB), all listed in the index.  bzip2 and lzma have no gate. */
 #include <bzlib.h>
 #include <errno.h>
 #include <lzma.h>
@@ -64,9 +66,27 @@ static struct {
     struct zrun xz[3];   /* 1 MiB, 64 KiB, 4 KiB */
     struct zrun gz[2];   /* 64 KiB, 4 KiB */
     int xz_ok, gz_ok;
-} Z = {PTHREAD_ONCE_INIT, {{0}}, {{0}}, 0, 0};
+    uint8_t xz_empty[1028];   /* an xz block that decodes to nothing (the gate) */
+} Z = {PTHREAD_ONCE_INIT, {{0}}, {{0}}, 0, 0, {0}};
 
 #define XZ_DICT_PROP 16     /* LZMA2 dictionary property: 1 MiB */
+#define XZ_EMPTY_BLOCK sizeof(Z.xz_empty)
+
+/* The longest block header xz allows (1 KiB: one LZMA2 filter, then
+ * header padding), LZMA2's end marker at once, block padding. */
+static void make_xz_empty(void)
+{
+    uint8_t *b = Z.xz_empty;
+    b[0] = 255;                /* (1024 / 4) - 1 */
+    b[1] = 0x00;               /* one filter, no sizes */
+    b[2] = 0x21;               /* LZMA2 */
+    b[3] = 0x01;
+    b[4] = XZ_DICT_PROP;
+    uint32_t crc = (uint32_t)crc32(0, b, 1020);
+    b[1020] = crc & 0xff; b[1021] = (crc >> 8) & 0xff;
+    b[1022] = (crc >> 16) & 0xff; b[1023] = crc >> 24;
+    b[1024] = 0x00;            /* end of LZMA2 data; then 3 bytes of padding */
+}
 
 static int make_xz_run(struct zrun *z, uint64_t n)
 {
@@ -127,6 +147,7 @@ static void make_runs(void)
     Z.xz_ok = !make_xz_run(&Z.xz[0], 1u << 20) && !make_xz_run(&Z.xz[1], 1u << 16) &&
               !make_xz_run(&Z.xz[2], 1u << 12);
     Z.gz_ok = !make_gz_run(&Z.gz[0], 1u << 16) && !make_gz_run(&Z.gz[1], 1u << 12);
+    make_xz_empty();
 }
 
 /* ---- the container encoder -------------------------------------------- */
@@ -143,7 +164,10 @@ struct enc {
     size_t slen;
     uint64_t total;           /* uncompressed bytes */
     uint64_t xz_block;        /* xz: block header + chunk bytes so far */
+    uint64_t xz_block_total;  /* xz: `total` where the current block began */
     int xz_first;             /* xz: the next chunk must reset the dictionary */
+    struct xz_record *xz_recs;    /* xz: the blocks ended so far, for the index */
+    size_t xz_nrecs, xz_caprecs;
     uint32_t crc;             /* gzip */
     uint64_t member_start;    /* gzip: `total` where the current member began */
     bz_stream bz;
@@ -357,6 +381,49 @@ static int enc_zeros(struct enc *e, uint64_t n)
 
 static uint8_t xz_header[12];
 
+struct xz_record {
+    uint64_t unpadded;        /* header + compressed data (+ check: none here) */
+    uint64_t size;            /* what it decodes to */
+};
+
+/* the index's record of a block that ends here */
+static int xz_record(struct enc *e, uint64_t unpadded, uint64_t size)
+{
+    if (e->xz_nrecs == e->xz_caprecs) {
+        size_t cap = e->xz_caprecs ? 2 * e->xz_caprecs : 16;
+        struct xz_record *r = realloc(e->xz_recs, cap * sizeof(*r));
+        if (r == NULL) {
+            e->failed = 1;
+            return rc_fail(e->err, RC_E_NOMEM, "out of memory");
+        }
+        e->xz_recs = r;
+        e->xz_caprecs = cap;
+    }
+    e->xz_recs[e->xz_nrecs++] = (struct xz_record){unpadded, size};
+    return RC_OK;
+}
+
+/* end the current block: LZMA2's end marker, padding, its index record */
+static int xz_end_block(struct enc *e)
+{
+    stage_flush(e);
+    uint8_t end = 0x00;
+    out_put(e, &end, 1);
+    uint64_t unpadded = e->xz_block + 1;
+    uint8_t pad[4] = {0};
+    out_put(e, pad, (size_t)((4 - (unpadded & 3)) & 3));
+    return xz_record(e, unpadded, e->total - e->xz_block_total);
+}
+
+/* begin a block: the header (one LZMA2 filter, no sizes, no check) */
+static int xz_begin_block(struct enc *e)
+{
+    e->xz_block = sizeof(xz_header);
+    e->xz_block_total = e->total;
+    e->xz_first = 1;
+    return out_put(e, xz_header, sizeof(xz_header));
+}
+
 static int enc_start(struct enc *e, rc_error *err)
 {
     e->err = err;
@@ -378,10 +445,8 @@ static int enc_start(struct enc *e, rc_error *err)
         bh[3] = 0x01;
         bh[4] = XZ_DICT_PROP;
         put_le32(bh + 8, (uint32_t)crc32(0, bh, 8));
-        e->xz_block = 12;
-        e->xz_first = 1;
         out_put(e, sh, 12);
-        return out_put(e, bh, 12);
+        return xz_begin_block(e);
     }
     case RC_COMP_GZIP:
         e->crc = (uint32_t)crc32(0, NULL, 0);
@@ -412,25 +477,35 @@ static int enc_finish(struct enc *e)
         break;
     }
     case RC_COMP_XZ: {
-        stage_flush(e);
-        uint8_t end = 0x00;
-        out_put(e, &end, 1);
-        uint64_t unpadded = e->xz_block + 1;
-        uint8_t pad[4] = {0};
-        out_put(e, pad, (size_t)((4 - (unpadded & 3)) & 3));
-        uint8_t idx[64];
+        if (xz_end_block(e))
+            break;
+        /* the index: indicator, count, (unpadded, size) per block, padding
+         * to 4 bytes, CRC32 of all that */
+        uint8_t rec[24];
+        uint32_t crc = (uint32_t)crc32(0, NULL, 0);
+        uint64_t idx_len = 0;
         size_t n = 0;
-        idx[n++] = 0x00;
-        n += put_varint(idx + n, 1);
-        n += put_varint(idx + n, unpadded);
-        n += put_varint(idx + n, e->total);
-        while (n & 3)
-            idx[n++] = 0;
-        put_le32(idx + n, (uint32_t)crc32(0, idx, (uInt)n));
-        n += 4;
-        out_put(e, idx, n);
+        rec[n++] = 0x00;
+        n += put_varint(rec + n, e->xz_nrecs);
+        for (size_t i = 0;; i++) {
+            crc = (uint32_t)crc32(crc, rec, (uInt)n);
+            out_put(e, rec, n);
+            idx_len += n;
+            if (i == e->xz_nrecs)
+                break;
+            n = put_varint(rec, e->xz_recs[i].unpadded);
+            n += put_varint(rec + n, e->xz_recs[i].size);
+        }
+        n = (size_t)((4 - (idx_len & 3)) & 3);
+        memset(rec, 0, 4);
+        crc = (uint32_t)crc32(crc, rec, (uInt)n);
+        out_put(e, rec, n);
+        idx_len += n;
+        put_le32(rec, crc);
+        out_put(e, rec, 4);
+        idx_len += 4;
         uint8_t foot[12];
-        put_le32(foot + 4, (uint32_t)(n / 4 - 1));
+        put_le32(foot + 4, (uint32_t)(idx_len / 4 - 1));
         foot[8] = 0x00;
         foot[9] = 0x00;
         put_le32(foot, (uint32_t)crc32(0, foot + 4, 6));
@@ -463,6 +538,7 @@ static void enc_free(struct enc *e)
         lzma_end(&e->lz);
     free(e->out);
     free(e->stage);
+    free(e->xz_recs);
 }
 
 /* ---- the stripped cpio archive ----------------------------------------- */
@@ -559,8 +635,16 @@ static int feed_gate(struct enc *e, int gate_fd, rc_error *err)
         out_filler(e, 0, 1);                                  /* the comment's end */
         e->crc = (uint32_t)crc32(0, NULL, 0);
         e->member_start = e->total;
+    } else if (e->kind == RC_COMP_XZ) {
+        if (xz_end_block(e))
+            return RC_E_IO;
+        for (size_t k = 0; k < GATE_FILLER / XZ_EMPTY_BLOCK; k++) {
+            out_put(e, Z.xz_empty, XZ_EMPTY_BLOCK);
+            if (xz_record(e, XZ_EMPTY_BLOCK - 3, 0))
+                return RC_E_NOMEM;
+        }
     } else {
-        return rc_fail(err, RC_E_INTERNAL, "a gate needs a zstd or gzip container");
+        return rc_fail(err, RC_E_INTERNAL, "a gate needs a zstd, xz or gzip container");
     }
     if (out_flush(e) != RC_OK)
         return RC_E_IO;
@@ -578,6 +662,8 @@ static int feed_gate(struct enc *e, int gate_fd, rc_error *err)
                        "the payload was cut short so that rpm fails it");
     if (e->kind == RC_COMP_ZSTD)
         return out_put(e, ZSTD_FRAME_HEADER, sizeof(ZSTD_FRAME_HEADER));
+    if (e->kind == RC_COMP_XZ)
+        return xz_begin_block(e);
     return RC_OK;           /* gzip: the member has begun */
 }
 

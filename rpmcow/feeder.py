@@ -28,7 +28,7 @@ from .errors import BadExtentsError
 
 F_SETPIPE_SZ = 1031
 CHEAP = ("zstd", "xz", "gzip", "none")      # containers with a stored mode
-GATED = ("zstd", "gzip")                     # containers a gate can pause (feed.c)
+GATED = ("zstd", "xz", "gzip")               # containers a gate can pause (feed.c)
 NO_GATE = float("inf")
 
 

@@ -1307,6 +1307,8 @@ def worker_pkgs(pkgbuilder):
         "wt": pkgbuilder.build("wt", worker_files()),
         "wtdoc": pkgbuilder.build("wtdoc", worker_files(doc_last=True)),
         "wtgz": pkgbuilder.build("wtgz", worker_files(), compressor="gzip"),
+        "wtxz": pkgbuilder.build("wtxz", worker_files(), compressor="xz"),
+        "wtdocxz": pkgbuilder.build("wtdocxz", worker_files(doc_last=True), compressor="xz"),
     }
 
 
@@ -1345,6 +1347,7 @@ def needs_worker():
     ("wt", "/opt/wt/fa;"),          # the first file
     ("wt", "/opt/wt/fj;"),          # the last clone; the archive's last entry is 'small'
     ("wtgz", "/opt/wt/fe;"),        # gzip: gated too
+    ("wtxz", "/opt/wt/fe;"),        # xz: gated by empty blocks
 ])
 def test_worker_failure_rolls_back(xfs_site, worker_pkgs, pkg, fault, fault_plugin):
     needs_worker()
@@ -1377,24 +1380,26 @@ def test_failure_on_the_last_entry_is_synchronous(xfs_site, worker_pkgs, fault_p
     _wt_absent(site, "wtdoc")
 
 
-def test_worker_failure_when_rpm_skips_the_last_entry(xfs_site, worker_pkgs, fault_plugin):
+@pytest.mark.parametrize("name", ["wtdoc", "wtdocxz"])
+def test_worker_failure_when_rpm_skips_the_last_entry(xfs_site, worker_pkgs, fault_plugin, name):
     """--excludedocs: rpm skips the archive's last entry (a %doc file) and
-    calls no hook after the last clone's.  The feed's gate must fail it."""
+    calls no hook after the last clone's.  The feed's gate must fail it
+    (zstd: a skippable frame; xz: empty blocks)."""
     needs_worker()
     site = xfs_site
-    ext = site.transcode(worker_pkgs["wtdoc"])
+    ext = site.transcode(worker_pkgs[name])
     r = site.install("--excludedocs", "--nodeps", "--noscripts", ext, ok=False,
                      env=fault_env(fault_plugin, "/opt/wt/small;"))     # not cloned: no failure
     assert r.returncode == 0, r.stderr
-    site.rpm("-i", "--excludedocs", "--nodeps", "--noscripts", worker_pkgs["wtdoc"])
+    site.rpm("-i", "--excludedocs", "--nodeps", "--noscripts", worker_pkgs[name])
     site.assert_same(shared=installed(site.cow))
-    site.rpm("-e", "--nodeps", "--noscripts", "wtdoc", root=site.cow)
-    site.rpm("-e", "--nodeps", "--noscripts", "wtdoc")
+    site.rpm("-e", "--nodeps", "--noscripts", name, root=site.cow)
+    site.rpm("-e", "--nodeps", "--noscripts", name)
     r = site.install("--excludedocs", "--nodeps", "--noscripts", ext, ok=False,
                      env=fault_env(fault_plugin, "/opt/wt/fj;"))        # the last entry with a hook
     assert r.returncode != 0, r.stderr
     assert "fault injected" in r.stderr and "cut short" in r.stderr, r.stderr
-    _wt_absent(site, "wtdoc")
+    _wt_absent(site, name)
 
 
 def test_worker_failure_in_second_package_keeps_the_first(xfs_site, worker_pkgs, pair,
