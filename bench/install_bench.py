@@ -34,7 +34,7 @@ import largepkg  # noqa: E402
 PACKAGES = [("zstd-19", "w19T2.zstdio", "large"), ("xz-9", "w9T2.xzdio", "large"),
             ("reference zstd-19", "w19T2.zstdio", "reference"),
             ("reference xz-9", "w9T2.xzdio", "reference")]
-TARGETS = {"zstd-19": 0.75, "xz-9": 0.35, "reference zstd-19": 0.75, "reference xz-9": 0.35}
+TARGETS = {"zstd-19": 0.55, "xz-9": 0.30, "reference zstd-19": 0.55, "reference xz-9": 0.30}  # #16
 NAMES = {"large": "rpmcow-bench-large", "reference": "rpmcow-bench-reference"}
 RPMCOW = os.path.join(benchlib.REPO, ".venv", "bin", "rpmcow")
 

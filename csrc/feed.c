@@ -6,8 +6,10 @@
  * PAYLOADCOMPRESSOR names but that costs (almost) nothing to decode:
  *
  *   zstd   raw blocks for data, RLE blocks for zero runs (4 bytes / 128 KiB)
- *   xz     uncompressed LZMA2 chunks for data, pre-encoded LZMA2 chunks of
- *          zeros (each starting with a dictionary reset), check type none
+ *   xz     uncompressed LZMA2 chunks, zeros included, check type none (LZMA
+ *          chunks of zeros would be smaller, but liblzma copies a match
+ *          at distance 1 byte by byte: decoding them cost rpm more than
+ *          reading the zeros from the pipe)
  *   gzip   stored deflate blocks, pre-encoded full-flushed blocks of zeros
  *   bzip2, lzma (legacy)   no stored mode: the real encoder at its fastest
  *   none   as is
@@ -63,11 +65,10 @@ struct zrun {
 
 static struct {
     pthread_once_t once;
-    struct zrun xz[3];   /* 1 MiB, 64 KiB, 4 KiB */
     struct zrun gz[2];   /* 64 KiB, 4 KiB */
-    int xz_ok, gz_ok;
+    int gz_ok;
     uint8_t xz_empty[1028];   /* an xz block that decodes to nothing (the gate) */
-} Z = {PTHREAD_ONCE_INIT, {{0}}, {{0}}, 0, 0, {0}};
+} Z = {PTHREAD_ONCE_INIT, {{0}}, 0, {0}};
 
 #define XZ_DICT_PROP 16     /* LZMA2 dictionary property: 1 MiB */
 #define XZ_EMPTY_BLOCK sizeof(Z.xz_empty)
@@ -86,30 +87,6 @@ static void make_xz_empty(void)
     b[1020] = crc & 0xff; b[1021] = (crc >> 8) & 0xff;
     b[1022] = (crc >> 16) & 0xff; b[1023] = crc >> 24;
     b[1024] = 0x00;            /* end of LZMA2 data; then 3 bytes of padding */
-}
-
-static int make_xz_run(struct zrun *z, uint64_t n)
-{
-    lzma_options_lzma opt;
-    if (lzma_lzma_preset(&opt, 0))
-        return -1;
-    opt.dict_size = 1u << 20;
-    lzma_filter filters[] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, NULL}};
-    size_t cap = 4096 + n / 64;
-    uint8_t *zeros = calloc(1, n), *out = malloc(cap);
-    size_t pos = 0;
-    int ok = zeros && out &&
-        lzma_raw_buffer_encode(filters, NULL, zeros, n, out, &pos, cap) == LZMA_OK &&
-        pos >= 2 && (out[0] & 0xE0) == 0xE0 && out[pos - 1] == 0x00;
-    free(zeros);
-    if (!ok) {
-        free(out);
-        return -1;
-    }
-    z->data = out;
-    z->len = pos - 1;          /* without the LZMA2 end marker */
-    z->n = n;
-    return 0;
 }
 
 static int make_gz_run(struct zrun *z, uint64_t n)
@@ -144,8 +121,6 @@ static int make_gz_run(struct zrun *z, uint64_t n)
 
 static void make_runs(void)
 {
-    Z.xz_ok = !make_xz_run(&Z.xz[0], 1u << 20) && !make_xz_run(&Z.xz[1], 1u << 16) &&
-              !make_xz_run(&Z.xz[2], 1u << 12);
     Z.gz_ok = !make_gz_run(&Z.gz[0], 1u << 16) && !make_gz_run(&Z.gz[1], 1u << 12);
     make_xz_empty();
 }
@@ -349,18 +324,7 @@ static int enc_zeros(struct enc *e, uint64_t n)
         }
         return e->failed ? RC_E_IO : RC_OK;
     }
-    if (e->kind == RC_COMP_XZ && Z.xz_ok) {
-        stage_flush(e);
-        for (int i = 0; i < 3; i++) {
-            while (n >= Z.xz[i].n) {
-                out_put(e, Z.xz[i].data, Z.xz[i].len);
-                e->xz_block += Z.xz[i].len;
-                e->total += Z.xz[i].n;
-                e->xz_first = 0;
-                n -= Z.xz[i].n;
-            }
-        }
-    } else if (e->kind == RC_COMP_GZIP && Z.gz_ok) {
+    if (e->kind == RC_COMP_GZIP && Z.gz_ok) {
         stage_flush(e);
         for (int i = 0; i < 2; i++) {
             while (n >= Z.gz[i].n) {
