@@ -85,6 +85,10 @@ def record_key(target, create=True):
 # how long after the mtime the transcoder gave a file its ctime may be: the
 # sections' write, the chmod and the rename into place come after it
 CTIME_SLACK_NS = 60 * 10**9
+# a ctime may be that much earlier than the mtime: earlier rpmcow builds took
+# the mtime from time.time_ns(), finer than the kernel's coarse clock for
+# inode times, so its files' ctimes came out up to a tick earlier
+CLOCK_TICK_NS = 20 * 10**6
 # record fields under the MAC besides header-sha256 and files, in this
 # order: the whole package's digests, and those that bind the blobs
 BINDING = ("package-digests", "table-sha256", "file")
@@ -231,7 +235,7 @@ def vouches_for_blobs(status, rec, table_sha256, origin):
     if not (ino.isdigit() and mtime.isdigit()) or int(ino) != origin.st_ino:
         return "the record belongs to another file (a copy?)"
     if int(mtime) != origin.st_mtime_ns or \
-            not 0 <= origin.st_ctime_ns - origin.st_mtime_ns <= CTIME_SLACK_NS:
+            not -CLOCK_TICK_NS <= origin.st_ctime_ns - origin.st_mtime_ns <= CTIME_SLACK_NS:
         return "the file was changed, moved or had its attributes changed since it was written"
     if not snapshot.private(origin):
         return "the file can be changed by someone other than root"

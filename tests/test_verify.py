@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import corpus_path, unbound
-from rpmcow import checksig, extents, native, package, rpmconfig, transcode, verify
+from rpmcow import checksig, extents, native, package, record, rpmconfig, transcode, verify
 from rpmcow.errors import RpmcowError, VerificationError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,6 +336,27 @@ def test_upstream_file_is_trusted_only_through_its_file_digests(empty_root):
     with open(gold, "rb") as f:
         ev = checksig.require_for_install(f.fileno(), empty_root, "signature")
     assert ev.items[-1].label == "File digests"
+
+
+def test_a_fresh_extents_file_is_vouched_for_by_its_record(empty_root, tmp_path):
+    """The record binds the blobs to the file's inode and mtime, with a ctime
+    no earlier: the mtime must come from the clock the kernel stamps ctimes
+    with (coarser than time.time_ns()), or every install hashes every blob."""
+    src = TESTDATA / "hello-2.0-1.i686.rpm"
+    for i in range(20):
+        out = tmp_path / ("hello-%d.cow.rpm" % i)
+        _transcode(src, out, empty_root, level="digest")
+        with open(out, "rb") as f:
+            sec = extents.read_sections(f.fileno())
+            f.seek(0)
+            pro = native.Input(f.fileno(), []).read_prologue()
+            status, _, rec = record.check(sec.s_text, pro.data, record.record_keys(empty_root))
+            assert status == "valid"
+            st = os.fstat(f.fileno())
+            assert record.vouches_for_blobs(status, rec, sec.t_sha256, st) is None, \
+                (i, st.st_mtime_ns, st.st_ctime_ns)
+            ev = checksig.require_for_install(f.fileno(), empty_root, "digest")
+            assert "File digests" not in [it.label for it in ev.items]
 
 
 def test_policy_levels():
