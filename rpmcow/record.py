@@ -6,7 +6,8 @@ the headers it belongs to, whether every file matched its digest, the
 SHA-256 of the T section (which blob each file digest points at), the
 identity of the file the transcoder wrote (inode number and the mtime it
 gave the file, to the nanosecond), and an HMAC over all of it with a key
-private to the target root.  A section copied from another package, or
+private to the target root (the host's, for a file written outside that
+root: transcode._record_target).  A section copied from another package, or
 edited, is detected; a key imported later is honoured because header
 signatures are always re-checked against the current keyring
 (``rpmcow.checksig``).

@@ -56,7 +56,7 @@ def page_size_default():
 
 
 def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
-                 target=None, level=None, enforce=True, progress=None):
+                 target=None, level=None, enforce=True, progress=None, record_target=None):
     """Transcode the package read from in_fd, writing the extents file to
     out_fd from its current position (taken as offset 0).
 
@@ -66,21 +66,25 @@ def transcode_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
     the verdict is only stored, and only a BAD item is an error.
     progress: called as progress(bytes read, input size or None) from a
     thread of its own, a few times a second while the payload streams.
+    record_target: the root whose key MACs the record (default: target;
+    transcode_path and transcode_to_path pass the host's where the output
+    is outside target's root: rpmcow.record).
     """
     return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, True,
-                         progress)
+                         progress, record_target)
 
 
 def _unverified_fd(in_fd, out_fd, algos=DEFAULT_ALGOS, page_size=None, deny=None,
-                   target=None, level=None, enforce=True):
+                   target=None, level=None, enforce=True, record_target=None):
     """transcode_fd without rpmkeys, storing an empty, failed verdict: only
     for measuring what verification costs (bench/verify_bench.py, through
     _via_path).  Not part of the API: nothing else reaches it."""
-    return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, False)
+    return _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, False,
+                         record_target=record_target)
 
 
 def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce, _verify,
-                  progress=None):
+                  progress=None, record_target=None):
     algo_names = [by_name(a).name for a in algos]
     page_size = page_size or page_size_default()
     target = target or rpmconfig.Target()
@@ -101,7 +105,7 @@ def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce,
             watch = _Progress(inp, in_fd, progress) if progress else None
             try:
                 return _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck,
-                                  out_ino)
+                                  out_ino, record_target or target)
             finally:
                 if watch:
                     watch.stop()
@@ -111,7 +115,8 @@ def _transcode_fd(in_fd, out_fd, algos, page_size, deny, target, level, enforce,
         raise
 
 
-def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out_ino):
+def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out_ino,
+               record_target):
     # the prologue's digests are computed later, off the critical path: by
     # the sink, with the payload's first blocks
     inp.hold_hashing()
@@ -212,7 +217,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
     # never earlier than it
     mtime_ns = os.fstat(out_fd).st_ctime_ns if out_ino is not None else time.time_ns()
     sections.s_text = verdict.s_text(
-        record.record_key(target), table_sha256=native.sha256(t).hex(),
+        record.record_key(record_target), table_sha256=native.sha256(t).hex(),
         file=record.file_id(out_ino, mtime_ns) if out_ino is not None else record.NO_FILE)
     tail = extents.encode_sections(lay.out_pos, sections, page_size, t=t)
     _write(out_fd, tail)
@@ -419,6 +424,20 @@ def _same_file(in_fd, out_path):
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
+def _record_target(target, out_dir):
+    """The root whose key MACs the record of a file written into out_dir:
+    target's where the file is inside its root (it stays valid there when
+    that root is booted), else the host's -- an image build's cache shared
+    by many installroots, whose installs then all accept the record
+    (record.record_keys: the target's key and the host's)."""
+    target = target or rpmconfig.Target()
+    root = os.path.realpath(target.root)
+    inside = os.path.realpath(out_dir)
+    if root == "/" or inside == root or inside.startswith(root.rstrip("/") + "/"):
+        return target
+    return rpmconfig.Target()
+
+
 def _to_file(in_fd, out_path, transcode, kw):
     """Write the extents file where no one sees it until it is complete: an
     unnamed file (O_TMPFILE) in the output's directory, given a name only
@@ -430,6 +449,8 @@ def _to_file(in_fd, out_path, transcode, kw):
                           "(the original package would be replaced)" % out_path)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     name = os.path.basename(out_path)
+    kw = dict(kw, record_target=kw.get("record_target") or _record_target(kw.get("target"),
+                                                                          out_dir))
     try:
         fd, tmp = _create_output(out_dir, name)
     except OSError as exc:

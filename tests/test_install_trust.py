@@ -549,15 +549,16 @@ def _record_mac(key, headers_sha256, files, extra, item_lines):
 
 def test_record_saying_files_bad_is_refused(xfs_site, pkgs):
     """A record that says the transcoder found files not matching their
-    digests (files=BAD, rc 2), correctly MACed with the root's key, is
-    refused.  The blobs are what such a record describes: one does not
+    digests (files=BAD, rc 2), correctly MACed with the key it was made
+    with (the host's: the file is outside the root), is refused.  The blobs are what such a record describes: one does not
     match.  Root holds the key anyway and puts the file's mtime back, so
     that nothing but files=BAD tells this file from a trusted one."""
     from rpmcow import extents
     site = xfs_site
     ext = site.transcode(pkgs["other"])
     st0 = os.stat(ext)
-    key = (site.cow / "var/lib/rpmcow/verdict.key").read_bytes()
+    from rpmcow import record, rpmconfig
+    key = record.record_key(rpmconfig.Target(), create=False)
     sec = sections(ext)
     lines = sec.s_text.decode().splitlines()
     rec = [ln for ln in lines if ln.startswith(RECORD_PREFIX)]

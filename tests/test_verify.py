@@ -359,6 +359,26 @@ def test_a_fresh_extents_file_is_vouched_for_by_its_record(empty_root, tmp_path)
             assert "File digests" not in [it.label for it in ev.items]
 
 
+def test_record_key_is_the_roots_inside_it_and_the_hosts_outside(empty_root, tmp_path):
+    """A file written inside the target root gets that root's key (valid when
+    the root is booted); one outside it -- an image build's shared cache --
+    the host's, which every installroot's install accepts."""
+    src = TESTDATA / "hello-2.0-1.i686.rpm"
+    other = rpmconfig.Target(root=str(tmp_path / "other"), dbpath="/var/lib/rpm")
+    os.makedirs(other.root)
+    (tmp_path / "root" / "cache").mkdir()
+    for out, valid_for_other in ((tmp_path / "shared.cow.rpm", True),
+                                 (tmp_path / "root" / "cache" / "own.cow.rpm", False)):
+        _transcode(src, out, empty_root, level="digest")
+        with open(out, "rb") as f:
+            sec = extents.read_sections(f.fileno())
+            f.seek(0)
+            pro = native.Input(f.fileno(), []).read_prologue()
+        assert record.check(sec.s_text, pro.data, record.record_keys(empty_root))[0] == "valid"
+        status = record.check(sec.s_text, pro.data, record.record_keys(other))[0]
+        assert status == ("valid" if valid_for_other else "altered"), out
+
+
 def test_policy_levels():
     items = verify.parse_items(
         "    Header V4 RSA/SHA256 Signature, key ID 1: NOKEY\n"
