@@ -54,6 +54,11 @@ static const uint8_t ZEROS[1u << 16];
 static const uint8_t ZSTD_FRAME_HEADER[] = {0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38};  /* window 128 KiB */
 static const uint8_t GZIP_HEADER[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
 
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    p[0] = v & 0xff; p[1] = (v >> 8) & 0xff; p[2] = (v >> 16) & 0xff; p[3] = v >> 24;
+}
+
 /* ---- pre-encoded zero runs (built once per process) ------------------ */
 
 struct zrun {
@@ -67,26 +72,25 @@ static struct {
     pthread_once_t once;
     struct zrun gz[2];   /* 64 KiB, 4 KiB */
     int gz_ok;
+    uint8_t xz_header[12];    /* the header of each xz block of data */
     uint8_t xz_empty[1028];   /* an xz block that decodes to nothing (the gate) */
-} Z = {PTHREAD_ONCE_INIT, {{0}}, 0, {0}};
+} Z = {PTHREAD_ONCE_INIT, {{0}}, 0, {0}, {0}};
 
 #define XZ_DICT_PROP 16     /* LZMA2 dictionary property: 1 MiB */
 #define XZ_EMPTY_BLOCK sizeof(Z.xz_empty)
+#define XZ_EMPTY_UNPADDED 1025        /* its 1 KiB header and LZMA2's end marker */
 
-/* The longest block header xz allows (1 KiB: one LZMA2 filter, then
- * header padding), LZMA2's end marker at once, block padding. */
-static void make_xz_empty(void)
+/* An xz block header of `size` bytes (a multiple of 4, 8 to 1024): one
+ * LZMA2 filter, no sizes (so no check of them), header padding, CRC32. */
+static void make_xz_block_header(uint8_t *b, size_t size)
 {
-    uint8_t *b = Z.xz_empty;
-    b[0] = 255;                /* (1024 / 4) - 1 */
+    memset(b, 0, size);
+    b[0] = (uint8_t)(size / 4 - 1);
     b[1] = 0x00;               /* one filter, no sizes */
     b[2] = 0x21;               /* LZMA2 */
     b[3] = 0x01;
     b[4] = XZ_DICT_PROP;
-    uint32_t crc = (uint32_t)crc32(0, b, 1020);
-    b[1020] = crc & 0xff; b[1021] = (crc >> 8) & 0xff;
-    b[1022] = (crc >> 16) & 0xff; b[1023] = crc >> 24;
-    b[1024] = 0x00;            /* end of LZMA2 data; then 3 bytes of padding */
+    put_le32(b + size - 4, (uint32_t)crc32(0, b, (uInt)(size - 4)));
 }
 
 static int make_gz_run(struct zrun *z, uint64_t n)
@@ -122,7 +126,11 @@ static int make_gz_run(struct zrun *z, uint64_t n)
 static void make_runs(void)
 {
     Z.gz_ok = !make_gz_run(&Z.gz[0], 1u << 16) && !make_gz_run(&Z.gz[1], 1u << 12);
-    make_xz_empty();
+    make_xz_block_header(Z.xz_header, sizeof(Z.xz_header));
+    /* the longest header xz allows, then LZMA2's end marker at once and the
+     * block's padding: an empty block */
+    make_xz_block_header(Z.xz_empty, 1024);
+    Z.xz_empty[1024] = 0x00;
 }
 
 /* ---- the container encoder -------------------------------------------- */
@@ -186,11 +194,6 @@ static int out_put(struct enc *e, const void *p, size_t n)
         n -= k;
     }
     return e->failed ? RC_E_IO : RC_OK;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    p[0] = v & 0xff; p[1] = (v >> 8) & 0xff; p[2] = (v >> 16) & 0xff; p[3] = v >> 24;
 }
 
 static size_t put_varint(uint8_t *p, uint64_t v)
@@ -343,8 +346,6 @@ static int enc_zeros(struct enc *e, uint64_t n)
     return e->failed ? RC_E_IO : RC_OK;
 }
 
-static uint8_t xz_header[12];
-
 struct xz_record {
     uint64_t unpadded;        /* header + compressed data (+ check: none here) */
     uint64_t size;            /* what it decodes to */
@@ -382,10 +383,10 @@ static int xz_end_block(struct enc *e)
 /* begin a block: the header (one LZMA2 filter, no sizes, no check) */
 static int xz_begin_block(struct enc *e)
 {
-    e->xz_block = sizeof(xz_header);
+    e->xz_block = sizeof(Z.xz_header);
     e->xz_block_total = e->total;
     e->xz_first = 1;
-    return out_put(e, xz_header, sizeof(xz_header));
+    return out_put(e, Z.xz_header, sizeof(Z.xz_header));
 }
 
 static int enc_start(struct enc *e, rc_error *err)
@@ -401,14 +402,6 @@ static int enc_start(struct enc *e, rc_error *err)
     case RC_COMP_XZ: {
         uint8_t sh[12] = {0xfd, '7', 'z', 'X', 'Z', 0x00, 0x00, 0x00};
         put_le32(sh + 8, (uint32_t)crc32(0, sh + 6, 2));
-        uint8_t *bh = xz_header;
-        memset(bh, 0, 12);
-        bh[0] = 2;                 /* (12 / 4) - 1 */
-        bh[1] = 0x00;              /* one filter, no sizes */
-        bh[2] = 0x21;              /* LZMA2 */
-        bh[3] = 0x01;
-        bh[4] = XZ_DICT_PROP;
-        put_le32(bh + 8, (uint32_t)crc32(0, bh, 8));
         out_put(e, sh, 12);
         return xz_begin_block(e);
     }
@@ -448,26 +441,25 @@ static int enc_finish(struct enc *e)
         uint8_t rec[24];
         uint32_t crc = (uint32_t)crc32(0, NULL, 0);
         uint64_t idx_len = 0;
-        size_t n = 0;
-        rec[n++] = 0x00;
-        n += put_varint(rec + n, e->xz_nrecs);
-        for (size_t i = 0;; i++) {
+        for (size_t i = 0; i <= e->xz_nrecs; i++) {
+            size_t n = 0;
+            if (i == 0) {
+                rec[n++] = 0x00;
+                n += put_varint(rec + n, e->xz_nrecs);
+            } else {
+                n += put_varint(rec + n, e->xz_recs[i - 1].unpadded);
+                n += put_varint(rec + n, e->xz_recs[i - 1].size);
+            }
             crc = (uint32_t)crc32(crc, rec, (uInt)n);
             out_put(e, rec, n);
             idx_len += n;
-            if (i == e->xz_nrecs)
-                break;
-            n = put_varint(rec, e->xz_recs[i].unpadded);
-            n += put_varint(rec + n, e->xz_recs[i].size);
         }
-        n = (size_t)((4 - (idx_len & 3)) & 3);
+        size_t pad = (size_t)((4 - (idx_len & 3)) & 3);
         memset(rec, 0, 4);
-        crc = (uint32_t)crc32(crc, rec, (uInt)n);
-        out_put(e, rec, n);
-        idx_len += n;
-        put_le32(rec, crc);
-        out_put(e, rec, 4);
-        idx_len += 4;
+        crc = (uint32_t)crc32(crc, rec, (uInt)pad);
+        put_le32(rec + pad, crc);
+        out_put(e, rec, pad + 4);
+        idx_len += pad + 4;
         uint8_t foot[12];
         put_le32(foot + 4, (uint32_t)(idx_len / 4 - 1));
         foot[8] = 0x00;
@@ -604,7 +596,7 @@ static int feed_gate(struct enc *e, int gate_fd, rc_error *err)
             return RC_E_IO;
         for (size_t k = 0; k < GATE_FILLER / XZ_EMPTY_BLOCK; k++) {
             out_put(e, Z.xz_empty, XZ_EMPTY_BLOCK);
-            if (xz_record(e, XZ_EMPTY_BLOCK - 3, 0))
+            if (xz_record(e, XZ_EMPTY_UNPADDED, 0))
                 return RC_E_NOMEM;
         }
     } else {

@@ -135,9 +135,8 @@ class Cow(dnf.Plugin):
         atexit.register(self.activation.close)
         self.active = True
         workers = self.workers or os.cpu_count() or 1
-        # a transcode that follows a download waits for its bytes most of the
-        # time: more of them than CPUs (dnf downloads several at once)
-        self.pool = concurrent.futures.ThreadPoolExecutor(2 * workers + 2, "rpmcow")
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            self.mods.growing.pool_size(workers), "rpmcow")
         self._wrap_downloads()
 
     def _installing(self):

@@ -247,9 +247,7 @@ def follow(args):
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     workers = args.workers or os.cpu_count() or 1
-    # a transcode that follows a download waits for its bytes most of the
-    # time: more of them than CPUs (dnf5 downloads several at once)
-    with concurrent.futures.ThreadPoolExecutor(2 * workers + 2, "rpmcow") as pool:
+    with concurrent.futures.ThreadPoolExecutor(growing.pool_size(workers), "rpmcow") as pool:
         growing.watch_starts(pending, over, lambda path, size: pool.submit(
             _quietly, _transcode_unless_current, path, target, size, over))
     return 0

@@ -26,6 +26,13 @@ STALL = 120.0        # no new byte for this long: the download is not going on
 CHUNK = 1 << 20
 
 
+def pool_size(cpus):
+    """Threads for transcodes that follow downloads: more than CPUs, since
+    such a transcode waits for its bytes most of the time (dnf downloads
+    several packages at once)."""
+    return 2 * cpus + 2
+
+
 def watch_starts(waiting, over, started, poll=0.05):
     """Call started(path, item) for each {path: item} of `waiting` once its
     file has bytes (its download has begun), until every one has or `over`

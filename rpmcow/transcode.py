@@ -9,7 +9,6 @@ buffers; only the headers (bounded, like rpm's) are held whole.
 import errno
 import os
 import stat
-import time
 
 # Only what it takes to start the header check is imported here.  The C
 # core is imported once rpmkeys is starting up, and the rest (librpm's
@@ -215,7 +214,7 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
     # the mtime comes from the kernel's clock for inode times, which may be
     # coarser than time.time_ns(): a ctime set later by that clock is then
     # never earlier than it
-    mtime_ns = os.fstat(out_fd).st_ctime_ns if out_ino is not None else time.time_ns()
+    mtime_ns = os.fstat(out_fd).st_ctime_ns if out_ino is not None else None
     sections.s_text = verdict.s_text(
         record.record_key(record_target), table_sha256=native.sha256(t).hex(),
         file=record.file_id(out_ino, mtime_ns) if out_ino is not None else record.NO_FILE)
@@ -432,10 +431,8 @@ def _record_target(target, out_dir):
     (record.record_keys: the target's key and the host's)."""
     target = target or rpmconfig.Target()
     root = os.path.realpath(target.root)
-    inside = os.path.realpath(out_dir)
-    if root == "/" or inside == root or inside.startswith(root.rstrip("/") + "/"):
-        return target
-    return rpmconfig.Target()
+    inside = os.path.commonpath([root, os.path.realpath(out_dir)]) == root
+    return target if inside else rpmconfig.Target()
 
 
 def _to_file(in_fd, out_path, transcode, kw):
