@@ -138,6 +138,7 @@ struct pkg {
 #ifdef RPMCOW_TEST_HOOKS
     const char *fault;       /* $RPMCOW_TEST_FAULT_PATH: test builds only */
 #endif
+    int tails;               /* %_rpmcow_tails: the shared tails' directory, or -1 */
     uint64_t cloned, copied;
     /* the first failure, written under the worker's lock */
     int failed, reported;
@@ -206,6 +207,7 @@ static struct result *results;
 static unsigned nresults, results_cap;
 
 static struct cow *fallback_state;   /* rpm < 4.17 has no plugin data */
+static int root_fd = -1, proc_fd = -1;  /* opened in init, before any chroot */
 
 static struct cow *state(rpmPlugin plugin)
 {
@@ -218,8 +220,11 @@ static void pkg_reset(struct pkg *P)
         close(P->fd);
     free(P->table);
     free(P->nevra);
+    if (P->tails >= 0)
+        close(P->tails);
     memset(P, 0, sizeof(*P));
     P->fd = -1;
+    P->tails = -1;
 }
 
 /* ---- the extents file's table ------------------------------------------ */
@@ -384,6 +389,111 @@ static int job_fail(struct cow *c, const struct job *j, const char *what)
     return -1;
 }
 
+/* ---- shared tails -------------------------------------------------------
+ * A clone shares whole blocks only, unless its range ends at the source's
+ * end of file: every root writes each file's last, partial block -- and all
+ * of a file smaller than a block -- again.  Image builds install the same
+ * packages into many roots; for them the installer names a directory in
+ * %_rpmcow_tails.  There each distinct tail is kept as a file of its own,
+ * named by the SHA-256 of its bytes, and every root clones it from there:
+ * one block on disk for all of them.  The first root writes its tails as
+ * usual and stores them (write to a temporary name, rename when complete).
+ *
+ * Trust: only root writes there, and only here.  The directory must be
+ * root's (or this process's user's) and closed to everyone else (mode
+ * 0700); an entry is used only if it is a regular file of one link, root's,
+ * not writable by group or others, of exactly the tail's size -- judged on
+ * the descriptor that is cloned from.  Anything else is ignored, and
+ * replaced. */
+
+#define TAIL_NAME 65
+
+static void tail_name(const uint8_t *b, size_t n, char name[TAIL_NAME])
+{
+    static const char hex[] = "0123456789abcdef";
+    DIGEST_CTX ctx = rpmDigestInit(PGPHASHALGO_SHA256, RPMDIGEST_NONE);
+    void *d = NULL;
+    size_t dlen = 0;
+    name[0] = '\0';
+    if (ctx == NULL)
+        return;
+    rpmDigestUpdate(ctx, b, n);
+    rpmDigestFinal(ctx, &d, &dlen, 0);
+    if (d && dlen == 32) {
+        for (size_t i = 0; i < 32; i++) {
+            name[2 * i] = hex[((const uint8_t *)d)[i] >> 4];
+            name[2 * i + 1] = hex[((const uint8_t *)d)[i] & 15];
+        }
+        name[64] = '\0';
+    }
+    free(d);
+}
+
+/* the stored tail called `name`, if it can be trusted to hold n bytes */
+static int open_tail(const struct pkg *P, const char *name, uint64_t n)
+{
+    if (P->tails < 0 || !name[0])
+        return -1;
+    int t = openat(P->tails, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
+    struct stat st;
+    if (t >= 0 && (fstat(t, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+                   (st.st_uid != 0 && st.st_uid != geteuid()) ||
+                   (st.st_mode & (S_IWGRP | S_IWOTH)) || (uint64_t)st.st_size != n)) {
+        close(t);
+        t = -1;
+    }
+    return t;
+}
+
+/* keep n bytes as the tail called `name` (best effort: a root that cannot
+ * store a tail has written it, as without the directory) */
+static void store_tail(const struct pkg *P, const uint8_t *b, size_t n, const char *name)
+{
+    static unsigned long seq;
+    char tmp[TAIL_NAME + 48];
+    if (P->tails < 0 || !name[0])
+        return;
+    snprintf(tmp, sizeof(tmp), ".%s.%ld.%lu", name, (long)getpid(),
+             __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+    int t = openat(P->tails, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (t < 0)
+        return;
+    ssize_t w = write(t, b, n);
+    int ok = w == (ssize_t)n;
+    if (close(t) < 0)
+        ok = 0;
+    if (!ok || renameat(P->tails, tmp, P->tails, name) < 0)
+        unlinkat(P->tails, tmp, 0);
+}
+
+/* %_rpmcow_tails, opened through the front end's "/": -1 if unset or not
+ * a private directory (said once per package) */
+static int open_tails(const char *nevra)
+{
+    char *v = rpmExpand("%{?_rpmcow_tails}", NULL);
+    int fd = -1;
+    if (v && v[0] == '/') {
+        const char *rel = v;
+        while (root_fd >= 0 && *rel == '/')
+            rel++;
+        fd = openat(root_fd >= 0 ? root_fd : AT_FDCWD, *rel ? rel : ".",
+                    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        struct stat st;
+        if (fd >= 0 && (fstat(fd, &st) < 0 || (st.st_uid != 0 && st.st_uid != geteuid()) ||
+                        (st.st_mode & 077))) {
+            close(fd);
+            fd = -1;
+            errno = EPERM;
+        }
+        if (fd < 0)
+            rpmlog(RPMLOG_WARNING, "cow: %s: %s: %s: tails are written, not shared\n",
+                   nevra, v, errno == EPERM ? "not a directory only root can open"
+                                             : strerror(errno));
+    }
+    free(v);
+    return fd;
+}
+
 /* Replace rpm's zeros by the blob: see the comment at the top.  Runs on the
  * worker, or in rpm's thread while the worker is idle; -1 on failure (then
  * recorded). */
@@ -418,32 +528,63 @@ static int run_job(struct cow *c, const struct job *j)
          * to be closed after the truncation (see the comment at the top) */
         if (j->tail && read_exact(P->fd, c->tail, (size_t)j->tail, (off_t)(j->off + j->head)) < 0)
             return job_fail(c, j, "cannot read the last block from the extents file");
+        char name[TAIL_NAME] = "";
+        if (j->tail && P->tails >= 0)
+            tail_name(c->tail, (size_t)j->tail, name);
+        int stored = open_tail(P, name, j->tail);
+        if (j->head == 0 && stored < 0) {
+            /* a file smaller than a block, rpm wrote it from the feed: keep
+             * it, and its bytes for the next root */
+            store_tail(P, c->tail, (size_t)j->tail, name);
+            return 0;
+        }
         int ro = j->tail ? open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
         int tr = ftruncate(fd, 0), e = errno;
         if (ro >= 0)
             close(ro);               /* clears XFS's flush-on-close after truncation */
         errno = e;
-        if (tr < 0)
+        if (tr < 0) {
+            if (stored >= 0)
+                close(stored);
             return job_fail(c, j, "cannot truncate");
+        }
         struct file_clone_range r = {.src_fd = P->fd, .src_offset = j->off,
                                      .src_length = j->head, .dest_offset = 0};
-        if (ioctl(fd, FICLONERANGE, &r) == 0) {
+        if (j->head == 0) {
+            /* nothing but the tail */
+        } else if (ioctl(fd, FICLONERANGE, &r) == 0) {
             P->cloned += j->head;
         } else if (cannot_clone(errno)) {
             say_copying(P, errno == EXDEV ? "the extents file is on another filesystem"
                                           : "this filesystem cannot clone");
-            if (copy_blocks(c, fd, j->off, j->head) < 0)
+            if (copy_blocks(c, fd, j->off, j->head) < 0) {
+                if (stored >= 0)
+                    close(stored);
                 return job_fail(c, j, "cannot copy");
+            }
         } else {
+            if (stored >= 0)
+                close(stored);
             return job_fail(c, j, "cannot clone");
         }
-        if (j->tail) {
+        int shared = 0;
+        if (stored >= 0) {
+            struct file_clone_range t = {.src_fd = stored, .src_offset = 0,
+                                         .src_length = j->tail, .dest_offset = j->head};
+            shared = ioctl(fd, FICLONERANGE, &t) == 0;
+            close(stored);
+            if (shared)
+                P->cloned += j->tail;
+        }
+        if (j->tail && !shared) {
             ssize_t w = pwrite(fd, c->tail, (size_t)j->tail, (off_t)j->head);
             if (w != (ssize_t)j->tail) {
                 if (w >= 0)
                     errno = EIO;
                 return job_fail(c, j, "cannot write the last block");
             }
+            if (stored < 0)
+                store_tail(P, c->tail, (size_t)j->tail, name);
         }
     } else if (copy_blocks(c, fd, j->off, j->head) < 0) {
         return job_fail(c, j, "cannot copy");
@@ -648,7 +789,6 @@ static void put_package_digests(rpmte te, const char *key)
  * plan's values are all bounds-checked; the blobs are found by the file
  * digests of the header rpm verified (lookup), whatever the plan says. */
 
-static int root_fd = -1, proc_fd = -1;  /* opened in init, before any chroot */
 static rpmts serve_ts;                  /* the real run's (tsm_pre) */
 static rpmtransFlags serve_base_flags;
 
@@ -1114,6 +1254,7 @@ static rpmRC cow_init(rpmPlugin plugin, rpmts ts)
     if (c == NULL)
         return RPMRC_FAIL;
     c->pkg.fd = -1;
+    c->pkg.tails = -1;
     c->s.sock = c->s.rpm_fd = -1;
     /* rpm may chroot into the root before the packages' turn: what serving
      * a payload needs of the front end's file system, opened now */
@@ -1210,6 +1351,7 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
         P->active = 1;
         P->async = n == 3 && async_abi;
         P->nevra = strdup(rpmteNEVRA(te));
+        P->tails = open_tails(rpmteNEVRA(te));
 #ifdef RPMCOW_TEST_HOOKS
         P->fault = getenv("RPMCOW_TEST_FAULT_PATH");
         if (P->fault && !*P->fault)
@@ -1466,11 +1608,14 @@ static rpmRC prepare(struct cow *c, rpmfi fi, int fd, const char *path, mode_t m
     if (fd < 0 || !S_ISREG(mode) || XFA_ACTION(op) == FA_TOUCH || P->blk == 0)
         return report(c);
     uint64_t size = (uint64_t)rpmfiFSize(fi);
-    if (size < P->blk)
-        return report(c);            /* fed for real */
+    if (size == 0 || (size < P->blk && (P->tails < 0 ||
+                                        __atomic_load_n(&P->copy_why, __ATOMIC_ACQUIRE))))
+        return report(c);            /* fed for real (and no tail to share) */
     size_t dlen = 0;
     const unsigned char *digest = rpmfiFDigest(fi, NULL, &dlen);
     int64_t off = digest ? lookup(P, digest, dlen) : -1;
+    if (off < 0 && size < P->blk)
+        return report(c);            /* fed for real: nothing to share it from */
     if (off < 0) {
         record_failure(c, path, "no blob for this file in the extents file", ENOENT);
         return report(c);

@@ -198,7 +198,7 @@ def cmd_install(args):
         noscripts=args.noscripts, notriggers=args.notriggers, test=args.test,
         replacepkgs=args.replacepkgs, replacefiles=args.replacefiles,
         oldpackage=args.oldpackage, excludedocs=args.excludedocs, level=args.verify_level,
-        verify_files=args.verify_files,
+        verify_files=args.verify_files, share_tails=args.share_tails,
         report=_RpmLikeReport(args.hash) if (args.verbose or args.hash) and not args.quiet
         else None)
     r = install.install(args.files, opts)
@@ -289,23 +289,32 @@ def cmd_inspect(args):
 
 
 def cmd_cache(args):
-    from . import cache
+    from . import cache, tailstore
     root = args.root or "/"
     dirs = args.dirs or cache.default_dirs(root)
     for d in dirs:
         if not os.path.isdir(d):
             raise errors.UsageError("%s: not a directory" % d)
     entries, parts = cache.scan(dirs, root, args.dbpath)
+    stores = [s for s in map(tailstore.stores_in, dirs) if s]
     if args.action == "status":
+        tails = [cache.tail_store_status(s) for s in stores]
         if args.json:
             import json
             json.dump({"dirs": dirs, "files": [e.as_dict() for e in entries],
-                       "stale_parts": parts}, sys.stdout, indent=2, sort_keys=True)
+                       "stale_parts": parts, "tail_stores": tails},
+                      sys.stdout, indent=2, sort_keys=True)
             sys.stdout.write("\n")
         else:
-            print("\n".join(cache.status_lines(entries, parts)))
+            print("\n".join(cache.status_lines(entries, parts) +
+                            [cache.tail_store_line(t) for t in tails]))
         return 0
     removed = cache.clean(entries, parts, everything=args.all, dry_run=args.dry_run)
+    for store in stores:
+        n, freed = tailstore.clean(store, cache.shared_bytes, dry_run=args.dry_run)
+        if n:
+            removed.append(("%s (%s no installed file shares)" % (store, _plural(n, "tail")),
+                            freed))
     for path, freed in removed:
         print("%s %s (%s)" % ("would remove" if args.dry_run else "removed", path, _size(freed)))
     print("%s: %s, %s %s" % (PROG, _plural(len(removed), "file"),
@@ -316,8 +325,9 @@ def cmd_cache(args):
 
 def _cache_arguments(c):
     c.add_argument("action", choices=("status", "clean"), metavar="status|clean",
-                   help="status: what extents files cost and save; clean: remove those no "
-                   "installed package uses (and stale .part files)")
+                   help="status: what extents files (and tail stores) cost and save; clean: "
+                   "remove those no installed package uses, the tails no installed file "
+                   "shares, and stale .part files")
     c.add_argument("dirs", nargs="*", metavar="DIR",
                    help="where to look (default: dnf's package caches in the root)")
     c.add_argument("--all", action="store_true",
@@ -385,6 +395,10 @@ def _install_arguments(n):
     n.add_argument("--verify-files", action="store_true",
                    help="hash every file of the extents files against their signed headers "
                    "even when their transcode-time verdict is trusted")
+    n.add_argument("--share-tails", metavar="DIR",
+                   help="image builds: keep each file's last partial block in DIR (made with "
+                   "mode 0700) and clone it from there into every root installed with the same "
+                   "DIR, instead of writing it in each (see rpmcow(8), SHARED TAILS)")
     _root_options(n)
     n.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import rpm
 
-from . import checksig, extents, feeder, inputs, rpmconfig, rpmplugin, snapshot, verify
+from . import (checksig, extents, feeder, inputs, rpmconfig, rpmplugin, snapshot, tailstore,
+               verify)
 from .errors import RpmcowError
 
 
@@ -62,6 +63,7 @@ class Options:
     level: str = None            # override of %_pkgverify_level
     verify_files: bool = False   # hash every blob even when the verdict is trusted
     block_size: int = None       # feed granularity (default: the root fs's)
+    share_tails: str = None      # a tail store (rpmcow.tailstore): image builds
     # report(event, nevra, amount, total): "start" when rpm begins to unpack a
     # package, "progress" as it does (amount of total archive bytes)
     report: object = None
@@ -317,6 +319,8 @@ def _run(pkgs, opts, target):
         with rpmplugin.enabled() if any_cow else contextlib.nullcontext() as act:
             if any_cow:
                 _plugin_map(pkgs, act)
+                if opts.share_tails:
+                    act.share_tails(tailstore.prepare(opts.share_tails))
                 act.clear_results()
             ts = rpm.TransactionSet(opts.root)
             try:

@@ -40,6 +40,7 @@ NAME = "cow"
 MAP_MACRO = "_rpmcow_map"
 VERIFY_MACRO = "_rpmcow_verify"
 DIGESTS_MACRO = "_rpmcow_pkgdigests"
+TAILS_MACRO = "_rpmcow_tails"
 # rpm 6: the digests of each package file it reads in its verification pass,
 # recorded in its database (csrc/rpm_plugin_cow.c: put_package_digests)
 RPM_DIGESTS_MACRO = "_pkgverify_digests"
@@ -390,6 +391,15 @@ class Activation:
         rpm.addMacro(VERIFY_MACRO, "1" if on else "0")
         if VERIFY_MACRO not in self.names:
             self.names.append(VERIFY_MACRO)
+
+    def share_tails(self, path):
+        """Let the plugin keep the files' last partial blocks in the tail
+        store at `path` (tailstore.prepare made it) and clone them from
+        there; None: write them (rpmcow.tailstore)."""
+        rpm.delMacro(TAILS_MACRO)
+        rpm.addMacro(TAILS_MACRO, path or "%{nil}")
+        if TAILS_MACRO not in self.names:
+            self.names.append(TAILS_MACRO)
 
     def drain(self):
         """Wait for the plugin's work on the package rpm is installing; False
