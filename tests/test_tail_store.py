@@ -68,6 +68,13 @@ def roots(request):
         yield Roots(fs, base)
 
 
+@pytest.fixture
+def xfs_roots(request):
+    fs = request.getfixturevalue("xfs_fs")
+    with fs.area_ctx(request.node.name) as base:
+        yield Roots(fs, base)
+
+
 def fully_shared(root):
     """{path: shared bytes} of the package's files that are not shared to
     their last byte."""
@@ -127,91 +134,87 @@ BAD_ENTRIES = {
 
 
 @pytest.mark.parametrize("how", sorted(BAD_ENTRIES))
-def test_a_tail_only_root_could_not_have_written_is_not_used(xfs_fs, request, tails_pkg, how):
+def test_a_tail_only_root_could_not_have_written_is_not_used(xfs_roots, tails_pkg, how):
     """Each entry holds other bytes of the right size under the right name:
     cloning from it would install them.  The plugin judges the descriptor it
     would clone from, ignores the entry, writes the file's own bytes, and
     replaces the entry."""
-    with xfs_fs.area_ctx(request.node.name) as base:
-        r = Roots(xfs_fs, base)
-        r.rpm("-i", "--nodeps", "--noscripts", tails_pkg)
-        ext = r.transcode(tails_pkg, root=r.root(1))
-        r.store.mkdir(mode=0o700)
-        victim = FILES["/opt/tails/big"][3 * BLK:]
-        name = hashlib.sha256(victim).hexdigest()
-        BAD_ENTRIES[how](r.store / name, b"X" * len(victim))
-        r.install_into(1, ext)
-        same_as_stock(r, r.root(1))
-        assert (r.root(1) / "opt/tails/big").read_bytes()[3 * BLK:] == victim
-        entry = os.lstat(r.store / name)
-        assert stat.S_ISREG(entry.st_mode) and entry.st_nlink == 1 and entry.st_uid == 0
-        assert (r.store / name).read_bytes() == victim
+    r = xfs_roots
+    r.rpm("-i", "--nodeps", "--noscripts", tails_pkg)
+    ext = r.transcode(tails_pkg, root=r.root(1))
+    r.store.mkdir(mode=0o700)
+    victim = FILES["/opt/tails/big"][3 * BLK:]
+    name = hashlib.sha256(victim).hexdigest()
+    BAD_ENTRIES[how](r.store / name, b"X" * len(victim))
+    r.install_into(1, ext)
+    same_as_stock(r, r.root(1))
+    assert (r.root(1) / "opt/tails/big").read_bytes()[3 * BLK:] == victim
+    entry = os.lstat(r.store / name)
+    assert stat.S_ISREG(entry.st_mode) and entry.st_nlink == 1 and entry.st_uid == 0
+    assert (r.store / name).read_bytes() == victim
 
 
-def test_store_that_others_can_open_is_refused(xfs_fs, request, tails_pkg):
-    with xfs_fs.area_ctx(request.node.name) as base:
-        r = Roots(xfs_fs, base)
-        ext = r.transcode(tails_pkg, root=r.root(1))
-        r.store.mkdir(mode=0o755)
-        os.chmod(r.store, 0o755)
-        res = r.install_into(1, ext, ok=False)
-        assert res.returncode != 0
-        assert "tail store %s must be a directory only its owner" % r.store in res.stderr
-        assert installed(r.root(1)) == []
-        link = r.cache / "link"
-        os.symlink(r.store, link)
-        res = r.install_into(1, ext, ok=False, store=link)
-        assert res.returncode != 0 and "not a directory" in res.stderr, res.stderr
-        assert installed(r.root(1)) == []
+def test_store_that_others_can_open_is_refused(xfs_roots, tails_pkg):
+    r = xfs_roots
+    ext = r.transcode(tails_pkg, root=r.root(1))
+    r.store.mkdir(mode=0o755)
+    os.chmod(r.store, 0o755)
+    res = r.install_into(1, ext, ok=False)
+    assert res.returncode != 0
+    assert "tail store %s must be a directory only its owner" % r.store in res.stderr
+    assert installed(r.root(1)) == []
+    link = r.cache / "link"
+    os.symlink(r.store, link)
+    res = r.install_into(1, ext, ok=False, store=link)
+    assert res.returncode != 0 and "not a directory" in res.stderr, res.stderr
+    assert installed(r.root(1)) == []
 
 
-def test_plugin_checks_the_store_itself(xfs_fs, request, tails_pkg):
+def test_plugin_checks_the_store_itself(xfs_roots, tails_pkg):
     """The plugin judges the directory it is given on its own descriptor:
     one anybody can write (here named by the host's ~/.rpmmacros, which
     rpmcow does not check) gets a warning, and the tails are written."""
-    with xfs_fs.area_ctx(request.node.name) as base:
-        r = Roots(xfs_fs, base)
-        r.rpm("-i", "--nodeps", "--noscripts", tails_pkg)
-        ext = r.transcode(tails_pkg, root=r.root(1))
-        r.store.mkdir(mode=0o777)
-        os.chmod(r.store, 0o777)
-        home = r.base / "home"
-        home.mkdir()
-        (home / ".rpmmacros").write_text("%%_rpmcow_tails %s\n" % r.store)
-        res = r.install("--nodeps", "--noscripts", ext, root=r.root(1),
-                        env=dict(ENV, HOME=str(home)))
-        assert "%s: not a directory only root can open: tails are written, not shared" \
-            % r.store in res.stderr, res.stderr
-        assert os.listdir(r.store) == []
-        same_as_stock(r, r.root(1))
+    r = xfs_roots
+    r.rpm("-i", "--nodeps", "--noscripts", tails_pkg)
+    ext = r.transcode(tails_pkg, root=r.root(1))
+    r.store.mkdir(mode=0o777)
+    os.chmod(r.store, 0o777)
+    home = r.base / "home"
+    home.mkdir()
+    (home / ".rpmmacros").write_text("%%_rpmcow_tails %s\n" % r.store)
+    res = r.install("--nodeps", "--noscripts", ext, root=r.root(1),
+                    env=dict(ENV, HOME=str(home)))
+    assert "%s: not a directory only root can open: tails are written, not shared" \
+        % r.store in res.stderr, res.stderr
+    assert os.listdir(r.store) == []
+    same_as_stock(r, r.root(1))
 
 
-def test_cache_reports_and_cleans_the_store(xfs_fs, request, tails_pkg):
-    with xfs_fs.area_ctx(request.node.name) as base:
-        r = Roots(xfs_fs, base)
-        ext = r.transcode(tails_pkg, root=r.root(1))
-        r.install_into(1, ext)
-        r.install_into(2, ext)
-        n = len(tails_of())
-        st = run(rpmcow_argv() + ["cache", "status", "--root", r.root(2), "--dbpath", DB,
-                                  r.cache], check=True)
-        assert "tail store %s: %d tails" % (r.store, n) in st.stdout, st.stdout
-        # root 2 shares every tail: nothing to clean
-        c = run(rpmcow_argv() + ["cache", "clean", "--root", r.root(2), "--dbpath", DB,
-                                 r.cache], check=True)
-        assert len(os.listdir(r.store)) == n, c.stdout
-        # root 2 goes (root 1 wrote its own tails): every tail can go
-        shutil.rmtree(r.root(2))
-        stale = r.store / (".%s.1.1" % ("0" * 64))
-        stale.write_bytes(b"interrupted")
-        os.utime(stale, (1, 1))
-        c = run(rpmcow_argv() + ["cache", "clean", "--root", r.root(1), "--dbpath", DB,
-                                 r.cache], check=True)
-        # root 1 cloned the tail its two files with one content share
-        dup = hashlib.sha256(FILES["/opt/tails/small"]).hexdigest()
-        assert os.listdir(r.store) == [dup], c.stdout
-        assert "%d tails no installed file shares" % n in c.stdout, c.stdout
-        shutil.rmtree(r.root(1))
-        run(rpmcow_argv() + ["cache", "clean", "--root", r.stock, "--dbpath", DB, r.cache],
-            check=True)
-        assert os.listdir(r.store) == []
+def test_cache_reports_and_cleans_the_store(xfs_roots, tails_pkg):
+    r = xfs_roots
+    ext = r.transcode(tails_pkg, root=r.root(1))
+    r.install_into(1, ext)
+    r.install_into(2, ext)
+    n = len(tails_of())
+    st = run(rpmcow_argv() + ["cache", "status", "--root", r.root(2), "--dbpath", DB,
+                              r.cache], check=True)
+    assert "tail store %s: %d tails" % (r.store, n) in st.stdout, st.stdout
+    # root 2 shares every tail: nothing to clean
+    c = run(rpmcow_argv() + ["cache", "clean", "--root", r.root(2), "--dbpath", DB,
+                             r.cache], check=True)
+    assert len(os.listdir(r.store)) == n, c.stdout
+    # root 2 goes (root 1 wrote its own tails): every tail can go
+    shutil.rmtree(r.root(2))
+    stale = r.store / (".%s.1.1" % ("0" * 64))
+    stale.write_bytes(b"interrupted")
+    os.utime(stale, (1, 1))
+    c = run(rpmcow_argv() + ["cache", "clean", "--root", r.root(1), "--dbpath", DB,
+                             r.cache], check=True)
+    # root 1 cloned the tail its two files with one content share
+    dup = hashlib.sha256(FILES["/opt/tails/small"]).hexdigest()
+    assert os.listdir(r.store) == [dup], c.stdout
+    assert "%d tails no installed file shares" % n in c.stdout, c.stdout
+    shutil.rmtree(r.root(1))
+    run(rpmcow_argv() + ["cache", "clean", "--root", r.stock, "--dbpath", DB, r.cache],
+        check=True)
+    assert os.listdir(r.store) == []
