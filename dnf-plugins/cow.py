@@ -50,12 +50,12 @@ def _import_rpmcow():
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rpmcow import (cache, checksig, denylist, digests, errors, feeder, growing, rpmconfig,
-                        rpmplugin, snapshot, transcode, units)
+                        rpmplugin, snapshot, tailstore, transcode, units)
     return types.SimpleNamespace(cache=cache, checksig=checksig, denylist=denylist,
                                  digests=digests, growing=growing,
                                  errors=errors, feeder=feeder, rpmconfig=rpmconfig,
-                                 rpmplugin=rpmplugin, snapshot=snapshot, transcode=transcode,
-                                 units=units)
+                                 rpmplugin=rpmplugin, snapshot=snapshot, tailstore=tailstore,
+                                 transcode=transcode, units=units)
 
 
 def extents_path(pkg):
@@ -78,6 +78,7 @@ class Cow(dnf.Plugin):
         self.deny = []
         self.workers = 0
         self.keep = "auto"
+        self.share_tails = "auto"
         self._reset()
 
     def _reset(self):
@@ -105,6 +106,8 @@ class Cow(dnf.Plugin):
                 self.workers = conf.getint("main", "workers")
             if conf.has_option("main", "keep"):
                 self.keep = conf.get("main", "keep").strip()
+            if conf.has_option("main", "share_tails"):
+                self.share_tails = conf.get("main", "share_tails").strip()
 
     # ---- decide, enable, start transcoding as downloads complete -------------
     def resolved(self):
@@ -325,6 +328,7 @@ class Cow(dnf.Plugin):
         if not self.feeds:
             return
         self.activation.set_map(entries)
+        self._share_tails(pkgs)
         digests.update(self._stock_digests(pkgs))
         self.activation.set_package_digests(digests)
         self.activation.clear_results()
@@ -336,6 +340,21 @@ class Cow(dnf.Plugin):
         m.rpmplugin.verify_headers_only(ts.ts)
         self._patch_open(blk)
         self._drop_originals()
+
+    def _share_tails(self, pkgs):
+        """Image builds (the cache outside the installroot, shared by the
+        roots): the plugin clones each file's last partial block from the
+        cache's tail store (rpmcow.tailstore; cow.conf's share_tails).  A
+        store that cannot be used costs only the sharing."""
+        m = self.mods
+        try:
+            store = m.tailstore.for_package_dirs(
+                self.share_tails, {p.repo.cache_pkgdir() for p in pkgs if not p._from_cmdline},
+                self.base.conf.installroot)
+            if store:
+                self.activation.share_tails(m.tailstore.prepare(store))
+        except m.errors.RpmcowError as exc:
+            logger.warning("cow: last partial blocks are written, not shared: %s", exc)
 
     def _stock_digests(self, pkgs):
         """{header key: digests} of the packages going the stock way beside

@@ -20,15 +20,16 @@ the rpm macros they print into dnf5's process; everything else is here.
         this: prepare uses an extents file only if the input digest it
         records is the digest of the package file as dnf5 verified it.
     prepare --installroot R [--denylist G] [--workers N] [--keep K --keepcache 0|1]
-            PACKAGE...
+            [--share-tails auto|yes|no] PACKAGE...
                                               (pre_transaction: downloaded,
                                                dnf5's GPG check and rpm's
                                                test run done)
         Transcode each package beside it in the cache (in parallel), judge
         the extents file at the root's %_pkgverify_level, write its feed
         plan; the %_rpmcow_serve macro for the packages that passed (and
-        %_rpmcow_served, %_rpmcow_pkgdigests, and %_rpmcow_discard where the
-        cache does not keep the extents files: see prepare()).
+        %_rpmcow_served, %_rpmcow_pkgdigests, %_rpmcow_discard where the
+        cache does not keep the extents files: see prepare(), and
+        %_rpmcow_tails where the cache is outside the root: _share_tails()).
     finish --installroot R --keep K --keepcache 0|1 [--private D]
            [--cow N --cloned B --copied B --total T] PACKAGE...
                                               (post_transaction / finish)
@@ -218,7 +219,24 @@ def prepare(args):
         emit("macro", serve.DISCARD_MACRO, "1")
     if digests:
         emit("macro", rpmplugin.DIGESTS_MACRO, rpmplugin.package_digests_value(digests))
+    _share_tails(args)
     return 0
+
+
+def _share_tails(args):
+    """Image builds (the cache outside the installroot): the rpm plugin
+    clones each file's last partial block from the cache's tail store
+    (rpmcow.tailstore).  One that cannot be used costs only the sharing."""
+    from . import rpmplugin, tailstore
+    from .errors import RpmcowError
+    try:
+        store = tailstore.for_package_dirs(
+            args.share_tails, {os.path.dirname(os.path.abspath(p)) for p in args.packages},
+            args.installroot)
+        if store:
+            emit("macro", rpmplugin.TAILS_MACRO, tailstore.prepare(store))
+    except RpmcowError as exc:
+        say("cow: last partial blocks are written, not shared: %s" % exc)
 
 
 # ---- follow ---------------------------------------------------------------------
@@ -321,6 +339,7 @@ def parser():
     # as finish's; by default the extents files stay until finish
     r.add_argument("--keep", choices=("auto", "always", "never"), default="auto")
     r.add_argument("--keepcache", type=int, default=1)
+    r.add_argument("--share-tails", choices=("auto", "yes", "no"), default="auto")
     r.add_argument("packages", nargs="*")
     r.set_defaults(run=prepare)
     w = sub.add_parser("follow")

@@ -11,6 +11,7 @@ whole block of every installed regular file of at least one block is in a
 """
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -470,3 +471,61 @@ def test_local_package_rewritten_after_rpms_test_run(dnf_repo, cow_area, pkgbuil
     assert rc != 0, "the tampered package was installed with the cow plugin:\n" + d.transcript()
     assert not any(n.startswith("cowtampered-") for n in qa), (qa, d.transcript())
     assert not (d.root / "opt" / "cowtampered" / "data").exists()
+
+
+# ---- image builds: roots from one shared cache ----------------------------------------
+
+def _shared_cache_roots(repo, area, n, plugin_conf=None):
+    """n roots whose var/cache/dnf is one cache outside all of them."""
+    cache = area / "cache"
+    cache.mkdir()
+    roots = []
+    for i in range(n):
+        d = repo.dnf(area / ("root-%d" % (i + 1)), keepcache=1, plugin_conf=plugin_conf)
+        d.cachedir.parent.mkdir(parents=True)
+        d.cachedir.symlink_to(cache)
+        roots.append(d)
+    return cache, roots
+
+
+def _unshared_tails(d, nevra):
+    """Files of the package (of any size) not shared to their last byte."""
+    out = []
+    for path, size in installed_regular_files(d.root, d.repo.name_of(nevra)):
+        bs, ext = extents(d.root / path.lstrip("/"))
+        covered = sum(min((e.logical + e.length) * bs, size) - e.logical * bs
+                      for e in ext if e.shared and e.logical * bs < size)
+        if size and covered < size:
+            out.append(path)
+    return out
+
+
+def test_roots_sharing_a_cache_share_their_tails(dnf_repo, xfs_fs):
+    """share_tails=auto: the cache is outside the installroots, so the tails
+    go to <cache>/rpmcow-tails and the second root clones them all."""
+    with xfs_fs.area_ctx("image-tails") as area:
+        cache, (one, two) = _shared_cache_roots(dnf_repo, area, 2)
+        want = [DEMO_10, GZ, NONE]
+        for d in (one, two):
+            out = d.ok("install", *want)
+            check_state(d, want)
+            check_cow(d, out, want)
+        store = cache / "rpmcow-tails"
+        assert store.is_dir() and stat.S_IMODE(store.stat().st_mode) == 0o700
+        assert len(os.listdir(store)) > 0
+        assert any(_unshared_tails(one, n) for n in want)   # the first root wrote them
+        for nevra in want:
+            assert _unshared_tails(two, nevra) == [], nevra
+
+
+def test_share_tails_no(dnf_repo, xfs_fs):
+    conf = (ROOT / "dnf-plugins" / "cow.conf").read_text()
+    conf = conf.replace("\nshare_tails = auto", "\nshare_tails = no")
+    assert "\nshare_tails = no" in conf
+    with xfs_fs.area_ctx("image-no-tails") as area:
+        cache, (one, two) = _shared_cache_roots(dnf_repo, area, 2, plugin_conf=conf)
+        for d in (one, two):
+            out = d.ok("install", DEMO_10)
+            check_cow(d, out, [DEMO_10])
+        assert not (cache / "rpmcow-tails").exists()
+        assert _unshared_tails(two, DEMO_10)

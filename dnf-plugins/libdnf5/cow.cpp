@@ -68,6 +68,7 @@ public:
         denylist = get("denylist", "");
         workers = get("workers", "0");
         keep = get("keep", "auto");
+        share_tails = get("share_tails", "auto");
     }
 
     libdnf5::PluginAPIVersion get_api_version() const noexcept override { return API; }
@@ -122,7 +123,8 @@ public:
             std::vector<std::string> argv = step("prepare");
             bool keepcache = get_base().get_config().get_keepcache_option().get_value();
             argv.insert(argv.end(), {"--denylist", denylist, "--workers", workers, "--keep", keep,
-                                     "--keepcache", keepcache ? "1" : "0", "--"});
+                                     "--keepcache", keepcache ? "1" : "0",
+                                     "--share-tails", share_tails, "--"});
             argv.insert(argv.end(), packages.begin(), packages.end());
             if (apply(argv))
                 served_only();
@@ -263,7 +265,7 @@ private:
         packages.clear();
     }
 
-    std::string python, path, denylist, workers, keep;
+    std::string python, path, denylist, workers, keep, share_tails;
     std::string rpm_plugin;              // the cow.so rpm was told to load
     std::vector<std::string> packages;   // inbound packages' cache paths
     std::vector<std::string> sized;      // the same as PATH:DOWNLOAD_SIZE
