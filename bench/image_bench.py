@@ -28,6 +28,12 @@ import benchlib  # noqa: E402
 from rpmcow import scenario  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
+# (result key, cow.conf share_tails): stock dnf; dnf + cow writing each root's
+# partial blocks; dnf + cow as it installs by default here (auto: the cache is
+# outside the roots, so tails are shared from <cache>/rpmcow-tails)
+VARIANTS = (("stock", None), ("cow-no-tails", "no"), ("cow", "auto"))
+LABELS = {"stock": "stock dnf", "cow-no-tails": "dnf + cow, tails written",
+          "cow": "dnf + cow, tails shared"}
 
 
 def main():
@@ -54,9 +60,9 @@ def main():
     # stock's roots hold N full copies: room for them all
     gib = max(4, (args.roots + 2) * res["installed_bytes"] * 2 // (1 << 30) + 2)
     with scenario.Repository(pkgs) as repo, scenario.LoopXFS(gib) as xfs:
-        for variant in ("stock", "cow"):
-            res["results"][variant] = scenario.image_builds(xfs, repo, names, variant == "cow",
-                                                            args.roots, log=log)
+        for variant, tails in VARIANTS:
+            res["results"][variant] = scenario.image_builds(
+                xfs, repo, names, variant != "stock", args.roots, log=log, share_tails=tails)
     write(res)
 
 
@@ -97,7 +103,7 @@ def write(res):
     scenario.dump(res, os.path.join(out, "image.json"))
     m, mib, n = res["machine"], benchlib.MiB, res["roots"]
     s = series(res)
-    st, cw = s["stock"], s["cow"]
+    st = s["stock"]
     lines = [
         "# Image builds: N installroots from one package cache, stock dnf vs dnf + cow", "",
         "Date %s. Machine: %d CPUs (%s), %d MiB RAM, kernel %s, %s, dnf 4. "
@@ -108,44 +114,57 @@ def write(res):
         "series)." % (res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
                       res["packages"], res["xz"], res["zstd"], res["rpm_bytes"] / mib,
                       res["installed_bytes"] / mib, n), "",
-        "| roots | stock: time | cow: time | ratio | stock: disk used | cow: disk used | ratio "
-        "| stock: written | cow: written |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "Variants: stock dnf; dnf + cow with `share_tails = no` (each root writes its files' "
+        "last partial blocks, and small files, again); dnf + cow as it installs by default "
+        "here (`share_tails = auto`: the cache is outside the roots, so the first root stores "
+        "those tails in the cache and every later root clones them).", ""]
+    cows = [v for v in ("cow-no-tails", "cow") if v in s]
+    head = "| roots | stock: time | " + " | ".join(
+        "%s: time | ratio" % LABELS[v] for v in cows) + " | stock: disk used | " + " | ".join(
+        "%s: disk used | ratio" % LABELS[v] for v in cows) + " |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for i in range(n):
         if i + 1 not in (1, 2, 3, 5, n):
             continue
-        tr, dr = cw["time"][i] / st["time"][i], cw["disk"][i] / st["disk"][i]
         bold = (lambda x: "**%s**" % x) if i + 1 == n else (lambda x: x)
-        lines.append("| %d | %.1f s | %.1f s | %s | %.0f MiB | %.0f MiB | %s | %.0f MiB | %.0f MiB |"
-                     % (i + 1, st["time"][i], cw["time"][i], bold("%.2f×" % tr),
-                        st["disk"][i] / mib, cw["disk"][i] / mib, bold("%.2f×" % dr),
-                        st["written"][i] / mib, cw["written"][i] / mib))
-    tr, dr = cw["time"][-1] / st["time"][-1], cw["disk"][-1] / st["disk"][-1]
-    per_stock = [x["wall"] for x in res["results"]["stock"][1:]]
-    per_cow = [x["wall"] for x in res["results"]["cow"][1:]]
-    lines += ["", "Targets at N = %d: time ≤ 0.5× (%.2f×), disk used ≤ 0.25× (%.2f×). "
-              "Time and disk are totals over the N installs (the cache included: its packages, "
-              "and with cow its extents files, whose blocks every root shares)." % (n, tr, dr)]
-    if per_stock and per_cow:
-        lines += ["", "Each install after the first (the cache full): median %.2f s stock, "
-                  "%.2f s with cow (%.2f×)." % (benchlib.median(per_stock),
-                                                 benchlib.median(per_cow),
-                                                 benchlib.median(per_cow) /
-                                                 benchlib.median(per_stock))]
+        row = ["%d" % (i + 1), "%.1f s" % st["time"][i]]
+        row += sum((["%.1f s" % s[v]["time"][i], bold("%.2f×" % (s[v]["time"][i] / st["time"][i]))]
+                    for v in cows), [])
+        row += ["%.0f MiB" % (st["disk"][i] / mib)]
+        row += sum((["%.0f MiB" % (s[v]["disk"][i] / mib),
+                     bold("%.2f×" % (s[v]["disk"][i] / st["disk"][i]))] for v in cows), [])
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Targets at N = %d: time ≤ 0.5×, disk used ≤ 0.25×. " % n + "; ".join(
+        "%s: time %.2f×, disk %.2f×" % (LABELS[v], s[v]["time"][-1] / st["time"][-1],
+                                        s[v]["disk"][-1] / st["disk"][-1]) for v in cows) +
+        ". Time and disk are totals over the N installs (the cache included: its packages, "
+        "and with cow its extents files, whose blocks every root shares, and the tail store)."]
+    lines += ["", "Bytes written to the device over the N installs: stock %.0f MiB; " % (
+        st["written"][-1] / mib) + "; ".join("%s %.0f MiB" % (LABELS[v], s[v]["written"][-1] / mib)
+                                              for v in cows) + "."]
+    later = {v: [x["wall"] for x in res["results"][v][1:]] for v in ["stock"] + cows}
+    added = {v: [x["added"] for x in res["results"][v][1:]] for v in ["stock"] + cows}
+    if later["stock"]:
+        lines += ["", "Each install after the first (the cache full), median: stock %.2f s, "
+                  "%.0f MiB more disk; " % (benchlib.median(later["stock"]),
+                                             benchlib.median(added["stock"]) / mib) +
+                  "; ".join("%s %.2f s (%.2f×), %.0f MiB (%.2f×)" % (
+                      LABELS[v], benchlib.median(later[v]),
+                      benchlib.median(later[v]) / benchlib.median(later["stock"]),
+                      benchlib.median(added[v]) / mib,
+                      benchlib.median(added[v]) / benchlib.median(added["stock"]))
+                      for v in cows) + "."]
     u = res.get("unshareable")
     if u:
-        added = [x["added"] for x in res["results"]["cow"][1:]]
-        lines += ["", "Why not less: of the %d regular files, %d are smaller than one 4 KiB "
+        lines += ["", "Why tails matter: of the %d regular files, %d are smaller than one 4 KiB "
                   "block (%.0f MiB of blocks) and the others end in %.0f MiB of partial last "
-                  "blocks. A clone (FICLONERANGE) shares whole blocks only, so every root "
-                  "writes those again: %.0f MiB of the %.0f MiB each cow install after the "
-                  "first adds (the rest: directories, inodes, rpm's database); stock adds the "
-                  "whole %.0f MiB." % (u["files"], u["small_files"], u["small_bytes"] / mib,
-                                       u["tail_bytes"] / mib,
-                                       (u["small_bytes"] + u["tail_bytes"]) / mib,
-                                       benchlib.median(added) / mib if added else 0,
-                                       benchlib.median([x["added"] for x in
-                                                        res["results"]["stock"][1:]]) / mib)]
+                  "blocks. A clone (FICLONERANGE) shares whole blocks only unless it ends at "
+                  "its source's end of file, so without a tail store every root writes those "
+                  "again; with one, each distinct tail is a file of its own in the cache that "
+                  "every later root clones (docs/install.md, \"Image builds: shared tails\"). "
+                  "Cloning one block costs XFS more time than writing it."
+                  % (u["files"], u["small_files"], u["small_bytes"] / mib,
+                     u["tail_bytes"] / mib)]
     with open(os.path.join(out, "image.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     chart(os.path.join(out, "image.png"), s, res)
@@ -164,9 +183,11 @@ def chart(path, s, res):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, key, div, title in ((axes[0], "time", 1, "total time, seconds"),
                                 (axes[1], "disk", benchlib.MiB, "disk used, MiB")):
-        for variant, label, color in (("stock", "stock dnf", "#888888"),
-                                      ("cow", "dnf + cow", "#2a7ab0")):
-            ax.plot(xs, [v / div for v in s[variant][key]], marker="o", label=label, color=color)
+        for variant, color in (("stock", "#888888"), ("cow-no-tails", "#8fbfe0"),
+                               ("cow", "#2a7ab0")):
+            if variant in s:
+                ax.plot(xs, [v / div for v in s[variant][key]], marker="o",
+                        label=LABELS[variant], color=color)
         ax.set_xlabel("installroots built from one cache")
         ax.set_title(title)
         ax.set_xticks(xs)

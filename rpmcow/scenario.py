@@ -15,6 +15,7 @@ import glob
 import hashlib
 import http.server
 import json
+import re
 import os
 import shutil
 import socketserver
@@ -338,11 +339,12 @@ def dnf4_executable():
 
 
 def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=None,
-            cachedir=None):
+            cachedir=None, cow_conf=None):
     """Run the system dnf against the scenario repository.  Returns
     (returncode, output, wall seconds).  cachedir: a package cache shared by
     several roots, on the root's file system (dnf 4 keeps its cache inside
-    --installroot: the root's var/cache/dnf is made a symbolic link to it)."""
+    --installroot: the root's var/cache/dnf is made a symbolic link to it).
+    cow_conf: {option: value} set in a copy of cow.conf."""
     conf_dir = tempfile.mkdtemp(prefix="rpmcow-dnfconf-")
     try:
         reposd = os.path.join(conf_dir, "repos.d")
@@ -350,6 +352,16 @@ def run_dnf(root, repo_url, args, cow=True, keepcache=True, extra_pluginpath=Non
         with open(os.path.join(reposd, "scenario.repo"), "w") as f:
             f.write("[scenario]\nname=rpmcow scenario\nbaseurl=%s\ngpgcheck=0\n" % repo_url)
         pluginpath, pluginconfpath = dnf_plugin_dirs()
+        if cow_conf:
+            with open(os.path.join(pluginconfpath, "cow.conf")) as f:
+                text = f.read()
+            for key, value in cow_conf.items():
+                text = re.sub(r"(?m)^%s\s*=.*$" % re.escape(key), "", text)
+                text += "\n%s = %s\n" % (key, value)
+            pluginconfpath = os.path.join(conf_dir, "pluginconf")
+            os.mkdir(pluginconfpath)
+            with open(os.path.join(pluginconfpath, "cow.conf"), "w") as f:
+                f.write(text)
         if extra_pluginpath:
             pluginpath += "," + extra_pluginpath
         cmd = [dnf4_executable(), "-y", "--installroot", root, "--releasever", "1",
@@ -433,7 +445,7 @@ def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
             "final": use.final, "output": out, "cow_summary": summary[0] if summary else ""}
 
 
-def image_builds(xfs, repo, names, cow, n_roots, log=None):
+def image_builds(xfs, repo, names, cow, n_roots, log=None, share_tails="auto"):
     """The image-build use case (many roots from one package cache, as mkosi
     builds them; rpm's reflink proposals #4265, #4294): `names` installed
     into `n_roots` fresh installroots one after the other, from one cache
@@ -441,7 +453,7 @@ def image_builds(xfs, repo, names, cow, n_roots, log=None):
     transcodes), the others take the packages (and extents files) from the
     cache.  Returns one dict per root: wall seconds, bytes written, disk use
     added by that install (after sync and dropping caches)."""
-    variant = "cow" if cow else "stock"
+    variant = ("cow" if share_tails != "no" else "cow-no-tails") if cow else "stock"
     base = os.path.join(xfs.path, "images-" + variant)
     cache = os.path.join(base, "cache")
     os.makedirs(cache)
@@ -451,7 +463,8 @@ def image_builds(xfs, repo, names, cow, n_roots, log=None):
         os.makedirs(root)
         with Usage(xfs) as use:
             rc, out, wall = run_dnf(root, repo.url, ["install"] + list(names), cow=cow,
-                                    keepcache=True, cachedir=cache)
+                                    keepcache=True, cachedir=cache,
+                                    cow_conf={"share_tails": share_tails})
         if rc != 0:
             raise RuntimeError("dnf failed (%s, root %d):\n%s" % (variant, i + 1, out[-3000:]))
         if cow and "packages installed copy-on-write" not in out:
