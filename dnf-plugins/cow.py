@@ -35,6 +35,7 @@ MSG_NOT_USED = "cow: not used: %s"
 MSG_STOCK = "cow: %s installs the stock way: %s"
 MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
 MSG_ERROR = "cow: internal error, installing the stock way: %s"
+MSG_TAILS = "cow: last partial blocks are written, not shared: %s"
 
 INSTALLING = (libdnf.transaction.TransactionItemAction_INSTALL,
               libdnf.transaction.TransactionItemAction_UPGRADE,
@@ -354,7 +355,7 @@ class Cow(dnf.Plugin):
             if store:
                 self.activation.share_tails(m.tailstore.prepare(store))
         except m.errors.RpmcowError as exc:
-            logger.warning("cow: last partial blocks are written, not shared: %s", exc)
+            logger.warning(MSG_TAILS, exc)
 
     def _stock_digests(self, pkgs):
         """{header key: digests} of the packages going the stock way beside

@@ -53,6 +53,7 @@ import time
 MSG_NOT_USED = "cow: not used: %s"
 MSG_STOCK = "cow: %s installs the stock way: %s"
 MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
+MSG_TAILS = "cow: last partial blocks are written, not shared: %s"
 SUFFIX = ".cow.rpm"          # `dnf5 clean packages` takes *.rpm
 PLAN_SUFFIX = ".cow.plan"
 
@@ -236,7 +237,7 @@ def _share_tails(args):
         if store:
             emit("macro", rpmplugin.TAILS_MACRO, tailstore.prepare(store))
     except RpmcowError as exc:
-        say("cow: last partial blocks are written, not shared: %s" % exc)
+        say(MSG_TAILS % exc)
 
 
 # ---- follow ---------------------------------------------------------------------
