@@ -538,7 +538,8 @@ static int run_job(struct cow *c, const struct job *j)
             store_tail(P, c->tail, (size_t)j->tail, name);
             return 0;
         }
-        int ro = j->tail ? open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+        /* (a tail cloned from the store leaves no dirty page to flush) */
+        int ro = j->tail && stored < 0 ? open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
         int tr = ftruncate(fd, 0), e = errno;
         if (ro >= 0)
             close(ro);               /* clears XFS's flush-on-close after truncation */
