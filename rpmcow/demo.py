@@ -185,9 +185,9 @@ def main(argv=None):
             charts.append(path)
         story.append("Building %d roots from one cache took %.1f s instead of %.1f s (%.2f×) "
                      "and %s of disk instead of %s (%.2f×): every root shares the cached file "
-                     "data (all but files under one block and last partial blocks, which a "
-                     "clone cannot share)." % (args.roots, tc, ts, tc / ts, _mib(dc), _mib(ds),
-                                               dc / ds))
+                     "data, and after the first one even the files under one block and last "
+                     "partial blocks, from the cache's tail store (share_tails)."
+                     % (args.roots, tc, ts, tc / ts, _mib(dc), _mib(ds), dc / ds))
         print("    " + story[-1] + "\n")
     print("  What you gain:")
     for i, line in enumerate(story, 1):
