@@ -293,7 +293,13 @@ class LoopXFS:
                 if subprocess.run(["umount", self.path], stderr=subprocess.DEVNULL).returncode == 0:
                     break
                 time.sleep(0.5)
+            else:
+                # still busy (a descriptor left open in it): detach it from
+                # the tree now, the kernel frees it when the last one closes
+                subprocess.run(["umount", "--lazy", self.path], stderr=subprocess.DEVNULL)
             self.mounted = False
+        if os.path.ismount(self.path):
+            return                      # never remove files through a mount
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
