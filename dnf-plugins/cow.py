@@ -92,6 +92,8 @@ class Cow(dnf.Plugin):
         self.downloads_over = threading.Event()
         self.stock = {}             # localPkg path -> reason
         self.feeds = {}             # localPkg path -> (feed, fd, transcode result, snapshot)
+        self.gated = set()          # localPkg paths the rpm plugin works on in its thread
+        self.stream = None          # the feed rpm reads now (feeder.Stream)
         self._patched = None
         self._lock = threading.Lock()
 
@@ -315,7 +317,14 @@ class Cow(dnf.Plugin):
                 if self.keep == "auto":
                     self.base._add_tempfiles([out])     # dnf's keepcache decides
                 key = m.rpmplugin.header_key(feed.header)
-                entries[key] = (snap.fd, blk)
+                # the rpm plugin clones on a thread of its own while rpm goes
+                # on; the feed holds back the archive's trailer until it is
+                # done (release_gate)
+                if self.activation.worker_ok and feed.gateable and feed.clones(blk):
+                    entries[key] = (snap.fd, blk, feed.last)
+                    self.gated.add(path)
+                else:
+                    entries[key] = (snap.fd, blk)
                 digests[key] = ev.package_digests
                 self.feeds[path] = (feed, fd, r, snap)
             except OSError as exc:
@@ -402,27 +411,50 @@ class Cow(dnf.Plugin):
                     pass
 
     def _patch_open(self, blk):
+        """dnf hands rpm each package through RPMTransaction's callbacks:
+        the open hands rpm the feed instead, the progress releases the
+        feed's gate once rpm has read the last entry's header (the rpm
+        plugin's work on the files before it must be done, else the stream
+        is cut short and rpm fails the package), the close ends the feed."""
         cls = dnf.yum.rpmtrans.RPMTransaction
-        original = cls._instOpenFile
-        feeds, activation = self.feeds, self.activation
+        originals = (cls._instOpenFile, cls._instProgress, cls._instCloseFile)
+        open_file, progress, close_file = originals
+        plugin = self
 
         def _instOpenFile(cb, key):
             pkg = cb._extract_cbkey(key)[0].pkg
-            entry = None if cb.test else feeds.get(pkg.localPkg())
-            activation.feeding(entry is not None)
+            path = pkg.localPkg()
+            entry = None if cb.test else plugin.feeds.get(path)
+            plugin.activation.feeding(entry is not None)
+            plugin.stream = None
             if entry is None:
-                return original(cb, key)
+                return open_file(cb, key)
             # what dnf's own _instOpenFile does, with the feed for the file
             # (the original package may be gone already: see _drop_originals)
             cb.lastmsg = None
-            cb.fd = os.fdopen(entry[0].open(blk), "rb")
+            plugin.stream = entry[0].open_stream(blk, gated=path in plugin.gated)
+            cb.fd = os.fdopen(plugin.stream.fd, "rb")
             if cb.trans_running:
                 cb.total_installed += 1
                 cb.installed_pkg_names.add(pkg.name)
             return cb.fd.fileno()
 
+        def _instProgress(cb, amount, total, key):
+            stream = plugin.stream
+            if stream is not None and amount > stream.gate_at:
+                stream.release_after(plugin.activation.drain)
+            return progress(cb, amount, total, key)
+
+        def _instCloseFile(cb, key):
+            stream, plugin.stream = plugin.stream, None
+            if stream is not None:
+                stream.close_gate()
+            return close_file(cb, key)
+
         cls._instOpenFile = _instOpenFile
-        self._patched = (cls, original)
+        cls._instProgress = _instProgress
+        cls._instCloseFile = _instCloseFile
+        self._patched = (cls, originals)
 
     # ---- after rpm --------------------------------------------------------
     def transaction(self):
@@ -455,9 +487,11 @@ class Cow(dnf.Plugin):
         return bool(self.base.conf.keepcache)
 
     def _undo(self):
+        if self.stream is not None:
+            self.stream.close_gate()
+            self.stream = None
         if self._patched:
-            cls, original = self._patched
-            cls._instOpenFile = original
+            cls, (cls._instOpenFile, cls._instProgress, cls._instCloseFile) = self._patched
             self._patched = None
         for feed, fd, _, snap in self.feeds.values():
             feed.join()

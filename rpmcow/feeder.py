@@ -50,6 +50,18 @@ class Stream:
                 pass                  # the feed is gone already
             self.close_gate()
 
+    def release_after(self, drain):
+        """rpm has read the last entry's header: drain() -- the cow plugin's
+        work on every file before it, True if all went well -- decides
+        whether the feed writes the trailer or cuts the stream short.  Never
+        raises (rpm's Python bindings exit the process when a callback does)."""
+        self.gate_at = NO_GATE
+        try:
+            ok = drain()
+        except Exception:              # noqa: BLE001 - fail the package, not the process
+            ok = False
+        self.release(ok)
+
     def close_gate(self):
         """No verdict: the feed ends quietly (rpm is done with the stream)."""
         self.gate_at = NO_GATE

@@ -130,11 +130,7 @@ class _Package:
         file before it must be done, or the stream is cut short.  Never
         raises (rpm's Python bindings exit the process when a callback does)."""
         self.gate_at = feeder.NO_GATE
-        try:
-            ok = self.plugin.drain()
-        except Exception:              # noqa: BLE001 - fail the package, not the process
-            ok = False
-        self.stream.release(ok)
+        self.stream.release_after(self.plugin.drain)
 
     def close_payload(self):
         self.gate_at = feeder.NO_GATE

@@ -250,6 +250,14 @@ def small_tree(name):
     ]
 
 
+def cowdoc_files():
+    """Multi-block files, and a %doc file that sorts last in the archive
+    (with tsflags=nodocs rpm skips the last entry: no hook follows it)."""
+    return [directory("/opt/cowdoc")] + [
+        regular("/opt/cowdoc/%s" % c, os.urandom(9000 + 4096 * i)) for i, c in enumerate("abcd")
+    ] + [regular("/opt/cowdoc/zz-README", os.urandom(9000), directives="%doc")]
+
+
 def cowbroken_files():
     return [
         directory("/opt/cowbroken"),
@@ -390,7 +398,8 @@ def build_repo(workdir, corpus_dir):
                  builder.build("cowgz", small_tree("cowgz"), compressor="gzip"),
                  builder.build("cownone", small_tree("cownone"), compressor="none"),
                  builder.build("cowbz2", small_tree("cowbz2"), compressor="bzip2"),
-                 builder.build("cowbroken", cowbroken_files())]
+                 builder.build("cowbroken", cowbroken_files()),
+                 builder.build("cowdoc", cowdoc_files())]
         for p in built:
             shutil.copy(p, repo / file_name_of(p))
         for name in CORPUS_CANDIDATES:

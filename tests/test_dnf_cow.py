@@ -22,6 +22,7 @@ from dnfrepo import (RPMFILE_CONFIG, chroot_delay_env, extents, installed_regula
                      rpm_import_key, rpm_qa, rpm_va, stock_messages, stray_host_tree, summary,
                      transcoded, unshared_blocks)
 from loopfs import btrfs_fs, ext4_fs, xfs_fs  # noqa: F401
+from test_install import FAULT, _rpm_before_417, fault_plugin, needs_worker  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 COW_FS = ["xfs", "btrfs"]
@@ -529,3 +530,46 @@ def test_share_tails_no(dnf_repo, xfs_fs):
             check_cow(d, out, [DEMO_10])
         assert not (cache / "rpmcow-tails").exists()
         assert _unshared_tails(two, DEMO_10)
+
+
+# ---- the rpm plugin's worker thread under dnf -----------------------------------------
+# Where no other plugin reads file content (rpmplugin.Activation.worker_ok) the
+# rpm plugin clones on a thread of its own while rpm goes on; dnf's callbacks
+# release the feed's gate once rpm has read the last entry's header
+# (feeder.Stream.release_after).  A failed clone must fail the package, and
+# rpm roll it back, also where rpm skips the last entry (tsflags=nodocs).
+
+DOC = "cowdoc-1.0-1.noarch"
+
+
+@pytest.mark.parametrize("pkg,fault,opts", [
+    (DEMO_10, "/opt/cowdemo/big", []),
+    (DOC, "/opt/cowdoc/b", ["--setopt=tsflags=nodocs"]),
+])
+def test_worker_failure_fails_the_package(dnf_repo, xfs_fs, fault_plugin, pkg, fault, opts):
+    needs_worker()
+    with xfs_fs.area_ctx("worker-fault") as area:
+        d = dnf_repo.dnf(area / "root")
+        rc, out, err = d("install", pkg, *opts, env={FAULT: fault, "RPMCOW_PLUGIN": fault_plugin})
+        assert rc != 0, d.transcript()
+        assert "cannot clone (fault injected by RPMCOW_TEST_FAULT_PATH)" in out + err, \
+            d.transcript()
+        assert pkg not in rpm_qa(d.root)
+        if not _rpm_before_417():
+            top = d.root / fault.lstrip("/").rsplit("/", 1)[0]
+            left = [p for p in top.rglob("*") if not p.is_dir()] if top.exists() else []
+            assert not left, left
+
+
+def test_worker_with_the_last_entry_skipped(dnf_repo, cow_area):
+    """rpm skips the %doc file the archive ends with: the gate is released
+    from dnf's progress callback, and the package installs copy-on-write."""
+    needs_worker()
+    d = dnf_repo.dnf(cow_area / "root")
+    out = d.ok("install", DOC, "--setopt=tsflags=nodocs")
+    check_state(d, [DOC])
+    assert summary(out) == (1, 1), out
+    assert not (d.root / "opt/cowdoc/zz-README").exists()
+    cache = d.extents_file_of(DOC)
+    for c in "abcd":
+        assert unshared_blocks(d.root / "opt/cowdoc" / c, cache) == [], c
