@@ -30,7 +30,7 @@
  * trailer until it has called rpmcow_plugin_drain() after rpm read the last
  * entry's header, and aborts the stream if that reports a failure: rpm then
  * fails the package before committing a single file, and rolls it back.
- * Without LAST (dnf's plugin, rpm < 4.18) everything happens in the hook.
+ * Without LAST (dnf5's serving mode, rpm < 4.18) everything happens in the hook.
  * The installer asks for LAST only where no other enabled plugin looks at
  * file content in its own fsm_file_prepare (ima, fsverity): with the worker
  * they would see it before the clone.
