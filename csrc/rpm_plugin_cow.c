@@ -466,9 +466,11 @@ static void store_tail(const struct pkg *P, const uint8_t *b, size_t n, const ch
         unlinkat(P->tails, tmp, 0);
 }
 
-/* %_rpmcow_tails, opened through the front end's "/": -1 if unset or not
- * a private directory (said once per package) */
-static int open_tails(const char *nevra)
+/* %_rpmcow_tails, opened through the front end's "/": -1 if unset, not a
+ * private directory (said once per package) or not on the extents file's
+ * filesystem (where no clone from it could reach the root: said in rpm's
+ * debug output) */
+static int open_tails(const char *nevra, int extents_fd)
 {
     char *v = rpmExpand("%{?_rpmcow_tails}", NULL);
     int fd = -1;
@@ -485,10 +487,19 @@ static int open_tails(const char *nevra)
             fd = -1;
             errno = EPERM;
         }
-        if (fd < 0)
+        if (fd < 0) {
             rpmlog(RPMLOG_WARNING, "cow: %s: %s: %s: tails are written, not shared\n",
                    nevra, v, errno == EPERM ? "not a directory only root can open"
                                              : strerror(errno));
+        } else {
+            struct stat es;
+            if (fstat(extents_fd, &es) == 0 && es.st_dev != st.st_dev) {
+                rpmlog(RPMLOG_DEBUG, "cow: %s: %s: not on the extents file's filesystem: "
+                       "tails are written, not shared\n", nevra, v);
+                close(fd);
+                fd = -1;
+            }
+        }
     }
     free(v);
     return fd;
@@ -1352,7 +1363,7 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
         P->active = 1;
         P->async = n == 3 && async_abi;
         P->nevra = strdup(rpmteNEVRA(te));
-        P->tails = open_tails(rpmteNEVRA(te));
+        P->tails = open_tails(rpmteNEVRA(te), P->fd);
 #ifdef RPMCOW_TEST_HOOKS
         P->fault = getenv("RPMCOW_TEST_FAULT_PATH");
         if (P->fault && !*P->fault)

@@ -218,3 +218,18 @@ def test_cache_reports_and_cleans_the_store(xfs_roots, tails_pkg):
     run(rpmcow_argv() + ["cache", "clean", "--root", r.stock, "--dbpath", DB, r.cache],
         check=True)
     assert os.listdir(r.store) == []
+
+
+def test_store_on_another_filesystem_is_left_alone(xfs_roots, request, tails_pkg):
+    """No clone from it could reach the root: the plugin neither stores
+    there nor tries, and the files are right."""
+    r = xfs_roots
+    btrfs = request.getfixturevalue("btrfs_fs")
+    r.rpm("-i", "--nodeps", "--noscripts", tails_pkg)
+    ext = r.transcode(tails_pkg, root=r.root(1))
+    with btrfs.area_ctx("elsewhere") as elsewhere:
+        store = elsewhere / "tails"
+        for i in (1, 2):
+            r.install_into(i, ext, store=store)
+            same_as_stock(r, r.root(i))
+        assert os.listdir(store) == []
