@@ -209,39 +209,6 @@ def status_lines(entries, parts):
     return lines
 
 
-def tail_store_status(path):
-    """What a tail store (rpmcow.tailstore) holds: its tails, the bytes they
-    take, and those still shared with installed files."""
-    count = allocated = shared = 0
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        for name in os.listdir(dfd):
-            if name.startswith("."):
-                continue
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                             dir_fd=dfd)
-            except OSError:
-                continue
-            try:
-                st = os.fstat(fd)
-                if stat.S_ISREG(st.st_mode):
-                    count += 1
-                    allocated += st.st_blocks * 512
-                    shared += shared_bytes(fd)
-            finally:
-                os.close(fd)
-    finally:
-        os.close(dfd)
-    return {"path": path, "tails": count, "allocated_bytes": allocated,
-            "shared_bytes": shared}
-
-
-def tail_store_line(t):
-    return ("tail store %s: %d tails, %s, %s of it shared with installed files"
-            % (t["path"], t["tails"], size(t["allocated_bytes"]), size(t["shared_bytes"])))
-
-
 def clean(entries, parts, everything=False, dry_run=False):
     """Remove the unused extents files (every one with everything) and the
     stale .part files; returns [(path, bytes freed)]."""

@@ -298,7 +298,7 @@ def cmd_cache(args):
     entries, parts = cache.scan(dirs, root, args.dbpath)
     stores = [s for s in map(tailstore.stores_in, dirs) if s]
     if args.action == "status":
-        tails = [cache.tail_store_status(s) for s in stores]
+        tails = [tailstore.status(s, cache.shared_bytes) for s in stores]
         if args.json:
             import json
             json.dump({"dirs": dirs, "files": [e.as_dict() for e in entries],
@@ -307,7 +307,7 @@ def cmd_cache(args):
             sys.stdout.write("\n")
         else:
             print("\n".join(cache.status_lines(entries, parts) +
-                            [cache.tail_store_line(t) for t in tails]))
+                            [tailstore.status_line(t) for t in tails]))
         return 0
     removed = cache.clean(entries, parts, everything=args.all, dry_run=args.dry_run)
     for store in stores:

@@ -23,6 +23,7 @@ import stat
 import time
 
 from .errors import RpmcowError
+from .units import size
 
 DIRNAME = "rpmcow-tails"
 MODES = ("auto", "yes", "no")
@@ -82,6 +83,57 @@ def stores_in(cache_dir):
     return path if os.path.isdir(path) and not os.path.islink(path) else None
 
 
+def _entries(dfd):
+    """(name, lstat) of the regular files in the store open at dfd."""
+    for name in os.listdir(dfd):
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield name, st
+
+
+def _shared(dfd, name, shared_bytes):
+    """Bytes of the tail `name` some other file shares (0 if unreadable)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dfd)
+    except OSError:
+        return 0
+    try:
+        return shared_bytes(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_store(path):
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def status(path, shared_bytes):
+    """What the store at `path` holds: its tails, the bytes they take, and
+    those still shared with installed files.  shared_bytes(fd): as clean's."""
+    count = allocated = shared = 0
+    dfd = _open_store(path)
+    try:
+        for name, st in _entries(dfd):
+            if name.startswith("."):
+                continue
+            count += 1
+            allocated += st.st_blocks * 512
+            shared += _shared(dfd, name, shared_bytes)
+    finally:
+        os.close(dfd)
+    return {"path": path, "tails": count, "allocated_bytes": allocated,
+            "shared_bytes": shared}
+
+
+def status_line(t):
+    return ("tail store %s: %d tails, %s, %s of it shared with installed files"
+            % (t["path"], t["tails"], size(t["allocated_bytes"]), size(t["shared_bytes"])))
+
+
 def clean(path, shared_bytes, dry_run=False, now=None):
     """Remove the tails at `path` that no file shares any more (their root
     was removed, or the file changed), and temporary files older than an
@@ -89,29 +141,14 @@ def clean(path, shared_bytes, dry_run=False, now=None):
     (rpmcow.cache).  Returns (files removed, bytes given back)."""
     now = time.time() if now is None else now
     removed = freed = 0
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    dfd = _open_store(path)
     try:
-        for name in os.listdir(dfd):
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue
+        for name, st in _entries(dfd):
             if name.startswith("."):
                 if now - st.st_mtime < TEMP_MAX_AGE:
                     continue            # a store under way
-            else:
-                try:
-                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                                 dir_fd=dfd)
-                except OSError:
-                    continue
-                try:
-                    if shared_bytes(fd) > 0:
-                        continue        # some installed file still shares it
-                finally:
-                    os.close(fd)
+            elif _shared(dfd, name, shared_bytes) > 0:
+                continue                # some installed file still shares it
             if not dry_run:
                 try:
                     os.unlink(name, dir_fd=dfd)
