@@ -389,6 +389,20 @@ static int job_fail(struct cow *c, const struct job *j, const char *what)
     return -1;
 }
 
+/* open a host path read-only (flags: more of them, e.g. O_DIRECTORY):
+ * through the front end's "/" (rpm may have chrooted) */
+static int open_host(const char *path, int flags)
+{
+    flags |= O_RDONLY | O_CLOEXEC | O_NOFOLLOW;
+    if (path[0] != '/')
+        return errno = EINVAL, -1;
+    if (root_fd < 0)
+        return open(path, flags);
+    while (*path == '/')
+        path++;
+    return openat(root_fd, *path ? path : ".", flags);
+}
+
 /* ---- shared tails -------------------------------------------------------
  * A clone shares whole blocks only, unless its range ends at the source's
  * end of file: every root writes each file's last, partial block -- and all
@@ -475,11 +489,7 @@ static int open_tails(const char *nevra, int extents_fd)
     char *v = rpmExpand("%{?_rpmcow_tails}", NULL);
     int fd = -1;
     if (v && v[0] == '/') {
-        const char *rel = v;
-        while (root_fd >= 0 && *rel == '/')
-            rel++;
-        fd = openat(root_fd >= 0 ? root_fd : AT_FDCWD, *rel ? rel : ".",
-                    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        fd = open_host(v, O_DIRECTORY);
         struct stat st;
         if (fd >= 0 && (fstat(fd, &st) < 0 || (st.st_uid != 0 && st.st_uid != geteuid()) ||
                         (st.st_mode & 077))) {
@@ -833,18 +843,6 @@ static uint64_t take_u(struct cursor *k, size_t n)
     return v;
 }
 
-/* open a host path: through the front end's "/" (rpm may have chrooted) */
-static int open_host(const char *path)
-{
-    if (path[0] != '/')
-        return errno = EINVAL, -1;
-    if (root_fd < 0)
-        return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    while (*path == '/')
-        path++;
-    return openat(root_fd, *path ? path : ".", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-}
-
 /* a regular file only root (or this process's user) can change */
 static int private_file(int fd, struct stat *st)
 {
@@ -864,7 +862,7 @@ struct plan_ids {
 /* read and check the plan at path into s (files, order) and ids */
 static const char *plan_load(struct serve *s, const char *path, struct plan_ids *ids)
 {
-    int fd = open_host(path);
+    int fd = open_host(path, 0);
     struct stat st;
     if (fd < 0)
         return "cannot open the feed plan";
@@ -1064,7 +1062,7 @@ static int serve_start(struct cow *c, rpmte te, const char *key)
         return 0;
     }
     if (why == NULL) {
-        efd = open_host(ids.ext_path);
+        efd = open_host(ids.ext_path, 0);
         if (efd < 0 || private_file(efd, &st) < 0)
             why = "cannot open the extents file as a file only root can change";
         else if ((uint64_t)st.st_ino != ids.ext_ino ||

@@ -358,11 +358,9 @@ class Cow(dnf.Plugin):
         store that cannot be used costs only the sharing."""
         m = self.mods
         try:
-            store = m.tailstore.for_package_dirs(
+            self.activation.share_tails(m.tailstore.for_package_dirs(
                 self.share_tails, {p.repo.cache_pkgdir() for p in pkgs if not p._from_cmdline},
-                self.base.conf.installroot)
-            if store:
-                self.activation.share_tails(m.tailstore.prepare(store))
+                self.base.conf.installroot))
         except m.errors.RpmcowError as exc:
             logger.warning(MSG_TAILS, exc)
 

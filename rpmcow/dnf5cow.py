@@ -235,7 +235,7 @@ def _share_tails(args):
             args.share_tails, {os.path.dirname(os.path.abspath(p)) for p in args.packages},
             args.installroot)
         if store:
-            emit("macro", rpmplugin.TAILS_MACRO, tailstore.prepare(store))
+            emit("macro", rpmplugin.TAILS_MACRO, store)
     except RpmcowError as exc:
         say(MSG_TAILS % exc)
 

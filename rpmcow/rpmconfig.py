@@ -49,6 +49,11 @@ class Target(namedtuple("Target", "root dbpath", defaults=("/", None))):
     rpm's configured %_dbpath)."""
     __slots__ = ()
 
+    def contains(self, path):
+        """Whether `path` (symbolic links resolved) is inside this root."""
+        root = os.path.realpath(self.root)
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
     def rpm_args(self):
         args = ["--root", self.root]
         if self.dbpath:

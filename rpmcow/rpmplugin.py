@@ -364,10 +364,14 @@ class Activation:
         """entries: {header key: {PGPHASHALGO: hex}} -- the digests of the
         original package files, from valid records (checksig.Evaluation):
         the plugin puts them into the header rpm adds to its database."""
-        rpm.delMacro(DIGESTS_MACRO)
-        rpm.addMacro(DIGESTS_MACRO, package_digests_value(entries) or "%{nil}")
-        if DIGESTS_MACRO not in self.names:
-            self.names.append(DIGESTS_MACRO)
+        self._define(DIGESTS_MACRO, package_digests_value(entries) or "%{nil}")
+
+    def _define(self, name, value):
+        """Set one of the plugin's macros (again); close() removes it."""
+        rpm.delMacro(name)
+        rpm.addMacro(name, value)
+        if name not in self.names:
+            self.names.append(name)
 
     def feeding(self, fed):
         """Call when rpm opens a package file (its open-file callback):
@@ -387,19 +391,13 @@ class Activation:
         """Whether the plugin checks every file rpm writes for the packages
         not in the map against its header digest (rpm's own check is off
         while extents files are fed: see csrc/rpm_plugin_cow.c)."""
-        rpm.delMacro(VERIFY_MACRO)
-        rpm.addMacro(VERIFY_MACRO, "1" if on else "0")
-        if VERIFY_MACRO not in self.names:
-            self.names.append(VERIFY_MACRO)
+        self._define(VERIFY_MACRO, "1" if on else "0")
 
     def share_tails(self, path):
         """Let the plugin keep the files' last partial blocks in the tail
         store at `path` (tailstore.prepare made it) and clone them from
         there; None: write them (rpmcow.tailstore)."""
-        rpm.delMacro(TAILS_MACRO)
-        rpm.addMacro(TAILS_MACRO, path or "%{nil}")
-        if TAILS_MACRO not in self.names:
-            self.names.append(TAILS_MACRO)
+        self._define(TAILS_MACRO, path or "%{nil}")
 
     def drain(self):
         """Wait for the plugin's work on the package rpm is installing; False

@@ -22,6 +22,7 @@ import os
 import stat
 import time
 
+from . import rpmconfig
 from .errors import RpmcowError
 from .units import size
 
@@ -56,25 +57,21 @@ def prepare(path):
     return path
 
 
-def _inside(path, root):
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return root == "/" or path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def for_package_dirs(mode, pkg_dirs, root):
     """The tail store for installs into `root` from the package cache
-    directories `pkg_dirs` (dnf's ``<cachedir>/<repo>/packages``), or None.
-    mode: ``no``; ``yes``; ``auto`` -- only where the cache is outside the
-    root, i.e. shared by the roots of an image build.  The store goes into
-    the cache: ``<cachedir>/rpmcow-tails``."""
+    directories `pkg_dirs` (dnf's ``<cachedir>/<repo>/packages``), made or
+    checked (prepare), or None.  mode: ``no``; ``yes``; ``auto`` -- only
+    where the cache is outside the root, i.e. shared by the roots of an
+    image build.  The store goes into the cache: ``<cachedir>/rpmcow-tails``.
+    Raises RpmcowError naming the problem."""
     if mode not in MODES:
         raise RpmcowError("share_tails must be one of %s, not %r" % (", ".join(MODES), mode))
     dirs = sorted({os.path.realpath(d) for d in pkg_dirs})
     if mode == "no" or not dirs:
         return None
-    if mode == "auto" and any(_inside(d, root) for d in dirs):
+    if mode == "auto" and any(rpmconfig.Target(root).contains(d) for d in dirs):
         return None
-    return os.path.join(os.path.dirname(os.path.dirname(dirs[0])), DIRNAME)
+    return prepare(os.path.join(os.path.dirname(os.path.dirname(dirs[0])), DIRNAME))
 
 
 def stores_in(cache_dir):

@@ -430,9 +430,7 @@ def _record_target(target, out_dir):
     by many installroots, whose installs then all accept the record
     (record.record_keys: the target's key and the host's)."""
     target = target or rpmconfig.Target()
-    root = os.path.realpath(target.root)
-    inside = os.path.commonpath([root, os.path.realpath(out_dir)]) == root
-    return target if inside else rpmconfig.Target()
+    return target if target.contains(out_dir) else rpmconfig.Target()
 
 
 def _to_file(in_fd, out_path, transcode, kw):

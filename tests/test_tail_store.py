@@ -61,18 +61,20 @@ class Roots(Site):
                             ext, root=self.root(i), ok=ok)
 
 
-@pytest.fixture(params=["xfs", "btrfs"])
-def roots(request):
-    fs = request.getfixturevalue(request.param + "_fs")
+def _roots(request, fstype):
+    fs = request.getfixturevalue(fstype + "_fs")
     with fs.area_ctx(request.node.name) as base:
         yield Roots(fs, base)
+
+
+@pytest.fixture(params=["xfs", "btrfs"])
+def roots(request):
+    yield from _roots(request, request.param)
 
 
 @pytest.fixture
 def xfs_roots(request):
-    fs = request.getfixturevalue("xfs_fs")
-    with fs.area_ctx(request.node.name) as base:
-        yield Roots(fs, base)
+    yield from _roots(request, "xfs")
 
 
 def fully_shared(root):
