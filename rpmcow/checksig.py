@@ -12,11 +12,9 @@ also how an extents file without a valid record can still be trusted.
 
 ``evaluate`` is shared with the installer, which enforces the policy.
 """
-import hashlib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 
 from . import extents, inputs, native, package, record, rpmconfig, verify
 from .errors import RpmcowError
@@ -33,17 +31,23 @@ def _key_of(label):
     return m.group(1) if m else None
 
 
-@dataclass
 class Evaluation:
-    items: list
-    record: str           # check_record status
-    prologue: object = field(default=None, repr=False)
-    package: object = None   # the parsed package, if the evaluation needed it
-    sections: object = field(default=None, repr=False)
-    hashed: bool = False     # every blob was hashed against the header
-    unvouched: str = None    # why the record did not vouch for the blobs
-    # {PGPHASHALGO: hex} of the original package, from a valid record only
-    package_digests: dict = field(default_factory=dict)
+    """What evaluate() found (a plain class: see install._Fields)."""
+    record = None            # check_record status
+    prologue = None
+    package = None           # the parsed package, if the evaluation needed it
+    sections = None
+    hashed = False           # every blob was hashed against the header
+    unvouched = None         # why the record did not vouch for the blobs
+
+    def __init__(self, items, record, prologue=None, package=None, sections=None):
+        self.items = items
+        self.record = record
+        self.prologue = prologue
+        self.package = package
+        self.sections = sections
+        # {PGPHASHALGO: hex} of the original package, from a valid record only
+        self.package_digests = {}
 
     @property
     def nevra(self):
@@ -66,6 +70,7 @@ def _refresh_legacy(it, fresh):
 
 def _file_digests_item(fd, pkg, sections):
     """Hash every blob the header's regular files point at."""
+    import hashlib
     ft = pkg.files
     algo = ft.algo.name.lower()
     bad = []

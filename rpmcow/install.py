@@ -34,7 +34,6 @@ for the plugin's work and found it done (feeder.Stream).
 """
 import contextlib
 import os
-from dataclasses import dataclass, field
 
 import rpm
 
@@ -47,36 +46,53 @@ class InstallError(RpmcowError):
     """rpm refused or failed the transaction."""
 
 
-@dataclass
-class Options:
-    root: str = "/"
-    dbpath: str = None
-    upgrade: bool = False
-    nodeps: bool = False
-    noscripts: bool = False
-    notriggers: bool = False
-    test: bool = False
-    replacepkgs: bool = False
-    replacefiles: bool = False
-    oldpackage: bool = False
-    excludedocs: bool = False
-    level: str = None            # override of %_pkgverify_level
-    verify_files: bool = False   # hash every blob even when the verdict is trusted
-    block_size: int = None       # feed granularity (default: the root fs's)
-    share_tails: str = None      # a tail store (rpmcow.tailstore): image builds
+class _Fields:
+    """Keyword fields over class defaults -- a plain class, not a dataclass:
+    dataclasses (through inspect) costs ~13 ms to import, on every install's
+    start before rpm runs (caches dropped: more)."""
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            if name.startswith("_") or not hasattr(type(self), name):
+                raise TypeError("%s has no field %r" % (type(self).__name__, name))
+            setattr(self, name, value)
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (k, v) for k, v in sorted(vars(self).items())))
+
+
+class Options(_Fields):
+    root = "/"
+    dbpath = None
+    upgrade = False
+    nodeps = False
+    noscripts = False
+    notriggers = False
+    test = False
+    replacepkgs = False
+    replacefiles = False
+    oldpackage = False
+    excludedocs = False
+    level = None                 # override of %_pkgverify_level
+    verify_files = False         # hash every blob even when the verdict is trusted
+    block_size = None            # feed granularity (default: the root fs's)
+    share_tails = None           # a tail store (rpmcow.tailstore): image builds
     # report(event, nevra, amount, total): "start" when rpm begins to unpack a
     # package, "progress" as it does (amount of total archive bytes)
-    report: object = None
+    report = None
 
 
-@dataclass
-class Result:
-    cow: list = field(default_factory=list)      # NEVRAs installed from extents files
-    plain: list = field(default_factory=list)    # NEVRAs installed the stock way
-    shared_bytes: int = 0                        # file data cloned by the plugin
-    copied_bytes: int = 0                        # file data the plugin had to copy
-    # per extents file, what the plugin did: {NEVRA: rpmplugin.PackageResult}
-    plugin: dict = field(default_factory=dict)
+class Result(_Fields):
+    shared_bytes = 0             # file data cloned by the plugin
+    copied_bytes = 0             # file data the plugin had to copy
+
+    def __init__(self, **fields):
+        self.cow = []            # NEVRAs installed from extents files
+        self.plain = []          # NEVRAs installed the stock way
+        # per extents file, what the plugin did: {NEVRA: rpmplugin.PackageResult}
+        self.plugin = {}
+        super().__init__(**fields)
 
 
 class _Package:

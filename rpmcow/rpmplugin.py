@@ -26,11 +26,8 @@ the one plugin_path() returned.
 """
 import contextlib
 import ctypes
-import glob
 import os
-import shutil
 import stat
-import tempfile
 
 import rpm
 
@@ -202,6 +199,7 @@ def _remove_private(name, parent_fd):
     """rm -rf NAME in the directory open as `parent_fd`, errors ignored.
     shutil.rmtree takes dir_fd from Python 3.11; before (EL9: 3.9) the
     private plugin directory, which holds only links, is emptied by hand."""
+    import shutil
     try:
         shutil.rmtree(name, dir_fd=parent_fd, ignore_errors=True)
         return
@@ -226,6 +224,15 @@ def _remove_private(name, parent_fd):
         pass
 
 
+def _listdir(path):
+    """The names in path, sorted; none where it does not exist (Debian's
+    %__plugindir).  Not glob: one module less on every install's start."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
 def activation_macros():
     """(cow.so, {macro: value}, the other plugins rpm loads, private plugin
     directory or None): what makes rpm load the plugin.  rpm loads only
@@ -236,13 +243,14 @@ def activation_macros():
     so = plugin_path()
     sysdir = rpm.expandMacro("%{__plugindir}")
     values = {"__transaction_" + NAME: so, MAP_MACRO: ""}
-    others = [p for p in glob.glob(os.path.join(sysdir, "*.so"))
-              if os.path.basename(p) != NAME + ".so"]
+    others = [os.path.join(sysdir, n) for n in _listdir(sysdir)
+              if n.endswith(".so") and not n.startswith(".") and n != NAME + ".so"]
     # what rpm will load besides us: a plugin file whose macro is set
     loaded = sorted(os.path.basename(p)[:-3] for p in others if rpm.expandMacro(
         "%%{?__transaction_%s}" % os.path.basename(p)[:-3]).strip())
     private = None
     if os.path.dirname(so) != os.path.abspath(sysdir):
+        import tempfile        # only for a plugin outside the system's directory
         private = tempfile.mkdtemp(prefix="rpmcow-plugins.")
         for other in others:
             os.symlink(other, os.path.join(private, os.path.basename(other)))
