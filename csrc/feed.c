@@ -676,3 +676,85 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
     free(buf);
     return rc;
 }
+
+/* ---- the feed's table ------------------------------------------------ */
+
+static uint64_t rd_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The offset the T entries give digest d, or UINT64_MAX. */
+static uint64_t t_lookup(const uint8_t *tents, uint64_t nt, uint32_t ks, const uint8_t *d)
+{
+    uint64_t lo = 0, hi = nt;
+    const size_t step = (size_t)ks + 8;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        const uint8_t *e = tents + mid * step;
+        int c = memcmp(e, d, ks);
+        if (c == 0)
+            return rd_le64(e + ks);
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return UINT64_MAX;
+}
+
+int rc_feed_plan(const rc_ftable *t, const uint8_t *tents, uint64_t nt, uint32_t keysize,
+                 uint64_t limit, rc_feed_file *out, rc_feed_plan_info *info)
+{
+    const uint32_t n = t->ft.count, ks = t->ft.keysize;
+    info->bad = UINT32_MAX;
+    info->why = 0;
+    info->max_reg = 0;
+    info->gate_at = 0;
+    for (uint32_t fx = 0; fx < n; fx++) {
+        rc_feed_file *f = &out[fx];
+        f->kind = RC_FEED_NONE;
+        f->size = 0;
+        f->blob = 0;
+        f->link = NULL;
+        if (t->kinds[fx] == RC_KIND_REG && t->sizes[fx] && !(t->flags[fx] & RC_FT_NOCONTENT)) {
+            uint64_t size = t->sizes[fx], off = UINT64_MAX;
+            if (!(t->flags[fx] & RC_FT_KEYED)) {
+                info->bad = fx;
+                info->why = 1;
+                return RC_E_FORMAT;
+            }
+            if (ks && ks == keysize)
+                off = t_lookup(tents, nt, ks, t->digests + (size_t)fx * ks);
+            if (off == UINT64_MAX || (limit && (off > limit || size > limit - off))) {
+                info->bad = fx;
+                info->why = 2;
+                return RC_E_FORMAT;
+            }
+            f->kind = RC_FEED_REG;
+            f->size = size;
+            f->blob = off;
+            if (size > info->max_reg)
+                info->max_reg = size;
+        } else if (t->kinds[fx] == RC_KIND_LINK) {
+            f->kind = RC_FEED_LINK;
+            f->link = t->linktos[fx];
+            f->size = strlen(f->link);
+        }
+    }
+    /* archive layout (rc_feed_write): 4-aligned 16-byte entry headers,
+     * content, no other padding */
+    uint64_t pos = 0, start = 0;
+    for (uint32_t i = 0; i < t->norder; i++) {
+        uint32_t fx = t->order[i];
+        if (fx >= n)
+            return RC_E_FORMAT;
+        start = (pos + 3) & ~(uint64_t)3;
+        pos = start + 16 + out[fx].size;
+    }
+    info->gate_at = start;
+    return RC_OK;
+}

@@ -284,6 +284,23 @@ typedef struct rc_feed {
 /* Write the whole payload stream for rpm to out_fd (a pipe). */
 int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err);
 
+typedef struct rc_feed_plan_info {
+    uint32_t bad;             /* first regular file without content; UINT32_MAX: none */
+    int why;                  /* for bad: 1 it has no file digest, 2 no blob holds it */
+    uint64_t max_reg;         /* the largest regular file fed from a blob */
+    uint64_t gate_at;         /* archive offset where the last entry's header starts */
+} rc_feed_plan_info;
+
+/* What the feed writes for each file of table t (out: t->ft.count entries,
+ * by file index): a regular file's content from the blob its digest names
+ * in the T section's entries `tents` (nt of them: keysize-byte digest and
+ * little-endian 64-bit offset, sorted by digest), which must end by limit
+ * (0: no limit); a symlink's target (pointing into t); nothing for the
+ * rest.  Returns RC_OK, or RC_E_FORMAT with info->bad set (nothing else
+ * in out is to be used then). */
+int rc_feed_plan(const rc_ftable *t, const uint8_t *tents, uint64_t nt, uint32_t keysize,
+                 uint64_t limit, rc_feed_file *out, rc_feed_plan_info *info);
+
 /* ---- internal helpers ----------------------------------------------- */
 int rc_fail(rc_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

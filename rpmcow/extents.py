@@ -52,6 +52,7 @@ class Sections:
         self.version, self.size = version, size
         self.s_offset, self.t_offset, self.c_offset = s_offset, t_offset, c_offset
         self.t_sha256 = None         # hex SHA-256 of the T section as read
+        self.t_raw = None            # the T section's entries as read (bytes)
         self._index = None
 
     def __repr__(self):
@@ -61,9 +62,20 @@ class Sections:
 
     def lookup(self, digest):
         """Offset of the blob whose content has file digest `digest`."""
+        return self.index().get(digest)
+
+    def t_entries(self):
+        """The T section's entries as bytes (digest, little-endian offset;
+        sorted by digest), as read or as they would be written."""
+        if self.t_raw is not None:
+            return self.t_raw
+        return encode_t(self)[T_HEAD.size:]
+
+    def index(self):
+        """{file digest: blob offset}."""
         if self._index is None:
             self._index = dict(self.table)
-        return self._index.get(digest)
+        return self._index
 
 
 def encode_t(sections):
@@ -136,7 +148,7 @@ def _parse_t(fd, t_offset, c_offset, blob_end):
         raise BadExtentsError("T entry %d points past the blobs" % i)
     if not all(map(operator.lt, digests, digests[1:])):
         raise BadExtentsError("T section is not sorted and unique")
-    return keysize, table, t_sha256
+    return keysize, table, t_sha256, raw
 
 
 def _parse_c(fd, c_offset, end):
@@ -171,19 +183,21 @@ def read_sections(fd):
         if 0 < s_off < t_off < c_off <= size - FOOTER_V2.size:
             try:
                 rc, text = _parse_s(fd, s_off, t_off)
-                keysize, table, t_sha256 = _parse_t(fd, t_off, c_off, s_off)
+                keysize, table, t_sha256, raw = _parse_t(fd, t_off, c_off, s_off)
                 input_len, dig = _parse_c(fd, c_off, size - FOOTER_V2.size)
                 sections = Sections(rc, text, keysize, table, input_len, dig, 2,
                                     s_off, t_off, c_off, size)
                 sections.t_sha256 = t_sha256
+                sections.t_raw = raw
                 return sections
             except BadExtentsError:
                 pass   # may be a V1 file whose last 32 bytes merely look like V2
     t_off, c_off, _ = FOOTER_V1.unpack(_read(fd, size - 24, 24, "footer"))
     if not 0 < t_off < c_off <= size - FOOTER_V1.size:
         raise BadExtentsError("footer offsets are inconsistent")
-    keysize, table, t_sha256 = _parse_t(fd, t_off, c_off, t_off)
+    keysize, table, t_sha256, raw = _parse_t(fd, t_off, c_off, t_off)
     input_len, dig = _parse_c(fd, c_off, size - FOOTER_V1.size)
     sections = Sections(None, b"", keysize, table, input_len, dig, 1, 0, t_off, c_off, size)
     sections.t_sha256 = t_sha256
+    sections.t_raw = raw
     return sections

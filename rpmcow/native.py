@@ -428,6 +428,16 @@ class FileTable:
     def linktos(self):
         return [ffi.string(self._t.linktos[i]) for i in range(self.count)]
 
+    def linkto(self, fx):
+        """The symlink target of file fx (bytes): one, not all 25k of them."""
+        return ffi.string(self._t.linktos[fx])
+
+    @cached_property
+    def digest_bytes(self):
+        """Every file's digest, concatenated (algo.size bytes each, zeros where
+        none): digest_bytes[fx * size:(fx + 1) * size] without the list."""
+        return ffi.buffer(self._t.digests, self.count * self.algo.size)[:] if self.count else b""
+
     def archive_order(self):
         """File indices in the order rpm's writer puts them in the archive."""
         return ffi.unpack(self._t.order, self._t.norder) if self._t.norder else []
@@ -449,30 +459,86 @@ class FileTable:
         return [raw[i * size:(i + 1) * size] for i in range(n)]
 
 
-def feed_write(extents_fd, compressor, blk, prologue, files, order, out_fd):
+class FeedTable:
+    """A feed's files and archive order as C arrays, made once and used by
+    every stream of the package.  files: per file index (kind, size, blob
+    offset, symlink target bytes); or FeedTable.plan() builds it in C."""
+
+    def __init__(self, files, order):
+        self._links = {i: ffi.new("char[]", link) for i, (_, _, _, link) in enumerate(files)
+                       if link}
+        null, links = ffi.NULL, self._links
+        self.files = ffi.new("rc_feed_file[]", [
+            (kind, size, blob, links.get(i, null))
+            for i, (kind, size, blob, _) in enumerate(files)] or [(0, 0, 0, null)])
+        self.nfiles = len(files)
+        self.order = ffi.new("uint32_t[]", order or [0])
+        self.count = len(order)
+
+    @classmethod
+    def plan(cls, ft, t_entries, keysize, limit):
+        """The table of FileTable ft's package fed from the blobs the T
+        section's raw entries (bytes, sorted) place, each ending by limit
+        (None: no limit), and its rc_feed_plan_info; info.bad < 2**32 - 1
+        names the first regular file without content (info.why: 1 no file
+        digest, 2 no blob).  Symlink targets point into ft (kept alive)."""
+        g = cls.__new__(cls)
+        g._links = ft          # the symlink targets live in the file table
+        n = ft.count
+        g.files = ffi.new("rc_feed_file[]", max(n, 1))
+        g.nfiles = n
+        g.order = ft._t.order if ft._t.norder else ffi.new("uint32_t[]", 1)
+        g.count = ft._t.norder
+        info = ffi.new("rc_feed_plan_info *")
+        entries = ffi.from_buffer(t_entries)
+        nt = len(t_entries) // (keysize + 8) if keysize else 0
+        lib.rc_feed_plan(ft._t, entries, nt, keysize, limit or 0, g.files, info)
+        return g, info
+
+    def lists(self):
+        """(files, order) as Python lists (rpmcow.serve's feed plan)."""
+        files = []
+        for i in range(self.nfiles):
+            f = self.files[i]
+            files.append((f.kind, f.size, f.blob, ffi.string(f.link) if f.link else b""))
+        return files, ffi.unpack(self.order, self.count) if self.count else []
+
+    def gated(self, gate_fd):
+        """A copy whose archive ends with the gate entry (kind FEED_GATE,
+        its blob the gate's fd): one per gated stream, as streams of one
+        package may overlap (a pass's feeder still ending as the next starts)."""
+        g = FeedTable.__new__(FeedTable)
+        g._links = self._links
+        g.files = ffi.new("rc_feed_file[]", self.nfiles + 1)
+        ffi.memmove(g.files, self.files, self.nfiles * ffi.sizeof("rc_feed_file"))
+        g.files[self.nfiles].kind = FEED_GATE
+        g.files[self.nfiles].blob = gate_fd
+        g.nfiles = self.nfiles + 1
+        g.order = ffi.new("uint32_t[]", self.count + 1)
+        ffi.memmove(g.order, self.order, self.count * 4)
+        g.order[self.count] = self.nfiles
+        g.count = self.count + 1
+        return g
+
+
+def feed_write(extents_fd, compressor, blk, prologue, files, order, out_fd, table=None):
     """Write the payload stream for rpm (see csrc/feed.c).  files: per file
-    index (kind, size, blob offset, symlink target bytes)."""
+    index (kind, size, blob offset, symlink target bytes); table: their
+    FeedTable, where the caller keeps one (files and order are then unused)."""
     err = ffi.new("rc_error *")
     f = ffi.new("rc_feed *")
-    cfiles = ffi.new("rc_feed_file[]", max(len(files), 1))
-    links = []
-    for i, (kind, size, blob, link) in enumerate(files):
-        cfiles[i].kind = kind
-        cfiles[i].size = size
-        cfiles[i].blob = blob
-        if link:
-            links.append(ffi.new("char[]", link))
-            cfiles[i].link = links[-1]
-    corder = ffi.new("uint32_t[]", order or [0])
+    if table is None:
+        table = FeedTable(files, order)
+    cfiles, corder = table.files, table.order
     cpro = ffi.from_buffer(prologue)
     f.extents_fd = extents_fd
     f.compressor = COMPRESSORS[compressor]
     f.blk = blk
     f.prologue = cpro
     f.prologue_len = len(prologue)
-    f.nfiles = len(files)
+    f.nfiles = table.nfiles
     f.files = cfiles
-    f.count = len(order)
+    f.count = table.count
     f.order = corder
     rc = lib.rc_feed_write(f, out_fd, err)
     if rc != lib.RC_OK:
