@@ -1078,6 +1078,11 @@ from rpmcow.errors import RpmcowError
 src, warm, start, stop, step = sys.argv[1], sys.argv[2] == "warm", *map(int, sys.argv[3:6])
 kw = {} if sys.argv[6] == "-" else {"level": sys.argv[6]}
 work = tempfile.mkdtemp(prefix="rpmcow-oom-")
+# the modules a transcode imports lazily are byte-compiled first: a child
+# compiling a just-edited one under the limit crashes inside CPython 3.11
+# (memcpy in its compiler), which is not what this sweeps
+import compileall
+compileall.compile_dir(os.path.dirname(transcode.__file__), quiet=2)
 if warm:   # a process that transcoded before: thread stacks and arenas cached
     transcode.transcode_path(src, os.path.join(work, "warm.rpme"), **kw)
 def vmsize():
