@@ -33,7 +33,7 @@ CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
 # outside the roots, so tails are shared from <cache>/rpmcow-tails)
 VARIANTS = (("stock", None), ("cow-no-tails", "no"), ("cow", "auto"))
 LABELS = {"stock": "stock dnf", "cow-no-tails": "dnf + cow, tails written",
-          "cow": "dnf + cow, tails shared"}
+          "cow": "dnf + cow, tails shared", "floor": "floor: stock dnf, files emptied"}
 
 
 def main():
@@ -49,6 +49,9 @@ def main():
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     pkgs = scenario.build_packages(CACHE, args.mib, args.packages, log=log)
     names = scenario.package_names(pkgs)
+    # the floor: the same packages with every file emptied, installed by stock
+    # dnf -- dnf's and rpm's own work per root, which no install through them skips
+    empty = scenario.build_packages(CACHE, args.mib, args.packages, log=log, empty=True)
     plan = scenario.plan(args.mib, args.packages)
     res = {"date": datetime.date.today().isoformat(), "machine": benchlib.machine(),
            "roots": args.roots, "packages": len(pkgs),
@@ -59,10 +62,13 @@ def main():
     res["unshareable"] = unshareable(plan)
     # stock's roots hold N full copies: room for them all
     gib = max(4, (args.roots + 2) * res["installed_bytes"] * 2 // (1 << 30) + 2)
-    with scenario.Repository(pkgs) as repo, scenario.LoopXFS(gib) as xfs:
+    with scenario.Repository(pkgs) as repo, scenario.Repository(empty) as erepo, \
+            scenario.LoopXFS(gib) as xfs:
         for variant, tails in VARIANTS:
             res["results"][variant] = scenario.image_builds(
                 xfs, repo, names, variant != "stock", args.roots, log=log, share_tails=tails)
+        res["floor"] = scenario.image_builds(xfs, erepo, names, False, args.roots, log=log,
+                                             label="floor")
     write(res)
 
 
@@ -154,6 +160,22 @@ def write(res):
                       benchlib.median(added[v]) / mib,
                       benchlib.median(added[v]) / benchlib.median(added["stock"]))
                       for v in cows) + "."]
+    fl = res.get("floor")
+    if fl:
+        ft = scenario.cumulative(fl, "wall")
+        flater = [x["wall"] for x in fl[1:]]
+        lines += ["", "The floor: stock dnf installing the same packages with every file emptied "
+                  "(the same names, paths, modes and directories, no content), one more series "
+                  "of %d roots in the same run. It is dnf's and rpm's own work per root -- "
+                  "start, depsolve, the transaction check and test, creating %s files, the "
+                  "rpmdb -- which every install through stock dnf and rpm does, cow's included: "
+                  "at N = %d it took %.1f s (%.2f× stock)%s. A time ratio below that cannot be "
+                  "reached without changing dnf or rpm."
+                  % (n, res.get("unshareable", {}).get("files", "their"), n, ft[-1],
+                     ft[-1] / st["time"][-1],
+                     ("; each root after the first %.2f s (%.2f× stock's)"
+                      % (benchlib.median(flater), benchlib.median(flater) /
+                         benchlib.median(later["stock"]))) if flater and later["stock"] else "")]
     u = res.get("unshareable")
     if u:
         lines += ["", "Why tails matter: of the %d regular files, %d are smaller than one 4 KiB "
@@ -188,6 +210,9 @@ def chart(path, s, res):
             if variant in s:
                 ax.plot(xs, [v / div for v in s[variant][key]], marker="o",
                         label=LABELS[variant], color=color)
+        if key == "time" and res.get("floor"):
+            ax.plot(xs, scenario.cumulative(res["floor"], "wall"), linestyle="--",
+                    color="#444444", label=LABELS["floor"])
         ax.set_xlabel("installroots built from one cache")
         ax.set_title(title)
         ax.set_xticks(xs)

@@ -328,6 +328,17 @@ def stage_tree(sel, stage):
     return copies, links
 
 
+def _empty_files(stage):
+    """Truncate every regular file of the staged tree (hard links share the
+    inode: truncated once), keeping the fixed mtimes."""
+    for dirpath, _dirs, filenames in os.walk(stage):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            if not os.path.islink(p):
+                os.truncate(p, 0)
+                os.utime(p, ns=(SOURCE_DATE_EPOCH * 10**9,) * 2)
+
+
 _IO_NAMES = {"zstdio": "zstd", "xzdio": "xz", "lzdio": "lzma", "gzdio": "gz", "bzdio": "bz2",
              "ufdio": "none"}
 
@@ -345,13 +356,19 @@ def _log(msg):
 
 
 def build_large_package(workdir, compressor_define, name="rpmcow-bench-large",
-                        profile="large", verbose=True):
+                        profile="large", verbose=True, empty=False):
     """Build (or reuse from the cache in workdir) the package of ``profile``
     compressed with ``compressor_define`` (an rpm ``_binary_payload`` value
-    such as ``w19T2.zstdio`` or ``w9T2.xzdio``). Returns the package path."""
+    such as ``w19T2.zstdio`` or ``w9T2.xzdio``). Returns the package path.
+
+    empty: the package's twin with every regular file emptied (same paths,
+    modes, links and directories, no content): what installing it costs is
+    rpm's own per-file work, the floor of any install through stock rpm."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     sel = select(profile)
+    if empty:
+        name += "-empty"
     key = recipe_key(sel, compressor_define, name)
     out = os.path.join(workdir, "%s-%s-%s.rpm" % (name, compressor_tag(compressor_define), key))
     if os.path.exists(out) and os.path.exists(out + ".json"):
@@ -366,6 +383,8 @@ def build_large_package(workdir, compressor_define, name="rpmcow-bench-large",
              % (os.path.basename(out), sel.files, sel.bytes / MiB, compressor_define))
     try:
         copies, links = stage_tree(sel, stage)
+        if empty:
+            _empty_files(stage)
         os.makedirs(os.path.join(topdir, "SPECS"), exist_ok=True)
         spec = os.path.join(topdir, "SPECS", name + ".spec")
         with open(spec, "w") as f:

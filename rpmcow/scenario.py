@@ -115,22 +115,26 @@ def _recipe(p, version):
     return h.hexdigest()[:16]
 
 
-def build_packages(workdir, total_mib=300, count=16, version="1.0", log=print):
-    """Build (or reuse) the scenario's packages; returns their paths."""
+def build_packages(workdir, total_mib=300, count=16, version="1.0", log=print, empty=False):
+    """Build (or reuse) the scenario's packages; returns their paths.
+    empty: their twins with every file emptied -- the same names, paths,
+    modes and directories, no content: what installing them costs is the
+    per-file work of stock rpm and dnf, the floor of any install through
+    them (bench/image_bench.py)."""
     os.makedirs(workdir, exist_ok=True)
     out = []
     for p in plan(total_mib, count):
-        key = _recipe(p, version)
+        key = _recipe(p, version) + ("-empty" if empty else "")
         dest = os.path.join(workdir, "%s-%s-1.%s.rpm" % (p.name, version, key))
         if not os.path.exists(dest):
-            log("building %s (%d files, %.0f MiB, %s)" % (
-                p.name, len(p.files), p.size / MiB, p.compressor))
-            _build(p, version, dest)
+            log("building %s (%d files, %.0f MiB, %s%s)" % (
+                p.name, len(p.files), p.size / MiB, p.compressor, ", emptied" if empty else ""))
+            _build(p, version, dest, empty)
         out.append(dest)
     return out
 
 
-def _build(p, version, dest):
+def _build(p, version, dest, empty=False):
     tmp = tempfile.mkdtemp(prefix="rpmcow-build-")
     try:
         stage = os.path.join(tmp, "stage")
@@ -138,7 +142,12 @@ def _build(p, version, dest):
         for i, src in enumerate(p.files):
             d = os.path.join(base, "%03d" % (i // 500))
             os.makedirs(d, exist_ok=True)
-            shutil.copy2(src, os.path.join(d, "%05d-%s" % (i, os.path.basename(src))))
+            dst = os.path.join(d, "%05d-%s" % (i, os.path.basename(src)))
+            shutil.copy2(src, dst)
+            if empty and not os.path.islink(dst):
+                st = os.stat(dst)
+                os.truncate(dst, 0)
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
         spec = os.path.join(tmp, p.name + ".spec")
         with open(spec, "w") as f:
             f.write(SPEC.format(name=p.name, version=version, stage=stage))
@@ -451,7 +460,7 @@ def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
             "final": use.final, "output": out, "cow_summary": summary[0] if summary else ""}
 
 
-def image_builds(xfs, repo, names, cow, n_roots, log=None, share_tails="auto"):
+def image_builds(xfs, repo, names, cow, n_roots, log=None, share_tails="auto", label=None):
     """The image-build use case (many roots from one package cache, as mkosi
     builds them; rpm's reflink proposals #4265, #4294): `names` installed
     into `n_roots` fresh installroots one after the other, from one cache
@@ -459,7 +468,7 @@ def image_builds(xfs, repo, names, cow, n_roots, log=None, share_tails="auto"):
     transcodes), the others take the packages (and extents files) from the
     cache.  Returns one dict per root: wall seconds, bytes written, disk use
     added by that install (after sync and dropping caches)."""
-    variant = ("cow" if share_tails != "no" else "cow-no-tails") if cow else "stock"
+    variant = label or (("cow" if share_tails != "no" else "cow-no-tails") if cow else "stock")
     base = os.path.join(xfs.path, "images-" + variant)
     cache = os.path.join(base, "cache")
     os.makedirs(cache)
