@@ -5,10 +5,14 @@ Each package is transcoded into an extents file while it downloads, from
 its first bytes on (rpmcow.growing: librepo writes it in place; used only
 if made from the very bytes librepo then verified) -- unless the cache keeps one made from exactly
 its bytes (keepcache, or several roots installed from one cache), which is
-used again; dnf's gpgcheck and rpm's test transaction run on
-the original packages as always; then rpm's real transaction reads a cheap
-payload for the transcoded ones while rpmcow's rpm plugin clones their file
-data from the extents files.  Packages that cannot (denied, failed to
+used again; dnf's gpgcheck runs on the original packages as always.  Right
+before rpm's test transaction the extents files are judged at the root's
+verification level (the transcoder checked every payload and file digest);
+where every package is to be fed (rpm 4.18 to 6.0), the test checks their
+headers only, as the real run does -- rpm never reads an original's payload
+then -- else it verifies every package whole, as stock.  rpm's real
+transaction reads a cheap payload for the transcoded ones while rpmcow's
+rpm plugin clones their file data from the extents files.  Packages that cannot (denied, failed to
 transcode, a compressor without a cheap feed, a verdict below the
 verification level) install the stock way in the same transaction.
 
@@ -25,6 +29,7 @@ import time
 import types
 
 import dnf
+import dnf.rpm.transaction
 import dnf.yum.rpmtrans
 import libdnf.transaction
 import rpm
@@ -94,7 +99,9 @@ class Cow(dnf.Plugin):
         self.feeds = {}             # localPkg path -> (feed, fd, transcode result, snapshot)
         self.gated = set()          # localPkg paths the rpm plugin works on in its thread
         self.stream = None          # the feed rpm reads now (feeder.Stream)
+        self.prepared = False       # judged and set up before rpm's test run
         self._patched = None
+        self._test_patched = None
         self._lock = threading.Lock()
 
     # ---- configuration ------------------------------------------------------
@@ -144,6 +151,7 @@ class Cow(dnf.Plugin):
         self.pool = concurrent.futures.ThreadPoolExecutor(
             self.mods.growing.pool_size(workers), "rpmcow")
         self._wrap_downloads()
+        self._wrap_test()
 
     def _installing(self):
         return [tsi.pkg for tsi in self.base.transaction if tsi.action in INSTALLING]
@@ -266,12 +274,66 @@ class Cow(dnf.Plugin):
         else:
             logger.info(msg)
 
-    # ---- swap payloads right before rpm runs --------------------------------
+    # ---- judge, and swap payloads, right before rpm's test run -------------
+    def _wrap_test(self):
+        """dnf runs rpm's test transaction after its gpgcheck (which may import
+        keys) and before pre_transaction: the extents files are judged right
+        before it, so that it need not read what is fed (_before_test)."""
+        cls = dnf.rpm.transaction.TransactionWrapper
+        original = cls.test
+        plugin = self
+
+        def test(ts, cb, conf={}):         # noqa: B006 - dnf's own signature
+            restore = plugin._before_test(ts)
+            try:
+                return original(ts, cb, conf)
+            finally:
+                if restore is not None:
+                    restore()
+
+        cls.test = test
+        self._test_patched = (cls, original)
+
+    def _before_test(self, wrapper):
+        """Judge and set up the feeds (_prepare).  Where every package the
+        transaction installs is fed and rpm can check headers alone (4.18 to
+        6.0), the test run does so, as the real run will: the transcoder
+        verified each original's payload and file digests, and each extents
+        file is bound to the very bytes dnf verified (cache.made_from).
+        Otherwise the test run verifies every package whole, as stock dnf's
+        does: its payload digest is then rpm's check of a package going the
+        stock way.  Returns what puts the real run's settings back, or None."""
+        if not self.active or self.prepared:
+            return None
+        ts = wrapper.ts
+        before = (ts._vfyflags, ts._vfylevel)
+        self._prepare_or_fall_back()
+        if not self.prepared:
+            return None
+        all_fed = bool(self.feeds) and all(pkg.localPkg() in self.feeds
+                                           for pkg in self._installing())
+        if all_fed and self.mods.rpmplugin.PAYLOADLESS_VERIFY_PASS:
+            logger.debug("cow: every package is fed: rpm's test run checks headers only")
+            return None
+        real = (ts._vfyflags, ts._vfylevel)
+        ts._vfyflags, ts._vfylevel = before
+
+        def restore():
+            ts._vfyflags, ts._vfylevel = real
+        return restore
+
     def pre_transaction(self):
         if not self.active:
             return
+        if not self.prepared:             # no test run went first
+            self._prepare_or_fall_back()
+        if self.prepared:
+            self._drop_originals()
+
+    def _prepare_or_fall_back(self):
         try:
             self._prepare()
+            self.prepared = True
         except Exception as exc:          # noqa: BLE001 - before rpm: fall back
             logger.warning(MSG_ERROR, exc)
             self._undo()
@@ -349,7 +411,6 @@ class Cow(dnf.Plugin):
         ts.addTsFlag(rpm.RPMTRANS_FLAG_NOFILEDIGEST)
         m.rpmplugin.verify_headers_only(ts.ts)
         self._patch_open(blk)
-        self._drop_originals()
 
     def _share_tails(self, pkgs):
         """Image builds (the cache outside the installroot, shared by the
@@ -491,6 +552,9 @@ class Cow(dnf.Plugin):
         if self._patched:
             cls, (cls._instOpenFile, cls._instProgress, cls._instCloseFile) = self._patched
             self._patched = None
+        if self._test_patched:
+            cls, cls.test = self._test_patched
+            self._test_patched = None
         for feed, fd, _, snap in self.feeds.values():
             feed.join()
             snap.close()

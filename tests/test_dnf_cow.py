@@ -474,6 +474,90 @@ def test_local_package_rewritten_after_rpms_test_run(dnf_repo, cow_area, pkgbuil
     assert not (d.root / "opt" / "cowtampered" / "data").exists()
 
 
+READ_METER_PLUGIN = """
+import os
+import dnf
+import dnf.yum.rpmtrans
+
+
+class ReadMeter(dnf.Plugin):
+    # how far rpm's test run read each package: its descriptor's offset as the
+    # test run closes it (rpm reads through a dup, which shares the offset)
+    name = "readmeter"
+
+    def __init__(self, base, cli):
+        super().__init__(base, cli)
+        out = os.open(os.environ["READMETER_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        cls = dnf.yum.rpmtrans.RPMTransaction
+        close_file = cls._instCloseFile
+
+        def _instCloseFile(cb, key):
+            if cb.test and cb.fd is not None:
+                fd = cb.fd.fileno()
+                name = cb._extract_cbkey(key)[0].pkg.name
+                os.write(out, ("%s %d %d\\n" % (name, os.lseek(fd, 0, os.SEEK_CUR),
+                                                os.fstat(fd).st_size)).encode())
+            return close_file(cb, key)
+        cls._instCloseFile = _instCloseFile
+"""
+
+
+def _test_run_reads(d, tmp_path, *args, plugin_conf=None):
+    """Install args; {package name: (bytes rpm's test run read of it at most, size)}."""
+    plugins = tmp_path / "meter"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "readmeter.py").write_text(READ_METER_PLUGIN)
+    out = tmp_path / "reads.txt"
+    if out.exists():
+        out.unlink()
+    text = d.ok("--setopt=pluginpath=%s,%s" % (ROOT / "dnf-plugins", plugins), "install",
+                *args, env={"READMETER_OUT": str(out)})
+    reads = {}         # the test run opens each package more than once: the most it read
+    for line in out.read_text().splitlines():
+        name, offset, size = line.split()
+        reads[name] = (max(int(offset), reads.get(name, (0, 0))[0]), int(size))
+    return text, reads
+
+
+def test_rpms_test_run_reads_headers_only_when_every_package_is_fed(dnf_repo, cow_area,
+                                                                     tmp_path):
+    """Every package fed from its extents file (whose transcode checked the
+    payload and file digests, and which is bound to the bytes dnf verified):
+    rpm's test run checks the headers only, as the real run does, and reads no
+    original's payload -- where rpm can (4.18 to 6.0); elsewhere, whole."""
+    from rpmcow import rpmplugin
+    d = dnf_repo.dnf(cow_area / "root")
+    want = all_cow(dnf_repo)
+    out, reads = _test_run_reads(d, tmp_path, *want)
+    check_state(d, want)
+    check_cow(d, out, want)
+    names = {dnf_repo.name_of(n) for n in want}
+    assert set(reads) == names, (reads, d.transcript())
+    for name, (offset, size) in reads.items():
+        if rpmplugin.PAYLOADLESS_VERIFY_PASS:
+            assert offset < size, "rpm's test run read all of %s (%d bytes)" % (name, size)
+        else:
+            assert offset == size, (name, offset, size)
+
+
+def test_rpms_test_run_reads_everything_when_a_package_goes_stock(dnf_repo, cow_area,
+                                                                  tmp_path):
+    """One package denied (it installs from its original file, and rpm's test
+    run is its only payload-digest check): the test run verifies every package
+    whole, as stock dnf's does."""
+    go = corpus_pick(dnf_repo, "go-package")
+    conf = (ROOT / "dnf-plugins" / "cow.conf").read_text()
+    conf = conf.replace("\ndenylist =", "\ndenylist = kernel*, go-*")
+    d = dnf_repo.dnf(cow_area / "root", plugin_conf=conf)
+    want = all_cow(dnf_repo)
+    out, reads = _test_run_reads(d, tmp_path, *want)
+    check_state(d, want)
+    assert stock_messages(out) == {dnf_repo.files[go]: "denied by 'go-*' in cow.conf"}, out
+    assert set(reads) == {dnf_repo.name_of(n) for n in want}, (reads, d.transcript())
+    for name, (offset, size) in reads.items():
+        assert offset == size, "rpm's test run read %d of %d bytes of %s" % (offset, size, name)
+
+
 # ---- image builds: roots from one shared cache ----------------------------------------
 
 def _shared_cache_roots(repo, area, n, plugin_conf=None):
