@@ -10,8 +10,8 @@ system.  The packages (rpmcow.scenario: files of this machine, xz and zstd
 payloads) are served over HTTP on 127.0.0.1; the roots and the shared cache
 (keepcache=1: the first install downloads, the others take the packages --
 and, with cow, the extents files -- from the cache) are on one loop-mounted
-XFS; caches are dropped before each install.  Measured per install: wall
-time, bytes written to the loop device, disk use it added (after sync and
+XFS, a fresh one for each series; caches are dropped before each install.
+Measured per install: wall time, bytes written to the loop device, disk use it added (after sync and
 dropping caches).  Targets (issue #16) at N = 10: disk used <= 0.25x stock,
 time <= 0.5x stock.  Results: bench/results/image.{md,json,png}.
 """
@@ -62,13 +62,17 @@ def main():
     res["unshareable"] = unshareable(plan)
     # stock's roots hold N full copies: room for them all
     gib = max(4, (args.roots + 2) * res["installed_bytes"] * 2 // (1 << 30) + 2)
-    with scenario.Repository(pkgs) as repo, scenario.Repository(empty) as erepo, \
-            scenario.LoopXFS(gib) as xfs:
+    # each series on a file system of its own, made fresh: one that earlier
+    # series filled (and freed) is slower, which favoured whichever ran first
+    with scenario.Repository(pkgs) as repo, scenario.Repository(empty) as erepo:
         for variant, tails in VARIANTS:
-            res["results"][variant] = scenario.image_builds(
-                xfs, repo, names, variant != "stock", args.roots, log=log, share_tails=tails)
-        res["floor"] = scenario.image_builds(xfs, erepo, names, False, args.roots, log=log,
-                                             label="floor")
+            with scenario.LoopXFS(gib) as xfs:
+                res["results"][variant] = scenario.image_builds(
+                    xfs, repo, names, variant != "stock", args.roots, log=log,
+                    share_tails=tails)
+        with scenario.LoopXFS(gib) as xfs:
+            res["floor"] = scenario.image_builds(xfs, erepo, names, False, args.roots,
+                                                 log=log, label="floor")
     write(res)
 
 
@@ -115,7 +119,8 @@ def write(res):
         "Date %s. Machine: %d CPUs (%s), %d MiB RAM, kernel %s, %s, dnf 4. "
         "%d packages (%d xz, %d zstd; %.0f MiB of .rpm, %.0f MiB installed) served over HTTP "
         "on 127.0.0.1, installed into %d fresh installroots one after the other, all on one "
-        "loop-mounted XFS (reflink=1) with one shared package cache (keepcache=1); caches "
+        "loop-mounted XFS (reflink=1, made fresh for each series) with one shared package "
+        "cache (keepcache=1); caches "
         "dropped before each install; one run per N (each N is one more install of the same "
         "series)." % (res["date"], m["cpus"], m["cpu"], m["memory_mib"], m["kernel"], m["rpm"],
                       res["packages"], res["xz"], res["zstd"], res["rpm_bytes"] / mib,
