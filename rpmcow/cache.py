@@ -76,13 +76,24 @@ def shared_bytes(fd):
         start = end
 
 
+# The package file an extents file was found made from, kept on the extents
+# file (a "trusted." attribute: only root reads or writes those): "v1 DEV INO
+# SIZE MTIME_NS SHA256HEX".  While the package file keeps that inode, size
+# and modification time -- and only root can change it -- its bytes are the
+# ones hashed, and made_from need not read its 100 MiB again (every image
+# root of a shared cache did, ~0.2 s each).
+SOURCE_XATTR = "trusted.rpmcow.source"
+SETTLED_NS = 2 * 10**9      # a file modified less than this ago is not bound
+
+
 def made_from(extents_path, package_path):
     """Whether the extents file at `extents_path` (one only root can change)
     was made from exactly the bytes the package file holds now: the SHA-256
     of its input, as its C section records it, is the package file's.  The
     dnf plugins use a kept extents file again only then; anything else is
-    transcoded again from the package dnf verified."""
-    import hashlib
+    transcoded again from the package dnf verified.  A package file only root
+    can change, unchanged since made_from last hashed it (SOURCE_XATTR), is
+    not hashed again."""
     from . import snapshot
     try:
         fd = os.open(extents_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -92,20 +103,71 @@ def made_from(extents_path, package_path):
         if not snapshot.private(os.fstat(fd)):
             return False
         recorded = dict(extents.read_sections(fd).input_digests).get("SHA256")
+        if recorded is None:
+            return False
+        try:
+            pkg = os.open(package_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            before = os.fstat(pkg)
+            if _bound(fd, before, recorded):
+                return True
+            digest = _sha256(pkg)
+            if digest != recorded:
+                return False
+            _bind(fd, before, os.fstat(pkg), recorded)
+            return True
+        finally:
+            os.close(pkg)
     except Exception:               # noqa: BLE001 - no usable extents file: transcode
         return False
     finally:
         os.close(fd)
-    if recorded is None:
+
+
+def _identity(st):
+    return "%d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _bound(fd, st, digest):
+    """The extents file records the package file as it is now (and only root
+    can change that file)."""
+    from . import snapshot
+    if not snapshot.private(st, euid=0):
         return False
-    h = hashlib.sha256()
     try:
-        with open(package_path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
+        value = os.getxattr(fd, SOURCE_XATTR).decode("ascii")
+    except (OSError, UnicodeDecodeError):
         return False
-    return h.digest() == recorded
+    return value == "v1 %s %s" % (_identity(st), digest.hex())
+
+
+def _bind(fd, before, after, digest):
+    """Record the package file hashed (best effort): only one only root can
+    change, unchanged while it was hashed, and settled -- modified long
+    enough ago that a write now would give it another modification time."""
+    from . import snapshot
+    if (_identity(before) != _identity(after) or before.st_ctime_ns != after.st_ctime_ns
+            or not snapshot.private(after, euid=0)
+            or time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) < SETTLED_NS):
+        return
+    try:
+        os.setxattr(fd, SOURCE_XATTR, ("v1 %s %s" % (_identity(after), digest.hex())).encode())
+    except OSError:
+        pass
+
+
+def _sha256(fd):
+    import hashlib
+    h = hashlib.sha256()
+    pos = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, pos)
+        if not chunk:
+            return h.digest()
+        h.update(chunk)
+        pos += len(chunk)
 
 
 def default_dirs(root):

@@ -241,6 +241,67 @@ def test_prepare_uses_an_extents_file_only_of_the_very_bytes(xfs_area, pkgs, pkg
 
 
 
+
+def _made_from_without_hashing(monkeypatch, ext, package):
+    """made_from with the package's hashing failing: True only where the
+    extents file's binding (cache.SOURCE_XATTR) stood in for it."""
+    def no_hashing(fd):
+        raise AssertionError("the package was hashed")
+    with monkeypatch.context() as m:
+        m.setattr(cache, "_sha256", no_hashing)
+        return cache.made_from(str(ext), str(package))
+
+
+def test_made_from_binds_a_settled_root_only_package(xfs_area, pkgs, monkeypatch):
+    """Every image root made_from hashed the whole package again.  The first
+    hash of a package file only root can change, modified long enough ago
+    (cache.SETTLED_NS), is recorded on the extents file: later checks of the
+    same inode, size and modification time need not read it; any other
+    package file, or a changed one, is hashed again."""
+    from rpmcow import dnf5cow
+    a = xfs_area
+    sv = Path(a.cache) / "sv.rpm"
+    shutil.copyfile(pkgs["sv"], sv)
+    ext = Path(dnf5cow.extents_path(str(sv)))
+    transcode.transcode_path(str(sv), str(ext), target=rpmconfig.Target(str(a.root), DB))
+    # modified just now: hashed, not bound
+    assert cache.made_from(str(ext), str(sv))
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+    monkeypatch.setattr(cache, "SETTLED_NS", 0)
+    assert cache.made_from(str(ext), str(sv))              # hashed, and bound
+    assert os.getxattr(str(ext), cache.SOURCE_XATTR).startswith(b"v1 ")
+    assert _made_from_without_hashing(monkeypatch, ext, sv)
+    # changed in place (same size): hashed again, and not the bytes recorded
+    raw = bytearray(sv.read_bytes())
+    raw[-1] ^= 0xFF
+    with open(sv, "r+b") as f:
+        f.write(raw)
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+    assert not cache.made_from(str(ext), str(sv))
+    # the same bytes again, in a new inode: hashed, then bound to that one
+    sv.unlink()
+    shutil.copyfile(pkgs["sv"], sv)
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+    assert cache.made_from(str(ext), str(sv))
+    assert _made_from_without_hashing(monkeypatch, ext, sv)
+    # a package file someone else could change is hashed every time
+    os.chown(sv, 65534, 65534)
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+    assert cache.made_from(str(ext), str(sv))
+    os.chown(sv, 0, 0)
+    os.chmod(sv, 0o666)
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+    os.chmod(sv, 0o644)
+    assert cache.made_from(str(ext), str(sv))
+    # another extents file's binding names another package's digest
+    plain = Path(a.cache) / "plain.rpm"
+    shutil.copyfile(pkgs["plain"], plain)
+    other = Path(dnf5cow.extents_path(str(plain)))
+    transcode.transcode_path(str(plain), str(other), target=rpmconfig.Target(str(a.root), DB))
+    os.setxattr(str(other), cache.SOURCE_XATTR, os.getxattr(str(ext), cache.SOURCE_XATTR))
+    assert not _made_from_without_hashing(monkeypatch, other, sv)
+    assert not cache.made_from(str(other), str(sv))
+
 @pytest.mark.parametrize("lie", ["small-file-blob", "symlink", "size"])
 def test_a_plan_that_disagrees_with_the_header_goes_stock(xfs_area, pkgs, lie):
     """The plan says what to feed; with rpm's file-digest check off for a
