@@ -216,17 +216,23 @@ def test_no_plugin_symbols_but_the_hooks(tmp_path):
     assert "cow_hooks" in names
 
 
+def _cached_and_transcoded(a, pkgs, name):
+    """(package, extents file) in the area's cache, as dnf would have them."""
+    from rpmcow import dnf5cow
+    pkg = Path(a.cache) / (name + ".rpm")
+    shutil.copyfile(pkgs[name], pkg)
+    ext = Path(dnf5cow.extents_path(str(pkg)))
+    transcode.transcode_path(str(pkg), str(ext), target=rpmconfig.Target(str(a.root), DB))
+    return pkg, ext
+
+
 def test_prepare_uses_an_extents_file_only_of_the_very_bytes(xfs_area, pkgs, pkgbuilder):
     """The dnf plugins (dnf5's prepare step, dnf 4's transcoding) take an
     extents file made earlier (while downloading, or kept in the cache) only
     if the input digest it records is the digest of the package file now;
     one someone else can change, never."""
-    from rpmcow import dnf5cow
     a = xfs_area
-    sv = Path(a.cache) / "sv.rpm"
-    shutil.copyfile(pkgs["sv"], sv)
-    ext = Path(dnf5cow.extents_path(str(sv)))
-    transcode.transcode_path(str(sv), str(ext), target=rpmconfig.Target(str(a.root), DB))
+    sv, ext = _cached_and_transcoded(a, pkgs, "sv")
     assert cache.made_from(str(ext), str(sv))
     # the same name, other bytes (a rebuild, a download restarted elsewhere)
     other = pkgbuilder.build("sv", [directory("/opt/sv"), regular("/opt/sv/big", data(4096, 9))])
@@ -258,12 +264,8 @@ def test_made_from_binds_a_settled_root_only_package(xfs_area, pkgs, monkeypatch
     (cache.SETTLED_NS), is recorded on the extents file: later checks of the
     same inode, size and modification time need not read it; any other
     package file, or a changed one, is hashed again."""
-    from rpmcow import dnf5cow
     a = xfs_area
-    sv = Path(a.cache) / "sv.rpm"
-    shutil.copyfile(pkgs["sv"], sv)
-    ext = Path(dnf5cow.extents_path(str(sv)))
-    transcode.transcode_path(str(sv), str(ext), target=rpmconfig.Target(str(a.root), DB))
+    sv, ext = _cached_and_transcoded(a, pkgs, "sv")
     # modified just now: hashed, not bound
     assert cache.made_from(str(ext), str(sv))
     assert not _made_from_without_hashing(monkeypatch, ext, sv)
@@ -294,10 +296,7 @@ def test_made_from_binds_a_settled_root_only_package(xfs_area, pkgs, monkeypatch
     os.chmod(sv, 0o644)
     assert cache.made_from(str(ext), str(sv))
     # another extents file's binding names another package's digest
-    plain = Path(a.cache) / "plain.rpm"
-    shutil.copyfile(pkgs["plain"], plain)
-    other = Path(dnf5cow.extents_path(str(plain)))
-    transcode.transcode_path(str(plain), str(other), target=rpmconfig.Target(str(a.root), DB))
+    _, other = _cached_and_transcoded(a, pkgs, "plain")
     os.setxattr(str(other), cache.SOURCE_XATTR, os.getxattr(str(ext), cache.SOURCE_XATTR))
     assert not _made_from_without_hashing(monkeypatch, other, sv)
     assert not cache.made_from(str(other), str(sv))
