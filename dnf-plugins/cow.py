@@ -20,6 +20,7 @@ Used only when the dnf cache and the install root are on one filesystem
 that really clones; never for --downloadonly.
 """
 import atexit
+import collections
 import concurrent.futures
 import logging
 import os
@@ -41,6 +42,7 @@ MSG_STOCK = "cow: %s installs the stock way: %s"
 MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
 MSG_ERROR = "cow: internal error, installing the stock way: %s"
 MSG_TAILS = "cow: last partial blocks are written, not shared: %s"
+CHECKS_AHEAD = 8        # packages whose header check runs while one is judged
 
 INSTALLING = (libdnf.transaction.TransactionItemAction_INSTALL,
               libdnf.transaction.TransactionItemAction_UPGRADE,
@@ -340,7 +342,7 @@ class Cow(dnf.Plugin):
 
     def _prepare(self):
         m = self.mods
-        checksig, errors, feeder, rpmconfig = m.checksig, m.errors, m.feeder, m.rpmconfig
+        rpmconfig = m.rpmconfig
         self.progress = None
         root = self.base.conf.installroot
         target = rpmconfig.Target(root=root)
@@ -349,52 +351,23 @@ class Cow(dnf.Plugin):
         blk = blk if 512 <= blk <= 65536 and not blk & (blk - 1) else 4096
         entries, digests = {}, {}
         pkgs = self._installing()
-        for pkg in pkgs:
-            path = pkg.localPkg()
-            if path in self.stock:
-                continue
-            job = self.jobs.get(path)
-            if job is None:
-                self.stock[path] = "not downloaded through dnf"
-                continue
-            try:
-                out, r = job.result()
-                fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC)
-                snap = None
-                try:
-                    # judged, fed and cloned from one descriptor (rpmcow.install)
-                    snap = m.snapshot.take(fd, out)
-                    ev = checksig.require_for_install(snap.fd, target, level,
-                                                      origin=snap.origin)
-                    feed = feeder.PackageFeed(snap.fd, out, prologue=ev.prologue,
-                                              sections=ev.sections, pkg=ev.package)
-                    if not feed.cheap:
-                        raise errors.RpmcowError("its %s payload has no cheap feed"
-                                                 % feed.package.compressor)
-                except BaseException:
-                    if snap is not None:
-                        snap.close()
-                    os.close(fd)
-                    raise
-                if self.keep == "auto":
-                    self.base._add_tempfiles([out])     # dnf's keepcache decides
-                key = m.rpmplugin.header_key(feed.header)
-                # the rpm plugin clones on a thread of its own while rpm goes
-                # on; the feed holds back the archive's trailer until it is
-                # done (release_gate)
-                if self.activation.worker_ok and feed.gateable and feed.clones(blk):
-                    entries[key] = (snap.fd, blk, feed.last)
-                    self.gated.add(path)
-                else:
-                    entries[key] = (snap.fd, blk)
-                digests[key] = ev.package_digests
-                self.feeds[path] = (feed, fd, r, snap)
-            except OSError as exc:
-                self.stock[path] = "cannot read its extents file: %s" % exc.strerror
-            except errors.RpmcowError as exc:
-                self.stock[path] = str(exc)
-            except Exception as exc:       # noqa: BLE001 - that package alone goes stock
-                self.stock[path] = "internal error: %r" % exc
+        # each package's header check (an rpmkeys process, ~40 ms) runs while
+        # the ones before it are judged: CHECKS_AHEAD at a time, not one by one
+        pending = collections.deque()
+        try:
+            for pkg in pkgs:
+                started = self._start_check(pkg, target)
+                if started is not None:
+                    pending.append(started)
+                if len(pending) > CHECKS_AHEAD:
+                    self._finish_check(pending.popleft(), level, blk, entries, digests)
+            while pending:
+                self._finish_check(pending.popleft(), level, blk, entries, digests)
+        finally:
+            for _, _, _, fd, snap, check in pending:     # interrupted: none is used
+                check.abort()
+                snap.close()
+                os.close(fd)
         for path, reason in sorted(self.stock.items()):
             logger.info(MSG_STOCK, os.path.basename(path), reason)
         if not self.feeds:
@@ -411,6 +384,76 @@ class Cow(dnf.Plugin):
         ts.addTsFlag(rpm.RPMTRANS_FLAG_NOFILEDIGEST)
         m.rpmplugin.verify_headers_only(ts.ts)
         self._patch_open(blk)
+
+    def _start_check(self, pkg, target):
+        """Open and snapshot pkg's extents file and start judging it:
+        (path, r, fd, snap, InstallCheck), or None where pkg goes stock."""
+        m = self.mods
+        path = pkg.localPkg()
+        if path in self.stock:
+            return None
+        job = self.jobs.get(path)
+        if job is None:
+            self.stock[path] = "not downloaded through dnf"
+            return None
+        fd = snap = None
+        try:
+            out, r = job.result()
+            fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC)
+            # judged, fed and cloned from one descriptor (rpmcow.install)
+            snap = m.snapshot.take(fd, out)
+            check = m.checksig.InstallCheck(snap.fd, target, origin=snap.origin)
+            return (path, out, r, fd, snap, check)
+        except BaseException as exc:
+            if snap is not None:
+                snap.close()
+            if fd is not None:
+                os.close(fd)
+            if not isinstance(exc, Exception):
+                raise
+            self.stock[path] = self._stock_reason(exc)
+            return None
+
+    def _finish_check(self, started, level, blk, entries, digests):
+        """Judge a started package at the root's level and make its feed, or
+        send it the stock way with the reason."""
+        m = self.mods
+        path, out, r, fd, snap, check = started
+        try:
+            try:
+                ev = check.require(level)
+                feed = m.feeder.PackageFeed(snap.fd, out, prologue=ev.prologue,
+                                            sections=ev.sections, pkg=ev.package)
+                if not feed.cheap:
+                    raise m.errors.RpmcowError("its %s payload has no cheap feed"
+                                               % feed.package.compressor)
+            except BaseException:
+                check.abort()
+                snap.close()
+                os.close(fd)
+                raise
+            if self.keep == "auto":
+                self.base._add_tempfiles([out])     # dnf's keepcache decides
+            key = m.rpmplugin.header_key(feed.header)
+            # the rpm plugin clones on a thread of its own while rpm goes
+            # on; the feed holds back the archive's trailer until it is
+            # done (release_gate)
+            if self.activation.worker_ok and feed.gateable and feed.clones(blk):
+                entries[key] = (snap.fd, blk, feed.last)
+                self.gated.add(path)
+            else:
+                entries[key] = (snap.fd, blk)
+            digests[key] = ev.package_digests
+            self.feeds[path] = (feed, fd, r, snap)
+        except Exception as exc:           # noqa: BLE001 - that package alone goes stock
+            self.stock[path] = self._stock_reason(exc)
+
+    def _stock_reason(self, exc):
+        if isinstance(exc, OSError):
+            return "cannot read its extents file: %s" % exc.strerror
+        if isinstance(exc, self.mods.errors.RpmcowError):
+            return str(exc)
+        return "internal error: %r" % exc
 
     def _share_tails(self, pkgs):
         """Image builds (the cache outside the installroot, shared by the
