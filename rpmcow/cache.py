@@ -159,15 +159,9 @@ def _bind(fd, before, after, digest):
 
 
 def _sha256(fd):
-    import hashlib
-    h = hashlib.sha256()
-    pos = 0
-    while True:
-        chunk = os.pread(fd, 1 << 20, pos)
-        if not chunk:
-            return h.digest()
-        h.update(chunk)
-        pos += len(chunk)
+    from .digests import BY_NAME, fd_hexdigests
+    sha256 = BY_NAME["SHA256"].rpm_id
+    return bytes.fromhex(fd_hexdigests(fd, [sha256])[sha256])
 
 
 def default_dirs(root):

@@ -85,8 +85,7 @@ class PackageFeed:
         self.sections = sections or extents.read_sections(fd)
         self.header = self.package.header
         self._table, info = self._describe()
-        ft = self.package.files
-        self.last = ft._t.order[ft._t.norder - 1] if ft._t.norder else None
+        self.last = self._table.last
         self.gate_at = info.gate_at
         self._max_reg = info.max_reg
         self._threads = []
@@ -139,8 +138,7 @@ class PackageFeed:
         except BrokenPipeError:
             return                    # rpm wanted the headers only
         table = self._table if gate_fd is None else self._table.gated(gate_fd)
-        native.feed_write(self.fd, self.package.compressor, blk, b"", None, None, out_fd,
-                          table=table)
+        native.feed_write(self.fd, self.package.compressor, blk, b"", table, out_fd)
 
     def open(self, blk):
         """A read fd on a fresh stream, filled by a thread."""

@@ -428,16 +428,6 @@ class FileTable:
     def linktos(self):
         return [ffi.string(self._t.linktos[i]) for i in range(self.count)]
 
-    def linkto(self, fx):
-        """The symlink target of file fx (bytes): one, not all 25k of them."""
-        return ffi.string(self._t.linktos[fx])
-
-    @cached_property
-    def digest_bytes(self):
-        """Every file's digest, concatenated (algo.size bytes each, zeros where
-        none): digest_bytes[fx * size:(fx + 1) * size] without the list."""
-        return ffi.buffer(self._t.digests, self.count * self.algo.size)[:] if self.count else b""
-
     def archive_order(self):
         """File indices in the order rpm's writer puts them in the archive."""
         return ffi.unpack(self._t.order, self._t.norder) if self._t.norder else []
@@ -460,20 +450,8 @@ class FileTable:
 
 
 class FeedTable:
-    """A feed's files and archive order as C arrays, made once and used by
-    every stream of the package.  files: per file index (kind, size, blob
-    offset, symlink target bytes); or FeedTable.plan() builds it in C."""
-
-    def __init__(self, files, order):
-        self._links = {i: ffi.new("char[]", link) for i, (_, _, _, link) in enumerate(files)
-                       if link}
-        null, links = ffi.NULL, self._links
-        self.files = ffi.new("rc_feed_file[]", [
-            (kind, size, blob, links.get(i, null))
-            for i, (kind, size, blob, _) in enumerate(files)] or [(0, 0, 0, null)])
-        self.nfiles = len(files)
-        self.order = ffi.new("uint32_t[]", order or [0])
-        self.count = len(order)
+    """A feed's files and archive order as C arrays (rc_feed_plan), made
+    once and used by every stream of the package."""
 
     @classmethod
     def plan(cls, ft, t_entries, keysize, limit):
@@ -489,6 +467,7 @@ class FeedTable:
         g.nfiles = n
         g.order = ft._t.order if ft._t.norder else ffi.new("uint32_t[]", 1)
         g.count = ft._t.norder
+        g.last = g.order[g.count - 1] if g.count else None   # file index, or None
         info = ffi.new("rc_feed_plan_info *")
         entries = ffi.from_buffer(t_entries)
         nt = len(t_entries) // (keysize + 8) if keysize else 0
@@ -508,7 +487,7 @@ class FeedTable:
         its blob the gate's fd): one per gated stream, as streams of one
         package may overlap (a pass's feeder still ending as the next starts)."""
         g = FeedTable.__new__(FeedTable)
-        g._links = self._links
+        g._links, g.last = self._links, self.last
         g.files = ffi.new("rc_feed_file[]", self.nfiles + 1)
         ffi.memmove(g.files, self.files, self.nfiles * ffi.sizeof("rc_feed_file"))
         g.files[self.nfiles].kind = FEED_GATE
@@ -521,14 +500,11 @@ class FeedTable:
         return g
 
 
-def feed_write(extents_fd, compressor, blk, prologue, files, order, out_fd, table=None):
-    """Write the payload stream for rpm (see csrc/feed.c).  files: per file
-    index (kind, size, blob offset, symlink target bytes); table: their
-    FeedTable, where the caller keeps one (files and order are then unused)."""
+def feed_write(extents_fd, compressor, blk, prologue, table, out_fd):
+    """Write the payload stream for rpm (see csrc/feed.c) of the files in
+    `table` (a FeedTable)."""
     err = ffi.new("rc_error *")
     f = ffi.new("rc_feed *")
-    if table is None:
-        table = FeedTable(files, order)
     cfiles, corder = table.files, table.order
     cpro = ffi.from_buffer(prologue)
     f.extents_fd = extents_fd
