@@ -12,25 +12,16 @@ transcode left behind.
 Where extents files are: dnf's package caches (``/var/cache/dnf``, dnf5's
 ``/var/cache/libdnf5``, inside ``--root``), or the directories given.
 """
-import fcntl
 import os
 import stat
-import struct
 import time
 
-from . import extents
+from . import extents, sharing
 from .errors import RpmcowError
 from .units import size
 
 CACHE_DIRS = ("var/cache/dnf", "var/cache/libdnf5", "var/cache/yum")
 PART_MAX_AGE = 3600        # as rpmcow.transcode: older ".part" files are a killed transcode's
-
-FS_IOC_FIEMAP = 0xC020660B
-FIEMAP_EXTENT_LAST = 0x1
-FIEMAP_EXTENT_SHARED = 0x2000
-_FM_HEAD = struct.Struct("=QQIIII")
-_FM_EXT = struct.Struct("=QQQQQI12x")
-
 
 class Entry:
     """One extents file: its path, package, allocated and shared bytes, and
@@ -49,31 +40,6 @@ class Entry:
         return {"path": self.path, "package": self.nevra, "installed": self.installed,
                 "allocated_bytes": self.allocated, "shared_bytes": self.shared,
                 "exclusive_bytes": self.exclusive}
-
-
-def shared_bytes(fd):
-    """Bytes of the file at fd in extents shared with another file (FIEMAP);
-    0 where the filesystem cannot say."""
-    total, start, batch = 0, 0, 128
-    while True:
-        buf = bytearray(_FM_HEAD.pack(start, (1 << 64) - 1 - start, 0, 0, batch, 0)
-                        + bytes(_FM_EXT.size * batch))
-        try:
-            fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
-        except OSError:
-            return total
-        mapped = _FM_HEAD.unpack_from(buf)[3]
-        last, end = False, start
-        for i in range(mapped):
-            logical, _phys, length, _r1, _r2, flags = _FM_EXT.unpack_from(
-                buf, _FM_HEAD.size + i * _FM_EXT.size)
-            if flags & FIEMAP_EXTENT_SHARED:
-                total += length
-            last = last or bool(flags & FIEMAP_EXTENT_LAST)
-            end = logical + length
-        if mapped == 0 or last:
-            return total
-        start = end
 
 
 # The package file an extents file was found made from, kept on the extents
@@ -207,12 +173,25 @@ def _candidates(dirs):
                     yield os.path.join(top, name)
 
 
+def _settle(path):
+    """sharing.settle on the filesystem of the directory `path`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        sharing.settle(fd)
+    finally:
+        os.close(fd)
+
+
 def scan(dirs, root="/", dbpath=None):
     """([Entry] of every extents file under dirs, [stale .part paths])."""
     installed = _installed_keys(root, dbpath)
     entries, parts = [], []
     now = time.time()
     for d in dirs:
+        _settle(d)
         for top, _subdirs, names in os.walk(d):
             for name in names:
                 if name.startswith(".") and name.endswith(".part"):
@@ -236,7 +215,7 @@ def scan(dirs, root="/", dbpath=None):
                 key, nevra = _header_key(fd)
             except RpmcowError:
                 key, nevra = None, None
-            entries.append(Entry(path, nevra, key, st.st_blocks * 512, shared_bytes(fd),
+            entries.append(Entry(path, nevra, key, st.st_blocks * 512, sharing.shared_bytes(fd),
                                  key in installed))
         finally:
             os.close(fd)

@@ -298,7 +298,7 @@ def cmd_cache(args):
     entries, parts = cache.scan(dirs, root, args.dbpath)
     stores = [s for s in map(tailstore.stores_in, dirs) if s]
     if args.action == "status":
-        tails = [tailstore.status(s, cache.shared_bytes) for s in stores]
+        tails = [tailstore.status(s) for s in stores]
         if args.json:
             import json
             json.dump({"dirs": dirs, "files": [e.as_dict() for e in entries],
@@ -311,7 +311,7 @@ def cmd_cache(args):
         return 0
     removed = cache.clean(entries, parts, everything=args.all, dry_run=args.dry_run)
     for store in stores:
-        n, freed = tailstore.clean(store, cache.shared_bytes, dry_run=args.dry_run)
+        n, freed = tailstore.clean(store, dry_run=args.dry_run)
         if n:
             removed.append(("%s (%s no installed file shares)" % (store, _plural(n, "tail")),
                             freed))

@@ -22,7 +22,7 @@ import os
 import stat
 import time
 
-from . import rpmconfig
+from . import rpmconfig, sharing
 from .errors import RpmcowError
 from .units import size
 
@@ -91,7 +91,7 @@ def _entries(dfd):
             yield name, st
 
 
-def _shared(dfd, name, shared_bytes):
+def _shared(dfd, name):
     """Bytes of the tail `name` some other file shares (0 if unreadable)."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
@@ -99,7 +99,7 @@ def _shared(dfd, name, shared_bytes):
     except OSError:
         return 0
     try:
-        return shared_bytes(fd)
+        return sharing.shared_bytes(fd)
     finally:
         os.close(fd)
 
@@ -108,18 +108,20 @@ def _open_store(path):
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
-def status(path, shared_bytes):
+def status(path):
     """What the store at `path` holds: its tails, the bytes they take, and
-    those still shared with installed files.  shared_bytes(fd): as clean's."""
+    those still shared with installed files (once the filesystem has
+    released the files removed so far: sharing.settle)."""
     count = allocated = shared = 0
     dfd = _open_store(path)
     try:
+        sharing.settle(dfd)
         for name, st in _entries(dfd):
             if name.startswith("."):
                 continue
             count += 1
             allocated += st.st_blocks * 512
-            shared += _shared(dfd, name, shared_bytes)
+            shared += _shared(dfd, name)
     finally:
         os.close(dfd)
     return {"path": path, "tails": count, "allocated_bytes": allocated,
@@ -131,20 +133,21 @@ def status_line(t):
             % (t["path"], t["tails"], size(t["allocated_bytes"]), size(t["shared_bytes"])))
 
 
-def clean(path, shared_bytes, dry_run=False, now=None):
+def clean(path, dry_run=False, now=None):
     """Remove the tails at `path` that no file shares any more (their root
-    was removed, or the file changed), and temporary files older than an
-    hour.  shared_bytes(fd): bytes of the file shared with another
-    (rpmcow.cache).  Returns (files removed, bytes given back)."""
+    was removed -- just now included: sharing.settle -- or the file
+    changed), and temporary files older than an hour.  Returns (files
+    removed, bytes given back)."""
     now = time.time() if now is None else now
     removed = freed = 0
     dfd = _open_store(path)
     try:
+        sharing.settle(dfd)
         for name, st in _entries(dfd):
             if name.startswith("."):
                 if now - st.st_mtime < TEMP_MAX_AGE:
                     continue            # a store under way
-            elif _shared(dfd, name, shared_bytes) > 0:
+            elif _shared(dfd, name) > 0:
                 continue                # some installed file still shares it
             if not dry_run:
                 try:
