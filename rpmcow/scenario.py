@@ -292,7 +292,16 @@ class LoopXFS:
         with open("/sys/block/%s/stat" % os.path.basename(self.device)) as f:
             return int(f.read().split()[6]) * 512
 
-    def used_bytes(self):
+    def used_bytes(self, settled=False):
+        """Bytes in use; settled: once XFS has released every file removed
+        so far (rpmcow.sharing.settle), not while it still does."""
+        if settled:
+            from . import sharing
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                sharing.settle(fd)
+            finally:
+                os.close(fd)
         st = os.statvfs(self.path)
         return (st.f_blocks - st.f_bfree) * st.f_frsize
 
@@ -413,7 +422,7 @@ class Usage:
 
     def __enter__(self):
         drop_caches()
-        self.w0, self.u0 = self.xfs.written_bytes(), self.xfs.used_bytes()
+        self.w0, self.u0 = self.xfs.written_bytes(), self.xfs.used_bytes(settled=True)
         self._peak = self.u0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -430,7 +439,7 @@ class Usage:
         self.written = self.xfs.written_bytes() - self.w0
         self.peak = max(self._peak, self.xfs.used_bytes()) - self.u0
         drop_caches()
-        self.final = self.xfs.used_bytes() - self.u0
+        self.final = self.xfs.used_bytes(settled=True) - self.u0
 
 
 def measure_install(xfs, repo, names, cow, root_name, keepcache=False):
