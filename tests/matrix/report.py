@@ -285,6 +285,28 @@ def generated(rows, args):
     return out
 
 
+def failure_details(path, cases=10, lines=25):
+    """What each failed or erroring test of a junit file said: its id, and
+    the last lines of its report (pytest's "E" lines and where they were
+    raised).  Printed for a suite that does not pass, so that a run whose
+    logs are not kept (CI) still says what went wrong."""
+    try:
+        tree = ET.parse(path)
+    except (FileNotFoundError, ET.ParseError):
+        return []
+    out = []
+    failed = [(case, child) for case in tree.iter("testcase") for child in case
+              if child.tag in ("failure", "error")]
+    for case, child in failed[:cases]:
+        out.append("--- %s %s::%s" % (child.tag.upper(), case.get("classname") or "?",
+                                      case.get("name") or "?"))
+        text = (child.text or child.get("message") or "").rstrip().splitlines()
+        out.extend("    " + line for line in text[-lines:])
+    if len(failed) > cases:
+        out.append("--- and %d more" % (len(failed) - cases))
+    return out
+
+
 def write_doc(path, body):
     text = ""
     if os.path.exists(path):
@@ -335,6 +357,11 @@ def main():
         if res.startswith(ROOT + os.sep):
             res = os.path.relpath(res, ROOT)
         print("test-matrix: not passing: %s (logs in %s/SUITE/pytest.log)" % (" ".join(bad), res))
+        for suite in bad:
+            details = failure_details(os.path.join(args.results, suite, "junit.xml"))
+            if details:
+                print("test-matrix: %s: what failed" % suite)
+                print("\n".join(details))
         return 1
     return 0
 
