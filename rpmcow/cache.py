@@ -43,12 +43,15 @@ class Entry:
 
 
 # The package file an extents file was found made from, kept on the extents
-# file (a "trusted." attribute: only root reads or writes those): "v1 DEV INO
-# SIZE MTIME_NS SHA256HEX".  While the package file keeps that inode, size
-# and modification time -- and only root can change it -- its bytes are the
-# ones hashed, and made_from need not read its 100 MiB again (every image
-# root of a shared cache did, ~0.2 s each).
+# file (a "trusted." attribute: only root reads or writes those): "v2 DEV INO
+# SIZE MTIME_NS CTIME_NS SHA256HEX".  While the package file keeps that
+# inode, size, modification and change time -- and only root can change it
+# -- its bytes are the ones hashed, and made_from need not read its 100 MiB
+# again (every image root of a shared cache did, ~0.2 s each).  (v1 had no
+# change time: a file rewritten in place with its modification time set
+# back passed for the one hashed.  A v1 record is not trusted.)
 SOURCE_XATTR = "trusted.rpmcow.source"
+SOURCE_VERSION = "v2"
 SETTLED_NS = 2 * 10**9      # a file modified less than this ago is not bound
 
 
@@ -93,7 +96,12 @@ def made_from(extents_path, package_path):
 
 
 def _identity(st):
-    return "%d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    """The package file as it is: its inode, size, and modification and
+    change times.  The change time is the kernel's: nothing sets it back (a
+    download that keeps the server's modification time can; an inode number
+    is reused), and every write, chmod, chown or time change moves it."""
+    return "%d %d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                               st.st_ctime_ns)
 
 
 def _bound(fd, st, digest):
@@ -106,7 +114,7 @@ def _bound(fd, st, digest):
         value = os.getxattr(fd, SOURCE_XATTR).decode("ascii")
     except (OSError, UnicodeDecodeError):
         return False
-    return value == "v1 %s %s" % (_identity(st), digest.hex())
+    return value == "%s %s %s" % (SOURCE_VERSION, _identity(st), digest.hex())
 
 
 def _bind(fd, before, after, digest):
@@ -114,12 +122,12 @@ def _bind(fd, before, after, digest):
     change, unchanged while it was hashed, and settled -- modified long
     enough ago that a write now would give it another modification time."""
     from . import snapshot
-    if (_identity(before) != _identity(after) or before.st_ctime_ns != after.st_ctime_ns
-            or not snapshot.private(after, euid=0)
+    if (_identity(before) != _identity(after) or not snapshot.private(after, euid=0)
             or time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) < SETTLED_NS):
         return
     try:
-        os.setxattr(fd, SOURCE_XATTR, ("v1 %s %s" % (_identity(after), digest.hex())).encode())
+        os.setxattr(fd, SOURCE_XATTR, ("%s %s %s" % (SOURCE_VERSION, _identity(after),
+                                                     digest.hex())).encode())
     except OSError:
         pass
 

@@ -271,13 +271,18 @@ def test_made_from_binds_a_settled_root_only_package(xfs_area, pkgs, monkeypatch
     assert not _made_from_without_hashing(monkeypatch, ext, sv)
     monkeypatch.setattr(cache, "SETTLED_NS", 0)
     assert cache.made_from(str(ext), str(sv))              # hashed, and bound
-    assert os.getxattr(str(ext), cache.SOURCE_XATTR).startswith(b"v1 ")
+    assert os.getxattr(str(ext), cache.SOURCE_XATTR).startswith(b"v2 ")
     assert _made_from_without_hashing(monkeypatch, ext, sv)
-    # changed in place (same size): hashed again, and not the bytes recorded
+    # changed in place (same size), its modification time then set back, as
+    # a download that keeps the server's time does: the inode's change time
+    # cannot be set back, so it is hashed again, and not the bytes recorded
+    before = os.stat(sv)
     raw = bytearray(sv.read_bytes())
     raw[-1] ^= 0xFF
     with open(sv, "r+b") as f:
         f.write(raw)
+    os.utime(sv, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(sv).st_mtime_ns == before.st_mtime_ns
     assert not _made_from_without_hashing(monkeypatch, ext, sv)
     assert not cache.made_from(str(ext), str(sv))
     # the same bytes again, in a new inode: hashed, then bound to that one
