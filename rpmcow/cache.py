@@ -53,6 +53,7 @@ class Entry:
 SOURCE_XATTR = "trusted.rpmcow.source"
 SOURCE_VERSION = "v2"
 SETTLED_NS = 2 * 10**9      # a file modified less than this ago is not bound
+BIND_MARGIN_NS = 10**9      # before the end of the record's ctime slack
 
 
 def made_from(extents_path, package_path):
@@ -120,10 +121,17 @@ def _bound(fd, st, digest):
 def _bind(fd, before, after, digest):
     """Record the package file hashed (best effort): only one only root can
     change, unchanged while it was hashed, and settled -- modified long
-    enough ago that a write now would give it another modification time."""
-    from . import snapshot
+    enough ago that a write now would give it another modification time.
+    Not where recording it would void the transcoder's record (rpmcow.record
+    vouches for the blobs only while the extents file's ctime, which the
+    attribute moves, is near the mtime the transcoder gave it): hashing the
+    package at each check costs less than hashing every blob at each
+    install."""
+    from . import record, snapshot
+    now = time.time_ns()
     if (_identity(before) != _identity(after) or not snapshot.private(after, euid=0)
-            or time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) < SETTLED_NS):
+            or now - max(after.st_mtime_ns, after.st_ctime_ns) < SETTLED_NS
+            or now - os.fstat(fd).st_mtime_ns > record.CTIME_SLACK_NS - BIND_MARGIN_NS):
         return
     try:
         os.setxattr(fd, SOURCE_XATTR, ("%s %s %s" % (SOURCE_VERSION, _identity(after),

@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -305,6 +306,37 @@ def test_made_from_binds_a_settled_root_only_package(xfs_area, pkgs, monkeypatch
     os.setxattr(str(other), cache.SOURCE_XATTR, os.getxattr(str(ext), cache.SOURCE_XATTR))
     assert not _made_from_without_hashing(monkeypatch, other, sv)
     assert not cache.made_from(str(other), str(sv))
+
+def _vouched(a, ext):
+    """Whether the extents file's record still vouches for its blobs: its
+    install check hashes none of them."""
+    from rpmcow import checksig
+    with open(ext, "rb") as f:
+        ev = checksig.require_for_install(f.fileno(), rpmconfig.Target(str(a.root), DB),
+                                          "digest")
+    return "File digests" not in [it.label for it in ev.items]
+
+
+def test_made_from_does_not_bind_where_it_would_void_the_record(xfs_area, pkgs, monkeypatch):
+    """Recording the binding changes the extents file's attributes, hence
+    its ctime; the transcoder's record vouches for the blobs only while the
+    ctime is within record.CTIME_SLACK_NS of the mtime it gave the file.
+    Bound later than that (an image build a day after the first), every
+    later install would hash every blob to save hashing the package: the
+    binding is then left out, and the package hashed each time."""
+    from rpmcow import record
+    a = xfs_area
+    sv, ext = _cached_and_transcoded(a, pkgs, "sv")
+    assert _vouched(a, ext)
+    monkeypatch.setattr(cache, "SETTLED_NS", 0)
+    monkeypatch.setattr(record, "CTIME_SLACK_NS", 2 * 10**9)
+    time.sleep(2.5)
+    assert cache.made_from(str(ext), str(sv))
+    with pytest.raises(OSError):
+        os.getxattr(str(ext), cache.SOURCE_XATTR)
+    assert _vouched(a, ext)
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+
 
 @pytest.mark.parametrize("lie", ["small-file-blob", "symlink", "size"])
 def test_a_plan_that_disagrees_with_the_header_goes_stock(xfs_area, pkgs, lie):
