@@ -134,7 +134,8 @@ def _evaluate(fd, files, pkg, origin, pro, sections, fresh, status, stored, rec,
     is valid (a copy, or a changed file) or cannot be checked (no key): a
     missing or tampered record is reported as such there.  Without a valid
     record the stored items are not needed: the content is judged itself."""
-    unvouched = record.vouches_for_blobs(status, rec, sections.t_sha256, origin)
+    unvouched = record.vouches_for_blobs(status, rec, sections.t_sha256, origin,
+                                         record.written_this_boot(fd))
     if unvouched is not None and (install or status in ("valid", "unkeyed")):
         files = True
     items = list(fresh)

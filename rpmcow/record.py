@@ -24,8 +24,18 @@ The record proves two different things:
   inode, the mtime it was given, a ctime no later than the write's end
   allows (any write, chmod, chown, link or rename since moves the ctime, and
   only root can set the clock), owned by root (or the installing user) with
-  no group or other write permission.  A copy, an edit or a move makes the
-  installer hash every blob instead.
+  no group or other write permission -- and only in the boot that wrote
+  it (``BOOT_XATTR``).  A copy, an edit or a move makes the installer hash
+  every blob instead.
+
+Why the boot: the transcoder does not wait for its output to reach the
+disk (that would cost a large write of what, with dnf's keepcache=0, is
+removed moments later).  After a crash, a file renamed into place can have
+its full size and some of its blocks never written -- zeros, on XFS -- with
+its inode, mtime and ctime intact.  Cloned into a root, those zeros would be
+installed as file content where stock rpm's payload digest would have
+failed.  A file the kernel has had since it was written holds what was
+written; one kept across a reboot (a crash, or not) is checked blob by blob.
 
 Apart from ``rpmcow.verify`` (which every transcode imports before its
 header check starts); the digests are the C core's, because hashlib and
@@ -217,10 +227,50 @@ def check(s_text, prologue, keys):
     return "altered", items, rec
 
 
-def vouches_for_blobs(status, rec, table_sha256, origin):
+# The boot an extents file was written in: /proc/sys/kernel/random/boot_id's,
+# set by the transcoder before it gives the file its mtime.  A "user."
+# attribute: only who may write the file may set one, and the record vouches
+# only for a file nobody but its owner (root, or the installing user) may
+# write; unlike "trusted." it is there for a user's own transcodes too.
+BOOT_XATTR = "user.rpmcow.boot"
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id():
+    """This boot's id (bytes), or None where the kernel does not say."""
+    try:
+        with open(_BOOT_ID, "rb") as f:
+            value = f.read(64).strip()
+    except OSError:
+        return None
+    return value or None
+
+
+def mark_boot(fd):
+    """Record on the file at fd that this boot wrote it (best effort: a
+    file without the mark has its blobs hashed when installed)."""
+    value = boot_id()
+    if value:
+        try:
+            os.setxattr(fd, BOOT_XATTR, value)
+        except OSError:
+            pass
+
+
+def written_this_boot(fd):
+    """Whether the file at fd is marked as written in this boot."""
+    value = boot_id()
+    try:
+        return value is not None and os.getxattr(fd, BOOT_XATTR) == value
+    except OSError:
+        return False
+
+
+def vouches_for_blobs(status, rec, table_sha256, origin, this_boot=True):
     """None if a record of `status` with fields `rec` proves that the blobs
     of the file (os.stat_result `origin`, its T section hashing to
-    table_sha256) are the ones the transcoder checked; else why not."""
+    table_sha256; this_boot: written_this_boot of it) are the ones the
+    transcoder checked; else why not."""
     from . import snapshot
     if status != "valid":
         return "no valid record"
@@ -240,6 +290,8 @@ def vouches_for_blobs(status, rec, table_sha256, origin):
         return "the file was changed, moved or had its attributes changed since it was written"
     if not snapshot.private(origin):
         return "the file can be changed by someone other than root"
+    if not this_boot:
+        return "the file was written before this boot (a crash may have lost some of its blocks)"
     return None
 
 
