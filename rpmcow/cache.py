@@ -44,12 +44,14 @@ class Entry:
 
 # The package file an extents file was found made from, kept on the extents
 # file (a "trusted." attribute: only root reads or writes those): "v2 DEV INO
-# SIZE MTIME_NS CTIME_NS SHA256HEX".  While the package file keeps that
-# inode, size, modification and change time -- and only root can change it
-# -- its bytes are the ones hashed, and made_from need not read its 100 MiB
-# again (every image root of a shared cache did, ~0.2 s each).  (v1 had no
-# change time: a file rewritten in place with its modification time set
-# back passed for the one hashed.  A v1 record is not trusted.)
+# SIZE MTIME_NS CTIME_NS BOOT_ID SHA256HEX".  While the package file keeps
+# that inode, size, modification and change time -- and only root can
+# change it -- its bytes are the ones hashed, and made_from need not read
+# its 100 MiB again (every image root of a shared cache did, ~0.2 s each).
+# Only in the boot that hashed it: after a crash a file can keep all of
+# those and have lost blocks (rpmcow.record).  (v1 had no change time or
+# boot: a file rewritten in place with its modification time set back
+# passed for the one hashed.  A v1 record is not trusted.)
 SOURCE_XATTR = "trusted.rpmcow.source"
 SOURCE_VERSION = "v2"
 SETTLED_NS = 2 * 10**9      # a file modified less than this ago is not bound
@@ -97,25 +99,31 @@ def made_from(extents_path, package_path):
 
 
 def _identity(st):
-    """The package file as it is: its inode, size, and modification and
-    change times.  The change time is the kernel's: nothing sets it back (a
-    download that keeps the server's modification time can; an inode number
-    is reused), and every write, chmod, chown or time change moves it."""
-    return "%d %d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                               st.st_ctime_ns)
+    """The package file as it is, in this boot: its inode, size, and
+    modification and change times.  The change time is the kernel's:
+    nothing sets it back (a download that keeps the server's modification
+    time can; an inode number is reused), and every write, chmod, chown or
+    time change moves it.  None where the kernel names no boot."""
+    from . import record
+    boot = record.boot_id()
+    if boot is None:
+        return None
+    return "%d %d %d %d %d %s" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                  st.st_ctime_ns, boot.decode("ascii", "replace"))
 
 
 def _bound(fd, st, digest):
     """The extents file records the package file as it is now (and only root
     can change that file)."""
     from . import snapshot
-    if not snapshot.private(st, euid=0):
+    identity = _identity(st)
+    if identity is None or not snapshot.private(st, euid=0):
         return False
     try:
         value = os.getxattr(fd, SOURCE_XATTR).decode("ascii")
     except (OSError, UnicodeDecodeError):
         return False
-    return value == "%s %s %s" % (SOURCE_VERSION, _identity(st), digest.hex())
+    return value == "%s %s %s" % (SOURCE_VERSION, identity, digest.hex())
 
 
 def _bind(fd, before, after, digest):
@@ -129,12 +137,14 @@ def _bind(fd, before, after, digest):
     install."""
     from . import record, snapshot
     now = time.time_ns()
-    if (_identity(before) != _identity(after) or not snapshot.private(after, euid=0)
+    identity = _identity(after)
+    if (identity is None or _identity(before) != identity
+            or not snapshot.private(after, euid=0)
             or now - max(after.st_mtime_ns, after.st_ctime_ns) < SETTLED_NS
             or now - os.fstat(fd).st_mtime_ns > record.CTIME_SLACK_NS - BIND_MARGIN_NS):
         return
     try:
-        os.setxattr(fd, SOURCE_XATTR, ("%s %s %s" % (SOURCE_VERSION, _identity(after),
+        os.setxattr(fd, SOURCE_XATTR, ("%s %s %s" % (SOURCE_VERSION, identity,
                                                      digest.hex())).encode())
     except OSError:
         pass

@@ -286,6 +286,16 @@ def test_made_from_binds_a_settled_root_only_package(xfs_area, pkgs, monkeypatch
     assert os.stat(sv).st_mtime_ns == before.st_mtime_ns
     assert not _made_from_without_hashing(monkeypatch, ext, sv)
     assert not cache.made_from(str(ext), str(sv))
+    # bound in another boot (a crash may have cost the file blocks since):
+    # hashed again
+    shutil.copyfile(pkgs["sv"], sv)
+    assert cache.made_from(str(ext), str(sv))
+    assert _made_from_without_hashing(monkeypatch, ext, sv)
+    from rpmcow import record
+    monkeypatch.setattr(record, "boot_id", lambda: b"00000000-0000-4000-8000-000000000000")
+    assert not _made_from_without_hashing(monkeypatch, ext, sv)
+    monkeypatch.undo()
+    monkeypatch.setattr(cache, "SETTLED_NS", 0)
     # the same bytes again, in a new inode: hashed, then bound to that one
     sv.unlink()
     shutil.copyfile(pkgs["sv"], sv)
