@@ -62,32 +62,54 @@ def _key_file(target):
 
 def record_key(target, create=True):
     """The root's private key for verdict MACs (created on first use), or
-    None where it cannot be read or made (e.g. not root)."""
+    None where it cannot be read or made (e.g. not root).  A key file of
+    another size than a key -- a crash before its block reached the disk
+    leaves one of 0 bytes -- is replaced: taken as no key, every record made
+    after it would be unkeyed, and every install would hash every blob."""
     path = _key_file(target)
     try:
         with open(path, "rb") as f:
-            key = f.read()
-        return key if len(key) == 32 else None
+            key = f.read(33)
+        if len(key) == 32:
+            return key
+        if not create:
+            return None
+        replace = True
     except FileNotFoundError:
         if not create:
             return None
+        replace = False
     except OSError:
         return None
     try:
         import tempfile      # once per root
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".verdict.key.")
+        directory = os.path.dirname(path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".verdict.key.")
         try:
-            os.write(fd, os.urandom(32))
-            os.fchmod(fd, 0o600)
+            try:
+                os.write(fd, os.urandom(32))
+                os.fchmod(fd, 0o600)
+                os.fsync(fd)           # on the disk before any record uses it
+            finally:
+                os.close(fd)
+            if replace:
+                os.rename(tmp, path)
+            else:
+                try:
+                    os.link(tmp, path)  # first writer wins; others read its key
+                except FileExistsError:
+                    pass
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)       # first writer wins; others read its key
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass                   # renamed
         return record_key(target, create=False)
     except OSError:
         return None

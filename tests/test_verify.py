@@ -5,6 +5,7 @@ packages signed here with gpg + rpmsign (OK, NOKEY, tampered payload,
 tampered header, unsigned, DSA/SHA1).
 """
 import os
+import stat
 import re
 import shutil
 import struct
@@ -377,6 +378,26 @@ def test_record_key_is_the_roots_inside_it_and_the_hosts_outside(empty_root, tmp
         assert record.check(sec.s_text, pro.data, record.record_keys(empty_root))[0] == "valid"
         status = record.check(sec.s_text, pro.data, record.record_keys(other))[0]
         assert status == ("valid" if valid_for_other else "altered"), out
+
+
+def test_a_record_key_a_crash_left_short_is_made_again(tmp_path):
+    """The key file is written under a temporary name and linked into place;
+    after a crash before its block reached the disk it can be there with
+    fewer than 32 bytes (XFS: size 0).  Taken as no key, every record made
+    after would be unkeyed and every install hash every blob, for good: a
+    short key file is replaced by a new key (records made with the lost one
+    cannot be checked anyway), which is on the disk before it is used."""
+    target = rpmconfig.Target(root=str(tmp_path), dbpath="/var/lib/rpm")
+    path = tmp_path / record.KEY_PATH
+    path.parent.mkdir(parents=True, mode=0o700)
+    for short in (b"", b"x" * 31, b"y" * 33):
+        path.write_bytes(short)
+        key = record.record_key(target)
+        assert key is not None and len(key) == 32, short
+        assert path.read_bytes() == key
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert record.record_key(target, create=False) == key
+    assert [n for n in os.listdir(path.parent) if n != path.name] == []
 
 
 def test_policy_levels():
