@@ -511,14 +511,26 @@ def _can_link(directory):
 
 
 def _probe_link(directory):
-    try:
-        from .native import link_unnamed
-    except ImportError as exc:     # a broken install, or no memory to map it
-        raise RpmcowError("cannot load the transcoder: %s" % exc) from None
+    """Link a probe: through /proc first, which needs no C core (it is
+    imported once rpmkeys is starting up: see the imports at the top), then
+    as native.link_unnamed does it (AT_EMPTY_PATH: root without /proc)."""
     probe = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
         path = os.path.join(directory, ".rpmcow-probe.%s" % os.urandom(6).hex())
-        link_unnamed(probe, path)
+        try:
+            # linkat(/proc/self/fd, "N", AT_SYMLINK_FOLLOW): a dir_fd makes
+            # Python call linkat (link(2) would link the magic link itself)
+            fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link(str(probe), path, src_dir_fd=fds, follow_symlinks=True)
+            finally:
+                os.close(fds)
+        except OSError:
+            try:
+                from .native import link_unnamed
+            except ImportError as exc:     # a broken install, or no memory to map it
+                raise RpmcowError("cannot load the transcoder: %s" % exc) from None
+            link_unnamed(probe, path)
         os.unlink(path)
         return True
     except OSError:

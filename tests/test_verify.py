@@ -400,6 +400,61 @@ def test_a_record_key_a_crash_left_short_is_made_again(tmp_path):
     assert [n for n in os.listdir(path.parent) if n != path.name] == []
 
 
+_SPAWN_ORDER = r"""
+import sys
+events = []
+def hook(event, args):
+    if event == "os.posix_spawn":
+        events.append("spawn " + str(args[1][0]))
+    elif event == "import" and args[0] in ("rpmcow.native", "rpmcow._core", "rpm"):
+        events.append("import " + args[0])
+sys.addaudithook(hook)
+from rpmcow import cli
+rc = cli.main(["transcode", "--root", sys.argv[3], "--dbpath", "/var/lib/rpm",
+               "--verify-level", "none", sys.argv[1], "-o", sys.argv[2]])
+print("\n".join(events))
+sys.exit(rc)
+"""
+
+
+def test_rpmkeys_starts_before_the_c_core_is_loaded(tmp_path, empty_root):
+    """A transcode waits for rpmkeys' verdict on the headers before a
+    payload byte is decompressed: rpmkeys is started first, and loading the
+    C core (~6 ms) and librpm's module happens while it starts up -- not in
+    front of it (the output directory's probe for unnamed files once did)."""
+    out = tmp_path / "out" / "hello.cow.rpm"
+    out.parent.mkdir()
+    r = subprocess.run([sys.executable, "-c", _SPAWN_ORDER, str(TESTDATA / "hello-2.0-1.i686.rpm"),
+                        str(out), empty_root.root], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    events = r.stdout.split("\n")
+    first = events.index("spawn rpmkeys")
+    assert "import rpmcow.native" in events[first:] and "import rpm" in events[first:], events
+    assert out.exists()
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("proc", ["mounted", "absent"])
+def test_output_probe_links_an_unnamed_file_with_or_without_proc(tmp_path, proc):
+    """The transcoder writes an unnamed file and names it when complete,
+    where a probe shows it can (transcode._probe_link).  The probe links
+    through /proc without the C core; without /proc (a bare chroot), as the
+    C core does it (AT_EMPTY_PATH)."""
+    d = tmp_path / "out"
+    d.mkdir()
+    code = ("import sys; from rpmcow import transcode; "
+            "print(transcode._probe_link(sys.argv[1]), 'rpmcow.native' in sys.modules)")
+    cmd = [sys.executable, "-c", code, str(d)]
+    if proc == "absent":
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               'umount -l /proc && exec "$@"', "sh"] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(Path(transcode.__file__).parents[1])))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True" if proc == "absent" else "False"], r.stdout
+    assert os.listdir(d) == []
+
+
 def test_policy_levels():
     items = verify.parse_items(
         "    Header V4 RSA/SHA256 Signature, key ID 1: NOKEY\n"
