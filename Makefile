@@ -6,7 +6,7 @@ VPY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: setup deps venv build test demo fuzz bench bench-transcode bench-verify bench-install \
-	bench-dnf bench-dnf5 bench-image bench-vendor bench-vendor-dnf5 bench-tail-block clean \
+	bench-dnf bench-dnf5 bench-image bench-image-phases bench-vendor bench-vendor-dnf5 bench-tail-block clean \
 	test-matrix test-matrix-clean
 
 setup: deps venv build
@@ -73,6 +73,10 @@ bench-dnf: setup
 # N installroots from one package cache (image builds)
 bench-image: setup
 	$(VPY) bench/image_bench.py
+
+# where a later image root's time goes: dnf's phases, stock vs cow vs the floor
+bench-image-phases: setup
+	$(VPY) bench/image_phases.py
 
 # dnf5 lives in the compatibility matrix's sid chroot: the benchmark runs there
 # (tests/matrix/matrix.sh --run), its table and chart are made here
