@@ -258,14 +258,23 @@ BOOT_XATTR = "user.rpmcow.boot"
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
+_boot = []
+
+
 def boot_id():
-    """This boot's id (bytes), or None where the kernel does not say."""
-    try:
-        with open(_BOOT_ID, "rb") as f:
-            value = f.read(64).strip()
-    except OSError:
-        return None
-    return value or None
+    """This boot's id (bytes), or None where the kernel does not say.  Kept
+    once read: a process outlives no boot, and may later be in a chroot
+    without /proc (rpm's, during a transaction)."""
+    if not _boot:
+        try:
+            with open(_BOOT_ID, "rb") as f:
+                value = f.read(64).strip()
+        except OSError:
+            return None
+        if not value:
+            return None
+        _boot.append(value)
+    return _boot[0]
 
 
 def mark_boot(fd):
