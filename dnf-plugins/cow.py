@@ -42,7 +42,6 @@ MSG_STOCK = "cow: %s installs the stock way: %s"
 MSG_TRANSCODED = "cow: transcoded %s (%s -> %s, %.1fs)"
 MSG_ERROR = "cow: internal error, installing the stock way: %s"
 MSG_TAILS = "cow: last partial blocks are written, not shared: %s"
-CHECKS_AHEAD = 8        # packages whose header check runs while one is judged
 
 INSTALLING = (libdnf.transaction.TransactionItemAction_INSTALL,
               libdnf.transaction.TransactionItemAction_UPGRADE,
@@ -58,12 +57,12 @@ def _import_rpmcow():
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from rpmcow import (cache, checksig, denylist, digests, errors, feeder, growing, rpmconfig,
-                        rpmplugin, snapshot, tailstore, transcode, units)
+                        rpmplugin, snapshot, tailstore, transcode, units, verify)
     return types.SimpleNamespace(cache=cache, checksig=checksig, denylist=denylist,
                                  digests=digests, growing=growing,
                                  errors=errors, feeder=feeder, rpmconfig=rpmconfig,
                                  rpmplugin=rpmplugin, snapshot=snapshot, tailstore=tailstore,
-                                 transcode=transcode, units=units)
+                                 transcode=transcode, units=units, verify=verify)
 
 
 def extents_path(pkg):
@@ -351,23 +350,39 @@ class Cow(dnf.Plugin):
         blk = blk if 512 <= blk <= 65536 and not blk & (blk - 1) else 4096
         entries, digests = {}, {}
         pkgs = self._installing()
-        # each package's header check (an rpmkeys process, ~40 ms) runs while
-        # the ones before it are judged: CHECKS_AHEAD at a time, not one by one
-        pending = collections.deque()
+        # every package's header check by one rpmkeys (HeaderChecks.LIMIT
+        # packages a process, all started at once): its start is most of a
+        # check's ~40 ms, once per package before
+        opened, runs = [], []
         try:
             for pkg in pkgs:
-                started = self._start_check(pkg, target)
-                if started is not None:
-                    pending.append(started)
-                if len(pending) > CHECKS_AHEAD:
-                    self._finish_check(pending.popleft(), level, blk, entries, digests)
-            while pending:
-                self._finish_check(pending.popleft(), level, blk, entries, digests)
+                o = self._open_extents(pkg)
+                if o is not None:
+                    opened.append(o)
+            limit = m.verify.HeaderChecks.LIMIT
+            while opened:
+                chunk, opened = opened[:limit], opened[limit:]
+                try:
+                    run = m.verify.HeaderChecks(target, [o[5] for o in chunk])
+                except BaseException as exc:
+                    for o in chunk:
+                        self._close_opened(o)
+                    if not isinstance(exc, Exception):
+                        raise
+                    self.stock.update((o[0], self._stock_reason(exc)) for o in chunk)
+                    continue
+                runs.append((collections.deque(enumerate(chunk)), run))
+            for pending, run in runs:
+                while pending:
+                    i, o = pending.popleft()
+                    self._finish_check(o, target, run.of(i), level, blk, entries, digests)
         finally:
-            for _, _, _, fd, snap, check in pending:     # interrupted: none is used
-                check.abort()
-                snap.close()
-                os.close(fd)
+            for pending, run in runs:      # (interrupted: none of these is used)
+                run.close()
+                for _, o in pending:
+                    self._close_opened(o)
+            for o in opened:
+                self._close_opened(o)
         for path, reason in sorted(self.stock.items()):
             logger.info(MSG_STOCK, os.path.basename(path), reason)
         if not self.feeds:
@@ -385,9 +400,10 @@ class Cow(dnf.Plugin):
         m.rpmplugin.verify_headers_only(ts.ts)
         self._patch_open(blk)
 
-    def _start_check(self, pkg, target):
-        """Open and snapshot pkg's extents file and start judging it:
-        (path, r, fd, snap, InstallCheck), or None where pkg goes stock."""
+    def _open_extents(self, pkg):
+        """Open and snapshot pkg's extents file and read its headers:
+        (path, extents path, transcode result, fd, snap, prologue), or None
+        where pkg goes stock."""
         m = self.mods
         path = pkg.localPkg()
         if path in self.stock:
@@ -402,8 +418,7 @@ class Cow(dnf.Plugin):
             fd = os.open(out, os.O_RDONLY | os.O_CLOEXEC)
             # judged, fed and cloned from one descriptor (rpmcow.install)
             snap = m.snapshot.take(fd, out)
-            check = m.checksig.InstallCheck(snap.fd, target, origin=snap.origin)
-            return (path, out, r, fd, snap, check)
+            return (path, out, r, fd, snap, m.checksig.read_prologue(snap.fd))
         except BaseException as exc:
             if snap is not None:
                 snap.close()
@@ -414,13 +429,21 @@ class Cow(dnf.Plugin):
             self.stock[path] = self._stock_reason(exc)
             return None
 
-    def _finish_check(self, started, level, blk, entries, digests):
-        """Judge a started package at the root's level and make its feed, or
-        send it the stock way with the reason."""
+    @staticmethod
+    def _close_opened(opened):
+        opened[4].close()
+        os.close(opened[3])
+
+    def _finish_check(self, opened, target, hcheck, level, blk, entries, digests):
+        """Judge an opened package at the root's level (hcheck: its header
+        check, under way) and make its feed, or send it the stock way with
+        the reason."""
         m = self.mods
-        path, out, r, fd, snap, check = started
+        path, out, r, fd, snap, prologue = opened
         try:
             try:
+                check = m.checksig.InstallCheck(snap.fd, target, prologue=prologue,
+                                                origin=snap.origin, hcheck=hcheck)
                 ev = check.require(level)
                 feed = m.feeder.PackageFeed(snap.fd, out, prologue=ev.prologue,
                                             sections=ev.sections, pkg=ev.package)
@@ -428,9 +451,7 @@ class Cow(dnf.Plugin):
                     raise m.errors.RpmcowError("its %s payload has no cheap feed"
                                                % feed.package.compressor)
             except BaseException:
-                check.abort()
-                snap.close()
-                os.close(fd)
+                self._close_opened(opened)
                 raise
             if self.keep == "auto":
                 self.base._add_tempfiles([out])     # dnf's keepcache decides

@@ -96,6 +96,12 @@ def _file_digests_item(fd, pkg, sections):
     return Item("File digests", "OK")
 
 
+def read_prologue(fd):
+    """The lead and headers of the extents file at fd (read from its start)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return native.Input(fd, []).read_prologue()
+
+
 def _check(fd, target, prologue, sections):
     """(prologue, sections, header items judged now, record status, stored
     items, record fields); rpmkeys runs while the sections and the record
@@ -175,16 +181,17 @@ class InstallCheck:
     fd: what is judged and then installed from -- a private snapshot
     (rpmcow.snapshot) wherever anyone else could change the file; origin:
     os.stat_result of the file itself, taken after the snapshot, for the
-    record to vouch for (default: fd's)."""
+    record to vouch for (default: fd's).  hcheck: the header check of
+    `prologue` already under way (verify.HeaderChecks.of: one rpmkeys for
+    many packages); by default one is started here."""
 
-    def __init__(self, fd, target, prologue=None, sections=None, origin=None):
+    def __init__(self, fd, target, prologue=None, sections=None, origin=None, hcheck=None):
         self.fd = fd
         self.origin = origin or os.fstat(fd)
         if prologue is None:
-            os.lseek(fd, 0, os.SEEK_SET)
-            prologue = native.Input(fd, []).read_prologue()
+            prologue = read_prologue(fd)
         self.prologue = prologue
-        self._hcheck = verify.HeaderCheck(target, prologue)
+        self._hcheck = hcheck or verify.HeaderCheck(target, prologue)
         try:
             self.sections = sections or extents.read_sections(fd)
             self._status, self._stored, self._rec = record.check(

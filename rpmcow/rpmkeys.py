@@ -15,8 +15,8 @@ import signal
 from .errors import VerificationError
 
 
-def _rpmkeys(target, options=()):
-    return ["rpmkeys", "-Kv", *target.rpm_args(), *options, "-"]
+def _rpmkeys(target, options=(), files=("-",)):
+    return ["rpmkeys", "-Kv", *target.rpm_args(), *options, *files]
 
 
 class Rpmkeys:
@@ -29,7 +29,10 @@ class Rpmkeys:
     transcode.  Like subprocess, the child gets SIGPIPE and SIGXFSZ back at
     their defaults and no descriptor but its standard three."""
 
-    def __init__(self, target, stdin=None, options=()):
+    def __init__(self, target, stdin=None, options=(), files=("-",), pass_fds=()):
+        """files: what rpmkeys reads (default: its stdin); pass_fds:
+        descriptors the child keeps, under the same numbers (for files
+        named /dev/fd/N)."""
         self._pid = None
         self._feeder = None       # a native.BackgroundWrite to the pipe (provide)
         self._out = self._err = self._w = -1
@@ -46,11 +49,14 @@ class Rpmkeys:
                     pass
             self._out = os.memfd_create("rpmkeys-out", os.MFD_CLOEXEC)
             self._err = os.memfd_create("rpmkeys-err", os.MFD_CLOEXEC)
+            # the descriptors passed last: dup2 of a descriptor to its own
+            # number clears its close-on-exec flag
             self._pid = os.posix_spawnp(
-                "rpmkeys", _rpmkeys(target, options), os.environ,
+                "rpmkeys", _rpmkeys(target, options, files), os.environ,
                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin, 0),
                               (os.POSIX_SPAWN_DUP2, self._out, 1),
-                              (os.POSIX_SPAWN_DUP2, self._err, 2)] + _close_inherited(),
+                              (os.POSIX_SPAWN_DUP2, self._err, 2)] + _close_inherited(pass_fds)
+                + [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds],
                 setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
         except OSError as exc:
             self._close()
@@ -132,15 +138,15 @@ class Rpmkeys:
         self._out = self._err = -1
 
 
-def _close_inherited():
+def _close_inherited(keep=()):
     """posix_spawn actions closing, in the child, every descriptor above 2
     that would survive exec (Python's own never do; a host's C libraries
-    may leave some)."""
+    may leave some), but those to keep."""
     actions = []
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
-            if fd > 2 and os.get_inheritable(fd):
+            if fd > 2 and fd not in keep and os.get_inheritable(fd):
                 actions.append((os.POSIX_SPAWN_CLOSE, fd))
         except OSError:          # the listing's own descriptor, closed by now
             pass

@@ -519,6 +519,49 @@ def _test_run_reads(d, tmp_path, *args, plugin_conf=None):
     return text, reads
 
 
+SPAWN_METER_PLUGIN = """
+import os
+import dnf
+
+
+class SpawnMeter(dnf.Plugin):
+    # every rpmkeys the dnf process starts: its file arguments, a line each
+    name = "spawnmeter"
+
+    def __init__(self, base, cli):
+        super().__init__(base, cli)
+        out = os.open(os.environ["SPAWNMETER_OUT"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        spawn = os.posix_spawnp
+
+        def posix_spawnp(path, argv, *args, **kwargs):
+            if path == "rpmkeys":
+                files = [a for a in argv if a == "-" or a.startswith("/dev/fd/")]
+                os.write(out, (" ".join(files) + "\\n").encode())
+            return spawn(path, argv, *args, **kwargs)
+        os.posix_spawnp = posix_spawnp
+"""
+
+
+def test_one_rpmkeys_judges_every_extents_file_of_a_transaction(dnf_repo, cow_area, tmp_path):
+    """Judging each extents file before rpm runs started an rpmkeys per
+    package (~40 ms each, most of it rpmkeys' own start): one now checks
+    the headers of every package of the transaction (up to
+    verify.HeaderChecks.LIMIT a process)."""
+    plugins = tmp_path / "meter"
+    plugins.mkdir()
+    (plugins / "spawnmeter.py").write_text(SPAWN_METER_PLUGIN)
+    out = tmp_path / "spawns.txt"
+    d = dnf_repo.dnf(cow_area / "root")
+    want = all_cow(dnf_repo)
+    text = d.ok("--setopt=pluginpath=%s,%s" % (ROOT / "dnf-plugins", plugins), "install", *want,
+                env={"SPAWNMETER_OUT": str(out)})
+    check_state(d, want)
+    check_cow(d, text, want)
+    runs = [line.split() for line in out.read_text().splitlines()]
+    batched = [r for r in runs if r and r[0].startswith("/dev/fd/")]
+    assert len(want) > 1 and len(batched) == 1 and len(batched[0]) == len(want), runs
+
+
 def test_rpms_test_run_reads_headers_only_when_every_package_is_fed(dnf_repo, cow_area,
                                                                      tmp_path):
     """Every package fed from its extents file (whose transcode checked the

@@ -455,6 +455,57 @@ def test_output_probe_links_an_unnamed_file_with_or_without_proc(tmp_path, proc)
     assert os.listdir(d) == []
 
 
+def _prologue(path):
+    with open(path, "rb") as f:
+        try:
+            return native.Input(f.fileno(), []).read_prologue()
+        except RpmcowError:
+            return None
+
+
+def test_one_rpmkeys_judges_many_headers_as_one_each(keyed_root):
+    """HeaderChecks (one rpmkeys for many packages: a dnf transaction's
+    extents files) gives each package exactly the items, and the MD5 flag,
+    of its own HeaderCheck -- signed, unsigned, v3 and v4 signatures, keys
+    known and not -- and a prologue rpmkeys cannot read fails that package
+    alone."""
+    paths = sorted(TESTDATA.glob("*.rpm")) + sorted((CORPUS / "real").glob("*.rpm"))[:40]
+    pros = [(p, pro) for p, pro in ((p, _prologue(p)) for p in paths) if pro is not None]
+    assert len(pros) > 40
+    prologues = [pro for _, pro in pros]
+    prologues.insert(3, b"not a package at all" * 10)
+    run = verify.HeaderChecks(keyed_root, prologues)
+    try:
+        for i, pro in enumerate(prologues):
+            if i == 3:
+                with pytest.raises(VerificationError, match="could not read the package header"):
+                    run.of(i).wait()
+                continue
+            alone = verify.HeaderCheck(keyed_root, pro)
+            want = alone.wait()
+            got = run.of(i)
+            assert got.wait() == want, pros[i - (i > 3)][0]
+            assert got.header_items == alone.header_items
+            assert got.md5_skipped == alone.md5_skipped
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("out, problem", [
+    ("/dev/fd/3:\n    Header SHA256 digest: OK\n/dev/fd/3:\n", "twice"),
+    ("/dev/fd/4:\n    Header SHA256 digest: OK\n/dev/fd/3:\n", "out of order"),
+    ("/dev/fd/3:\n/dev/fd/4:\n/dev/fd/9:\n", "not asked for"),
+])
+def test_a_report_that_names_packages_out_of_place_is_not_believed(out, problem):
+    """A section of rpmkeys' report that a package's own output could fake
+    (a line naming a later package) would pass one package's items for
+    another's: each name must come once, in order, or nothing is taken."""
+    with pytest.raises(VerificationError, match="out of order"):
+        verify.split_report(out, ["/dev/fd/3", "/dev/fd/4"])
+    assert verify.split_report("rpmcow-host-vsflags 0\n/dev/fd/3:\n    A: OK\n/dev/fd/4:\n",
+                               ["/dev/fd/3", "/dev/fd/4"]) == ["    A: OK", ""]
+
+
 def test_policy_levels():
     items = verify.parse_items(
         "    Header V4 RSA/SHA256 Signature, key ID 1: NOKEY\n"
