@@ -822,6 +822,35 @@ def test_failing_scriptlet_like_rpm(site, pair, kind):
     site.assert_same(shared=installed(site.cow))
 
 
+_COUNT_RPMKEYS = r"""
+import os, sys
+def hook(event, args):
+    if event == "os.posix_spawn" and os.path.basename(str(args[0])) == "rpmkeys":
+        with open(os.environ["RPMKEYS_RUNS"], "a") as f:
+            f.write(" ".join(a for a in args[1] if a == "-" or a.startswith("/dev/fd/")) + "\n")
+sys.addaudithook(hook)
+from rpmcow import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_one_rpmkeys_judges_every_extents_file_installed_together(site, pair, tmp_path):
+    """`rpmcow install` of several extents files: one rpmkeys checks all
+    their headers (verify.HeaderChecks), not one each; the install is the
+    same as stock rpm's."""
+    fa, fb = pair("fa"), pair("fb")
+    ea, eb = site.transcode(fa), site.transcode(fb)
+    site.rpm("-i", "--nodeps", "--noscripts", fa, fb)
+    log = tmp_path / "runs"
+    r = run([sys.executable, "-c", _COUNT_RPMKEYS, "install", "--root", site.cow, "--dbpath", DB,
+             "--nodeps", "--noscripts", ea, eb], env={"RPMKEYS_RUNS": str(log)})
+    assert r.returncode == 0, r.stderr
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert len(runs) == 1 and len(runs[0]) == 2, runs
+    assert all(f.startswith("/dev/fd/") for f in runs[0]), runs
+    site.assert_same(shared=["fa-1.0-1.noarch", "fb-1.0-1.noarch"])
+
+
 def test_unpack_failure_midway(site, pair):
     """A directory where fb wants its second file: rpm fails fb mid-archive,
     after having written the first. Same result, same leftovers."""
