@@ -25,7 +25,8 @@ the rpm macros they print into dnf5's process; everything else is here.
                                                dnf5's GPG check and rpm's
                                                test run done)
         Transcode each package beside it in the cache (in parallel), judge
-        the extents file at the root's %_pkgverify_level, write its feed
+        the extents files at the root's %_pkgverify_level (one rpmkeys for
+        the headers of them all: verify.HeaderChecks), write each feed
         plan; the %_rpmcow_serve macro for the packages that passed (and
         %_rpmcow_served, %_rpmcow_pkgdigests, %_rpmcow_discard where the
         cache does not keep the extents files: see prepare(), and
@@ -118,11 +119,11 @@ class Served(collections.namedtuple("Served", "key plan nevra package_digests"))
     prepare checked was made from this very file."""
 
 
-def _one(package, target, level, blk, deny):
-    """Served for a package that can be served, or raises RpmcowError saying
-    why not."""
-    import rpm
-    from . import cache, checksig, denylist, feeder, inputs, rpmplugin, serve, snapshot
+def _open_one(package, target, deny):
+    """The extents file of a package that may be served, made or checked
+    (the package file as dnf5 verified it): (its path, a descriptor, its
+    stat, its prologue); raises RpmcowError saying why not."""
+    from . import cache, checksig, denylist, inputs, snapshot
     from .errors import RpmcowError
     hit = denylist.matches(_name_of(package), deny) if deny else None
     if hit:
@@ -136,7 +137,23 @@ def _one(package, target, level, blk, deny):
         st = os.fstat(fd)
         if not snapshot.private(st):
             raise RpmcowError("its extents file can be changed by others than root")
-        ev = checksig.require_for_install(fd, target, level, origin=st)
+        return out, fd, st, checksig.read_prologue(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _judge_one(package, opened, target, level, blk, hcheck):
+    """Served for an opened package (_open_one; hcheck: its header check,
+    under way) that satisfies the root's level, or raises RpmcowError saying
+    why not.  Closes the descriptor."""
+    import rpm
+    from . import checksig, feeder, inputs, rpmplugin, serve
+    from .errors import RpmcowError
+    out, fd, st, prologue = opened
+    try:
+        ev = checksig.InstallCheck(fd, target, prologue=prologue, origin=st,
+                                   hcheck=hcheck).require(level)
         feed = feeder.PackageFeed(fd, out, prologue=ev.prologue, sections=ev.sections,
                                   pkg=ev.package)
         if not feed.cheap:
@@ -180,8 +197,22 @@ def _name_of(package):
         os.close(fd)
 
 
+def _result(package, job):
+    """A job's result, or None where that package goes stock (said why)."""
+    from .errors import RpmcowError
+    try:
+        return job.result()
+    except RpmcowError as exc:
+        say(MSG_STOCK % (os.path.basename(package), exc))
+    except OSError as exc:
+        say(MSG_STOCK % (os.path.basename(package), exc.strerror or exc))
+    except Exception as exc:     # noqa: BLE001 - that package alone goes stock
+        say(MSG_STOCK % (os.path.basename(package), "internal error: %r" % exc))
+    return None
+
+
 def prepare(args):
-    from . import rpmconfig, rpmplugin, serve
+    from . import rpmconfig, rpmplugin, serve, verify
     from .errors import RpmcowError
     target = rpmconfig.Target(root=args.installroot)
     level = rpmconfig.verify_level(target)
@@ -189,17 +220,41 @@ def prepare(args):
     deny = args.denylist.replace(",", " ").split()
     served = []
     workers = args.workers or os.cpu_count() or 1
+    opened, runs = {}, []
     with concurrent.futures.ThreadPoolExecutor(workers, "rpmcow") as pool:
-        jobs = {p: pool.submit(_one, p, target, level, blk, deny) for p in args.packages}
-        for package, job in jobs.items():
-            try:
-                served.append(job.result())
-            except RpmcowError as exc:
-                say(MSG_STOCK % (os.path.basename(package), exc))
-            except OSError as exc:
-                say(MSG_STOCK % (os.path.basename(package), exc.strerror or exc))
-            except Exception as exc:     # noqa: BLE001 - that package alone goes stock
-                say(MSG_STOCK % (os.path.basename(package), "internal error: %r" % exc))
+        try:
+            # transcoded (where not yet) and opened side by side; then one
+            # rpmkeys checks the headers of them all (verify.HeaderChecks:
+            # its start is most of a check's ~40 ms); then each is judged
+            jobs = {p: pool.submit(_open_one, p, target, deny) for p in args.packages}
+            for package, job in jobs.items():
+                got = _result(package, job)
+                if got is not None:
+                    opened[package] = got
+            judged = {}
+            names = list(opened)
+            for at in range(0, len(names), verify.HeaderChecks.LIMIT):
+                chunk = names[at:at + verify.HeaderChecks.LIMIT]
+                try:
+                    run = verify.HeaderChecks(target, [opened[p][3] for p in chunk])
+                except RpmcowError as exc:
+                    for p in chunk:
+                        os.close(opened.pop(p)[1])
+                        say(MSG_STOCK % (os.path.basename(p), exc))
+                    continue
+                runs.append(run)
+                for i, p in enumerate(chunk):
+                    judged[p] = pool.submit(_judge_one, p, opened.pop(p), target, level, blk,
+                                            run.of(i))
+            for package, job in judged.items():
+                got = _result(package, job)
+                if got is not None:
+                    served.append(got)
+        finally:
+            for run in runs:
+                run.close()
+            for _, fd, _, _ in opened.values():      # (interrupted: none is used)
+                os.close(fd)
     if not served:
         return 0
     emit("macro", serve.SERVE_MACRO, serve.serve_entries({s.key: s.plan for s in served}))

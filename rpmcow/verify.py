@@ -273,7 +273,9 @@ class HeaderChecks:
     _NAME = re.compile(r"^/dev/fd/\d+:$")
 
     def __init__(self, target, prologues):
+        import threading
         from .native import open_prologue
+        self._lock = threading.Lock()     # packages may be judged on several threads
         self._fds = []
         self._run = None
         self._sections = self._error = None
@@ -302,6 +304,10 @@ class HeaderChecks:
 
     def _report(self):
         """[section text or None] per package, once rpmkeys is done."""
+        with self._lock:
+            return self._report_locked()
+
+    def _report_locked(self):
         if self._sections is None and self._error is None:
             run, self._run = self._run, None
             if not run._exited(HeaderCheck.TIMEOUT):
@@ -330,6 +336,10 @@ class HeaderChecks:
 
     def close(self):
         """End the run (rpmkeys is stopped if it has not finished)."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self):
         if self._run is not None:
             self._run.abort()
             self._run = None
