@@ -1142,6 +1142,8 @@ for extra in range(start, stop, step):
         if name.startswith("out-") or name.startswith(".out-"):
             os.unlink(os.path.join(work, name))
     results.append(res)
+import shutil
+shutil.rmtree(work, ignore_errors=True)
 print(json.dumps(results))
 """
 
