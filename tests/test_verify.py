@@ -446,8 +446,10 @@ def test_output_probe_links_an_unnamed_file_with_or_without_proc(tmp_path, proc)
             "print(transcode._probe_link(sys.argv[1]), 'rpmcow.native' in sys.modules)")
     cmd = [sys.executable, "-c", code, str(d)]
     if proc == "absent":
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-               'umount -l /proc && exec "$@"', "sh"] + cmd
+        # a mount namespace of its own, its /proc private to it before it
+        # goes (not "--propagation private": a chroot's / is no mount point)
+        cmd = ["unshare", "-m", "--propagation", "unchanged", "sh", "-c",
+               'mount --make-private /proc && umount -l /proc && exec "$@"', "sh"] + cmd
     r = subprocess.run(cmd, capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(Path(transcode.__file__).parents[1])))
     assert r.returncode == 0, r.stderr
