@@ -350,38 +350,26 @@ class Cow(dnf.Plugin):
         blk = blk if 512 <= blk <= 65536 and not blk & (blk - 1) else 4096
         entries, digests = {}, {}
         pkgs = self._installing()
-        # every package's header check by one rpmkeys (HeaderChecks.LIMIT
-        # packages a process, all started at once): its start is most of a
-        # check's ~40 ms, once per package before
-        opened, runs = [], []
+        # every package's header check by one rpmkeys (verify.HeaderChecks):
+        # its start is most of a check's ~40 ms, once per package before
+        opened, run = collections.deque(), None
         try:
             for pkg in pkgs:
                 o = self._open_extents(pkg)
                 if o is not None:
                     opened.append(o)
-            limit = m.verify.HeaderChecks.LIMIT
-            while opened:
-                chunk, opened = opened[:limit], opened[limit:]
-                try:
-                    run = m.verify.HeaderChecks(target, [o[5] for o in chunk])
-                except BaseException as exc:
-                    for o in chunk:
-                        self._close_opened(o)
-                    if not isinstance(exc, Exception):
-                        raise
-                    self.stock.update((o[0], self._stock_reason(exc)) for o in chunk)
-                    continue
-                runs.append((collections.deque(enumerate(chunk)), run))
-            for pending, run in runs:
-                while pending:
-                    i, o = pending.popleft()
-                    self._finish_check(o, target, run.of(i), level, blk, entries, digests)
+            try:
+                run = m.verify.HeaderChecks(target, [o[5] for o in opened])
+            except Exception as exc:     # noqa: BLE001 - those packages go stock
+                self.stock.update((o[0], self._stock_reason(exc)) for o in opened)
+            if run is not None:
+                for i in range(len(opened)):
+                    self._finish_check(opened.popleft(), target, run.of(i), level, blk,
+                                       entries, digests)
         finally:
-            for pending, run in runs:      # (interrupted: none of these is used)
+            if run is not None:
                 run.close()
-                for _, o in pending:
-                    self._close_opened(o)
-            for o in opened:
+            for o in opened:               # (interrupted, or no run: none is used)
                 self._close_opened(o)
         for path, reason in sorted(self.stock.items()):
             logger.info(MSG_STOCK, os.path.basename(path), reason)

@@ -199,25 +199,13 @@ def _candidates(dirs):
                     yield os.path.join(top, name)
 
 
-def _settle(path):
-    """sharing.settle on the filesystem of the directory `path`."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        sharing.settle(fd)
-    finally:
-        os.close(fd)
-
-
 def scan(dirs, root="/", dbpath=None):
     """([Entry] of every extents file under dirs, [stale .part paths])."""
     installed = _installed_keys(root, dbpath)
     entries, parts = [], []
     now = time.time()
     for d in dirs:
-        _settle(d)
+        sharing.settle_path(d)
         for top, _subdirs, names in os.walk(d):
             for name in names:
                 if name.startswith(".") and name.endswith(".part"):

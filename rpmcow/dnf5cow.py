@@ -220,7 +220,7 @@ def prepare(args):
     deny = args.denylist.replace(",", " ").split()
     served = []
     workers = args.workers or os.cpu_count() or 1
-    opened, runs = {}, []
+    opened, run = {}, None
     with concurrent.futures.ThreadPoolExecutor(workers, "rpmcow") as pool:
         try:
             # transcoded (where not yet) and opened side by side; then one
@@ -231,27 +231,20 @@ def prepare(args):
                 got = _result(package, job)
                 if got is not None:
                     opened[package] = got
-            judged = {}
-            names = list(opened)
-            for at in range(0, len(names), verify.HeaderChecks.LIMIT):
-                chunk = names[at:at + verify.HeaderChecks.LIMIT]
-                try:
-                    run = verify.HeaderChecks(target, [opened[p][3] for p in chunk])
-                except RpmcowError as exc:
-                    for p in chunk:
-                        os.close(opened.pop(p)[1])
-                        say(MSG_STOCK % (os.path.basename(p), exc))
-                    continue
-                runs.append(run)
-                for i, p in enumerate(chunk):
-                    judged[p] = pool.submit(_judge_one, p, opened.pop(p), target, level, blk,
-                                            run.of(i))
+            try:
+                run = verify.HeaderChecks(target, [o[3] for o in opened.values()])
+            except RpmcowError as exc:
+                for package in list(opened):
+                    os.close(opened.pop(package)[1])
+                    say(MSG_STOCK % (os.path.basename(package), exc))
+            judged = {p: pool.submit(_judge_one, p, opened.pop(p), target, level, blk, run.of(i))
+                      for i, p in enumerate(list(opened))}
             for package, job in judged.items():
                 got = _result(package, job)
                 if got is not None:
                     served.append(got)
         finally:
-            for run in runs:
+            if run is not None:
                 run.close()
             for _, fd, _, _ in opened.values():      # (interrupted: none is used)
                 os.close(fd)

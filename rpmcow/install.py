@@ -250,42 +250,29 @@ def install(paths, opts=None):
     target = rpmconfig.Target(opts.root, opts.dbpath)
     level = rpmconfig.verify_level(target, opts.level)
     blk = _block_size(opts.root, opts.block_size)
-    pkgs, runs = [], []
+    pkgs, run = [], None
     try:
         for path in paths:
             pkgs.append(_Package(path))
-        hchecks = _header_checks([p for p in pkgs if extents.is_transcoded(p.fd)], target, runs)
+        # one rpmkeys checks the headers of every extents file given
+        # (verify.HeaderChecks: its start is most of a check's ~40 ms)
+        ext = [p for p in pkgs if extents.is_transcoded(p.fd)]
+        prologues = [checksig.read_prologue(p.fd) for p in ext]
+        run = verify.HeaderChecks(target, prologues) if len(ext) > 1 else None
+        checks = {p: (pro, run.of(i) if run else None)
+                  for i, (p, pro) in enumerate(zip(ext, prologues))}
         for p in pkgs:
-            if p in hchecks:
-                p.feed = _checked_feed(p, target, level, opts.verify_files, *hchecks[p])
+            if p in checks:
+                p.feed = _checked_feed(p, target, level, opts.verify_files, *checks[p])
                 p.blk = blk
             else:
                 _require_plain(p, target, level)
         return _run(pkgs, opts, target)
     finally:
-        for run in runs:
+        if run is not None:
             run.close()
         for p in pkgs:
             p.close()
-
-
-def _header_checks(pkgs, target, runs):
-    """{package: (prologue, its header check or None)} for the extents
-    files: one rpmkeys for them all where there are several
-    (verify.HeaderChecks; its start is most of a check's ~40 ms), else the
-    check InstallCheck starts.  The runs started are appended to `runs`,
-    for the caller to close."""
-    from . import verify
-    prologues = {p: checksig.read_prologue(p.fd) for p in pkgs}
-    if len(pkgs) < 2:
-        return {p: (prologues[p], None) for p in pkgs}
-    out = {}
-    for at in range(0, len(pkgs), verify.HeaderChecks.LIMIT):
-        chunk = pkgs[at:at + verify.HeaderChecks.LIMIT]
-        run = verify.HeaderChecks(target, [prologues[p] for p in chunk])
-        runs.append(run)
-        out.update((p, (prologues[p], run.of(i))) for i, p in enumerate(chunk))
-    return out
 
 
 def _checked_feed(p, target, level, verify_files, prologue=None, hcheck=None):

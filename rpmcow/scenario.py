@@ -297,11 +297,7 @@ class LoopXFS:
         so far (rpmcow.sharing.settle), not while it still does."""
         if settled:
             from . import sharing
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                sharing.settle(fd)
-            finally:
-                os.close(fd)
+            sharing.settle_path(self.path)
         st = os.statvfs(self.path)
         return (st.f_blocks - st.f_bfree) * st.f_frsize
 

@@ -9,6 +9,7 @@ did, measured on loop XFS.  ``settle`` waits for those releases first, so
 that a clean right after a removal removes what it made unused.  btrfs
 accounts for removals at once (0 of 100)."""
 import fcntl
+import os
 import struct
 
 FS_IOC_FIEMAP = 0xC020660B
@@ -35,6 +36,18 @@ def settle(fd):
         fcntl.ioctl(fd, XFS_IOC_FREE_EOFBLOCKS, buf)
     except OSError:
         pass
+
+
+def settle_path(path):
+    """settle, on the filesystem of the directory `path`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        settle(fd)
+    finally:
+        os.close(fd)
 
 
 def shared_bytes(fd):

@@ -211,11 +211,11 @@ def _transcode(inp, out_fd, page_size, deny, target, level, enforce, hcheck, out
     # the record binds the blobs to this very file: its T section, and its
     # inode with the mtime it gets once complete (rpmcow.record)
     t = extents.encode_t(sections)
+    if out_ino is not None:
+        record.mark_boot(out_fd)      # (before the mtime: the ctime stays near it)
     # the mtime comes from the kernel's clock for inode times, which may be
     # coarser than time.time_ns(): a ctime set later by that clock is then
     # never earlier than it
-    if out_ino is not None:
-        record.mark_boot(out_fd)      # (before the mtime: the ctime stays near it)
     mtime_ns = os.fstat(out_fd).st_ctime_ns if out_ino is not None else None
     sections.s_text = verdict.s_text(
         record.record_key(record_target), table_sha256=native.sha256(t).hex(),

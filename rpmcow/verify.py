@@ -265,11 +265,33 @@ class HeaderChecks:
     is installed).  The report is split at those names, which must each
     come once, in the order given: otherwise none of it is believed, and
     every package's check fails (VerificationError), to go the stock way.
-    Up to LIMIT packages a process; ``of(i)`` is package i's check, with
-    HeaderCheck's wait, header_items, md5_skipped and abort (the owner
-    closes the run: ``close``)."""
+    Up to LIMIT packages a process, the processes started at once;
+    ``of(i)`` is package i's check, with HeaderCheck's wait, header_items,
+    md5_skipped and abort (the owner ends them all: ``close``)."""
 
     LIMIT = 64
+
+    def __init__(self, target, prologues):
+        self._runs = []
+        try:
+            for at in range(0, len(prologues), self.LIMIT):
+                self._runs.append(_HeaderRun(target, prologues[at:at + self.LIMIT]))
+        except BaseException:
+            self.close()
+            raise
+
+    def of(self, i):
+        return _OneHeaderCheck(self._runs[i // self.LIMIT], i % self.LIMIT)
+
+    def close(self):
+        """End the runs (rpmkeys is stopped where it has not finished)."""
+        for run in self._runs:
+            run.close()
+
+
+class _HeaderRun:
+    """One rpmkeys of a HeaderChecks: up to LIMIT prologues."""
+
     _NAME = re.compile(r"^/dev/fd/\d+:$")
 
     def __init__(self, target, prologues):
@@ -298,9 +320,6 @@ class HeaderChecks:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
-
-    def of(self, i):
-        return _OneHeaderCheck(self, i)
 
     def _report(self):
         """[section text or None] per package, once rpmkeys is done."""
@@ -382,7 +401,7 @@ def split_report(out, names):
     sections = [None] * len(names)
     k, lines = -1, []
     for line in out.splitlines():
-        if HeaderChecks._NAME.match(line):
+        if _HeaderRun._NAME.match(line):
             if k + 1 >= len(names) or line != names[k + 1] + ":":
                 raise VerificationError("rpmkeys' report on %d packages names them out of "
                                         "order: %r" % (len(names), line))
