@@ -301,6 +301,14 @@ typedef struct rc_feed_plan_info {
 int rc_feed_plan(const rc_ftable *t, const uint8_t *tents, uint64_t nt, uint32_t keysize,
                  uint64_t limit, rc_feed_file *out, rc_feed_plan_info *info);
 
+/* An LZMA2 chunk (header included) that decodes to n zeros, for the xz feed
+ * (xzzeros.c): its length, or 0 when n is out of range or it would not fit
+ * in cap bytes.  It resets the LZMA state and sets its own properties, so it
+ * may follow any chunk of a block that has reset its dictionary. */
+#define RC_XZ_ZEROS_MIN 547
+#define RC_XZ_ZEROS_MAX 2097152
+size_t rc_xz_zeros(uint8_t *out, size_t cap, uint32_t n);
+
 /* ---- internal helpers ----------------------------------------------- */
 int rc_fail(rc_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

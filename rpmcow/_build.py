@@ -38,7 +38,7 @@ def cdef_from_header(path=os.path.join(CSRC, "rpmcow.h")):
 
 
 SOURCES = ["util.c", "digest.c", "blockhash.c", "input.c", "header.c", "payload.c", "cpio.c", "filetab.c",
-           "layout.c", "feed.c"]
+           "layout.c", "feed.c", "xzzeros.c"]
 
 # warnings are errors; hardening flags; no executable stack
 CFLAGS = [
@@ -62,7 +62,7 @@ ffibuilder.set_source(
 )
 
 # ---- the rpm plugin: a plain shared object loaded by librpm, not by Python
-PLUGIN_SOURCES = ["rpm_plugin_cow.c", "feed.c", "util.c"]
+PLUGIN_SOURCES = ["rpm_plugin_cow.c", "feed.c", "xzzeros.c", "util.c"]
 PLUGIN_DIR = os.path.join(HERE, "plugins")
 
 
