@@ -34,6 +34,7 @@
  * allows (1 KiB), all listed in the index.  bzip2 and lzma have no gate. */
 #include <bzlib.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lzma.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -596,6 +597,128 @@ static int feed_real(struct enc *e, int fd, uint64_t off, uint64_t n, uint8_t *b
     return RC_OK;
 }
 
+/* ---- reading the extents file ------------------------------------------ */
+
+/* The feed reads the extents file in small pieces -- each file's last
+ * partial block, all of each small file -- skipping the whole blocks in
+ * between, while the plugin's worker clones from the same file.  Read one
+ * piece at a time, with a cold cache, that took an image root of 28k files
+ * 1.1-1.4 s of waiting in pread (one disk read at a time, each also waiting
+ * for the file's I/O lock, which a clone holds exclusively), and rpm waited
+ * for the feed.  So:
+ *   - one read takes in the pieces that follow each other in the file
+ *     (small files' blobs do, page-aligned), up to SPAN bytes: 1.2k reads
+ *     instead of 31k;
+ *   - the feed asks the kernel (POSIX_FADV_WILLNEED) for the pieces of the
+ *     files ahead of it, up to PREFETCH bytes, nearby pieces in one request:
+ *     the reads then find them in the page cache (0.2 s of waiting left).
+ * The hint reads nothing into the stream: what is fed is what pread read. */
+#define SPAN (1u << 20)
+#define SPAN_GAP (64u << 10)     /* bytes read across to take in the next piece */
+#define PREFETCH (16u << 20)
+
+struct span {
+    uint8_t *buf;             /* SPAN bytes */
+    uint64_t a, b;            /* it holds the extents file's bytes [a, b) */
+};
+
+/* the piece of file ff the feed reads from the extents file: its length,
+ * and its offset in *off (the whole blocks before it go as zeros) */
+static uint64_t real_part(const rc_feed *f, const rc_feed_file *ff, uint64_t *off)
+{
+    uint64_t head = f->blk && ff->size >= f->blk ? ff->size - ff->size % f->blk : 0;
+    *off = ff->blob + head;
+    return ff->size - head;
+}
+
+struct prefetch {
+    uint32_t next;            /* the next place in the order not asked for */
+    uint64_t asked;           /* bytes of pieces asked for so far */
+    uint64_t a, b;            /* a range not asked for yet */
+};
+
+static void prefetch_range(int fd, struct prefetch *p)
+{
+    if (p->b > p->a)
+        (void)posix_fadvise(fd, (off_t)p->a, (off_t)(p->b - p->a), POSIX_FADV_WILLNEED);
+    p->a = p->b = 0;
+}
+
+/* fed: bytes of pieces fed so far; asks for more once less than half of
+ * PREFETCH is asked for ahead of it */
+static void prefetch(const rc_feed *f, struct prefetch *p, uint64_t fed)
+{
+    if (p->asked >= fed + PREFETCH / 2)
+        return;
+    while (p->next < f->count && p->asked < fed + PREFETCH) {
+        uint32_t fx = f->order[p->next++];
+        if (fx >= f->nfiles || f->files[fx].kind != RC_FEED_REG)
+            continue;
+        uint64_t off, len = real_part(f, &f->files[fx], &off);
+        if (len == 0)
+            continue;
+        if (p->b > p->a && (off < p->a || off > p->b + SPAN_GAP))
+            prefetch_range(f->extents_fd, p);
+        if (p->b == p->a)
+            p->a = off;
+        if (off + len > p->b)
+            p->b = off + len;
+        p->asked += len;
+    }
+    prefetch_range(f->extents_fd, p);
+}
+
+/* where one read at off ends that takes in the pieces of the order's
+ * places i, i + 1, ... (place i's piece starts at off), as long as each
+ * starts at most SPAN_GAP after the last and all fit in SPAN bytes */
+static uint64_t span_end(const rc_feed *f, uint32_t i, uint64_t off)
+{
+    uint64_t end = off;
+    for (; i < f->count; i++) {
+        uint32_t fx = f->order[i];
+        if (fx >= f->nfiles || f->files[fx].kind != RC_FEED_REG)
+            continue;
+        uint64_t o, len = real_part(f, &f->files[fx], &o);
+        if (len == 0)
+            continue;
+        if (o < off || o > end + SPAN_GAP || o + len > off + SPAN)
+            break;
+        if (o + len > end)
+            end = o + len;
+    }
+    return end;
+}
+
+/* feed the piece [off, off + n) of the file at place i of the order */
+static int feed_piece(struct enc *e, const rc_feed *f, struct span *sp, uint32_t i,
+                      uint64_t off, uint64_t n, rc_error *err)
+{
+    if (n >= SPAN) {
+        sp->a = sp->b = 0;
+        return feed_real(e, f->extents_fd, off, n, sp->buf, SPAN, err);
+    }
+    if (off < sp->a || off + n > sp->b) {
+        uint64_t end = span_end(f, i, off);
+        if (end < off + n)
+            end = off + n;
+        sp->a = sp->b = 0;
+        for (uint64_t got = 0; got < end - off;) {
+            ssize_t r = pread(f->extents_fd, sp->buf + got, (size_t)(end - off - got),
+                              (off_t)(off + got));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return rc_fail(err, RC_E_IO, "cannot read the extents file at %llu: %s",
+                               (unsigned long long)(off + got),
+                               r < 0 ? strerror(errno) : "end of file");
+            got += (uint64_t)r;
+        }
+        sp->a = off;
+        sp->b = end;
+    }
+    return enc_data(e, sp->buf + (off - sp->a), (size_t)n);
+}
+
 #define GATE_FILLER (512u << 10)   /* > any decompressor's input chunk, with margin */
 
 
@@ -677,7 +800,10 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
     memset(&e, 0, sizeof(e));
     e.kind = f->compressor;
     e.fd = out_fd;
-    uint8_t *buf = malloc(1u << 20);
+    uint8_t *buf = malloc(SPAN);
+    struct span span = {buf, 0, 0};
+    struct prefetch ahead = {0, 0, 0, 0};
+    uint64_t fed = 0;
     int rc = buf ? RC_OK : rc_fail(err, RC_E_NOMEM, "out of memory");
     /* the prologue is not compressed: it goes before the container */
     e.err = err;
@@ -701,14 +827,13 @@ int rc_feed_write(const rc_feed *f, int out_fd, rc_error *err)
         if (ff->kind == RC_FEED_LINK) {
             rc = enc_data(&e, (const uint8_t *)ff->link, (size_t)ff->size);
         } else if (ff->kind == RC_FEED_REG && ff->size > 0) {
-            uint64_t head = 0;
-            if (f->blk && ff->size >= f->blk)
-                head = ff->size - ff->size % f->blk;
-            if (head)
-                rc = enc_zeros(&e, head);
-            if (rc == RC_OK)
-                rc = feed_real(&e, f->extents_fd, ff->blob + head, ff->size - head, buf,
-                               1u << 20, err);
+            uint64_t off, len = real_part(f, ff, &off);
+            if (ff->size > len)
+                rc = enc_zeros(&e, ff->size - len);
+            prefetch(f, &ahead, fed);
+            if (rc == RC_OK && len)
+                rc = feed_piece(&e, f, &span, i, off, len, err);
+            fed += len;
         }
     }
     if (rc == RC_OK)
