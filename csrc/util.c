@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -31,20 +32,44 @@ int rc_fail(rc_error *err, int code, const char *fmt, ...)
     return code;
 }
 
+/* A write to a pipe whose reader is gone fails with EPIPE here, whatever
+ * SIGPIPE's disposition: dnf 4 sets it back to "kill the process" whenever
+ * its stdout is not a terminal (dnf/i18n.py: cron, Ansible, `dnf | tee`),
+ * and the feed, the transcoder's copy to rpmkeys and the rest write from
+ * dnf's process to readers that may stop early (rpm, rpmkeys).  SIGPIPE is
+ * blocked in this thread for the call; one the write raised is taken back
+ * (sigtimedwait) before the old mask returns -- unless the thread had it
+ * blocked already, where it stays pending as it would have. */
 int rc_write_all(int fd, const void *p, size_t n, rc_error *err)
 {
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    int masked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old) == 0;
     const uint8_t *b = p;
+    int rc = RC_OK, e = 0;
     while (n > 0) {
         ssize_t w = write(fd, b, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            return rc_fail(err, RC_E_IO, "write failed: %s", strerror(errno));
+            e = errno;
+            rc = rc_fail(err, RC_E_IO, "write failed: %s", strerror(e));
+            break;
         }
         b += w;
         n -= (size_t)w;
     }
-    return RC_OK;
+    if (masked) {
+        if (e == EPIPE && !sigismember(&old, SIGPIPE)) {
+            const struct timespec now = {0, 0};
+            while (sigtimedwait(&pipe_set, NULL, &now) < 0 && errno == EINTR)
+                ;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    errno = e;
+    return rc;
 }
 
 /* ---- writing a buffer on a thread of its own -------------------------- */

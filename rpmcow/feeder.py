@@ -45,9 +45,9 @@ class Stream:
         self.gate_at = NO_GATE
         if self._gate is not None:
             try:
-                os.write(self._gate, b"y" if ok else b"n")
+                native.write_all(self._gate, b"y" if ok else b"n")
             except OSError:
-                pass                  # the feed is gone already
+                pass                  # the feed is gone already (EPIPE: never SIGPIPE)
             self.close_gate()
 
     def release_after(self, drain):

@@ -107,14 +107,13 @@ def transcode_while_written(path, size, out_path, stop=None, poll=POLL, stall=ST
 def _copy_growing(fd, path, size, w, stop, poll, stall):
     """Copy fd's bytes to w until there are `size` of them; None when done,
     else why not."""
+    from .native import write_all
     ino = os.fstat(fd).st_ino
     pos, last = 0, time.monotonic()
     while pos < size:
         chunk = os.read(fd, min(CHUNK, size - pos))
         if chunk:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(w, view):]
+            write_all(w, chunk)        # EPIPE, never SIGPIPE: the transcoder stopped reading
             pos += len(chunk)
             last = time.monotonic()
             continue

@@ -3,8 +3,10 @@
 No cffi object and no C error code leaves this module: failures become
 ``rpmcow.errors`` exceptions carrying the core's one-line message.
 """
+import contextlib
 import mmap
 import os
+import signal
 from functools import cached_property
 
 from . import digests as _digests, errors
@@ -69,10 +71,31 @@ def link_unnamed(fd, path):
 
 def write_all(fd, data):
     """Every byte of a bytes-like to fd (os.write may take fewer at a time);
-    OSError as os.write raises it."""
+    OSError as os.write raises it -- BrokenPipeError for a pipe whose reader
+    is gone, whatever SIGPIPE's disposition (see ``sigpipe_held``)."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    with sigpipe_held():
+        while view:
+            view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def sigpipe_held():
+    """Writes in the block to a pipe whose reader is gone raise
+    BrokenPipeError instead of killing the process.  Python ignores SIGPIPE,
+    but dnf 4 sets it back to its default action (end the process) whenever
+    its stdout is not a terminal (dnf/i18n.py: cron, Ansible, `dnf | tee`),
+    and rpmcow writes from dnf's process to readers that may stop early
+    (the transcoder, rpmkeys, a feed's gate).  SIGPIPE is blocked in this
+    thread for the block; one a write raised is taken back before the old
+    mask returns (csrc/util.c's rc_write_all does the same in C)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        yield
+    finally:
+        if signal.SIGPIPE not in old and signal.SIGPIPE in signal.sigpending():
+            signal.sigtimedwait({signal.SIGPIPE}, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def memory_file(data, name="rpmcow-prologue"):
