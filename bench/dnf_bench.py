@@ -21,6 +21,7 @@ Results: bench/results/dnf.{md,json,png}.
 import argparse
 import datetime
 import os
+import shutil
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,9 +35,12 @@ CACHE = os.path.join(os.path.dirname(HERE), "build", "scenario")
 
 
 def one_run(xfs, repo, names, variant, n):
-    r = scenario.measure_install(xfs, repo, names, variant == "cow",
-                                 "root-%s-%s" % (variant, n), keepcache=False)
+    root = "root-%s-%s" % (variant, n)
+    r = scenario.measure_install(xfs, repo, names, variant == "cow", root, keepcache=False)
     del r["output"]
+    # each run starts from the same free space (18 roots of the default set
+    # do not fit the loop XFS: a full disk once stopped the run)
+    shutil.rmtree(os.path.join(xfs.path, root))
     return r
 
 
