@@ -576,27 +576,6 @@ static int cpio_trailer(struct enc *e)
     return cpio_pad(e);
 }
 
-/* copy n bytes of the extents file at off into the stream */
-static int feed_real(struct enc *e, int fd, uint64_t off, uint64_t n, uint8_t *buf,
-                     size_t cap, rc_error *err)
-{
-    while (n > 0) {
-        size_t k = n > cap ? cap : (size_t)n;
-        ssize_t r = pread(fd, buf, k, (off_t)off);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return rc_fail(err, RC_E_IO, "cannot read the extents file at %llu: %s",
-                           (unsigned long long)off, r < 0 ? strerror(errno) : "end of file");
-        int rc = enc_data(e, buf, (size_t)r);
-        if (rc)
-            return rc;
-        off += (uint64_t)r;
-        n -= (uint64_t)r;
-    }
-    return RC_OK;
-}
-
 /* ---- reading the extents file ------------------------------------------ */
 
 /* The feed reads the extents file in small pieces -- each file's last
@@ -689,34 +668,39 @@ static uint64_t span_end(const rc_feed *f, uint32_t i, uint64_t off)
     return end;
 }
 
-/* feed the piece [off, off + n) of the file at place i of the order */
+/* feed the piece [off, off + n) of the file at place i of the order, SPAN
+ * bytes at most per read (a piece that large takes in no other) */
 static int feed_piece(struct enc *e, const rc_feed *f, struct span *sp, uint32_t i,
                       uint64_t off, uint64_t n, rc_error *err)
 {
-    if (n >= SPAN) {
-        sp->a = sp->b = 0;
-        return feed_real(e, f->extents_fd, off, n, sp->buf, SPAN, err);
-    }
-    if (off < sp->a || off + n > sp->b) {
-        uint64_t end = span_end(f, i, off);
-        if (end < off + n)
-            end = off + n;
-        sp->a = sp->b = 0;
-        for (uint64_t got = 0; got < end - off;) {
-            ssize_t r = pread(f->extents_fd, sp->buf + got, (size_t)(end - off - got),
-                              (off_t)(off + got));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r <= 0)
-                return rc_fail(err, RC_E_IO, "cannot read the extents file at %llu: %s",
-                               (unsigned long long)(off + got),
-                               r < 0 ? strerror(errno) : "end of file");
-            got += (uint64_t)r;
+    while (n > 0) {
+        uint64_t k = n < SPAN ? n : SPAN;
+        if (off < sp->a || off + k > sp->b) {
+            uint64_t end = span_end(f, i, off);
+            if (end < off + k)
+                end = off + k;
+            sp->a = sp->b = 0;
+            for (uint64_t got = 0; got < end - off;) {
+                ssize_t r = pread(f->extents_fd, sp->buf + got, (size_t)(end - off - got),
+                                  (off_t)(off + got));
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    return rc_fail(err, RC_E_IO, "cannot read the extents file at %llu: %s",
+                                   (unsigned long long)(off + got),
+                                   r < 0 ? strerror(errno) : "end of file");
+                got += (uint64_t)r;
+            }
+            sp->a = off;
+            sp->b = end;
         }
-        sp->a = off;
-        sp->b = end;
+        int rc = enc_data(e, sp->buf + (off - sp->a), (size_t)k);
+        if (rc)
+            return rc;
+        off += k;
+        n -= k;
     }
-    return enc_data(e, sp->buf + (off - sp->a), (size_t)n);
+    return RC_OK;
 }
 
 #define GATE_FILLER (512u << 10)   /* > any decompressor's input chunk, with margin */
