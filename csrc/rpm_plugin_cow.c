@@ -62,6 +62,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rpm/header.h>
@@ -137,6 +138,7 @@ struct pkg {
     char *nevra;
 #ifdef RPMCOW_TEST_HOOKS
     const char *fault;       /* $RPMCOW_TEST_FAULT_PATH: test builds only */
+    long fault_delay_ms;     /* $RPMCOW_TEST_FAULT_DELAY_MS: fail that late */
 #endif
     int tails;               /* %_rpmcow_tails: the shared tails' directory, or -1 */
     uint64_t cloned, copied;
@@ -540,6 +542,12 @@ static int run_job(struct cow *c, const struct job *j)
     errno = 0;
 #ifdef RPMCOW_TEST_HOOKS
     if (P->fault && strstr(j->path, P->fault)) {
+        if (P->fault_delay_ms > 0) {
+            struct timespec d = {.tv_sec = P->fault_delay_ms / 1000,
+                                 .tv_nsec = (P->fault_delay_ms % 1000) * 1000000L};
+            while (nanosleep(&d, &d) < 0 && errno == EINTR)
+                ;
+        }
         errno = EIO;
         return job_fail(c, j, "cannot clone (fault injected by RPMCOW_TEST_FAULT_PATH)");
     }
@@ -1381,6 +1389,10 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
         P->fault = getenv("RPMCOW_TEST_FAULT_PATH");
         if (P->fault && !*P->fault)
             P->fault = NULL;
+        const char *delay = getenv("RPMCOW_TEST_FAULT_DELAY_MS");
+        P->fault_delay_ms = delay && *delay ? strtol(delay, NULL, 10) : 0;
+        if (P->fault_delay_ms < 0 || P->fault_delay_ms > 10000)
+            P->fault_delay_ms = 0;
 #endif
         if (P->table == NULL && load_table(P) < 0) {    /* (served: loaded already) */
             rpmlog(RPMLOG_ERR, "cow: %s: cannot read the extents file's table\n",
