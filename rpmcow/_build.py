@@ -69,7 +69,7 @@ PLUGIN_DIR = os.path.join(HERE, "plugins")
 def build_plugin(out_dir=PLUGIN_DIR, cc=None, test_hooks=False):
     """Compile csrc/rpm_plugin_cow.c (with the feed writer) against the system librpm into
     out_dir/cow.so; returns its path.  test_hooks: a build for the tests
-    alone, with $RPMCOW_TEST_FAULT_PATH (the default build, and so every
+    alone, with $RPMCOW_TEST_FAULT_PATH and _DELAY_MS (the default build, and so every
     package, has no test hook)."""
     import subprocess
     import sysconfig
