@@ -1,5 +1,4 @@
 """Build hardening: warnings are errors, no executable stack, RELRO."""
-import os
 import subprocess
 from pathlib import Path
 

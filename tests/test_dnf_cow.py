@@ -465,6 +465,7 @@ def test_local_package_rewritten_after_rpms_test_run(dnf_repo, cow_area, pkgbuil
         results[plugin] = (rc, rpm_qa(d.root), d)
     (rc, qa, d), (rc0, qa0, d0) = results[True], results[False]
     assert rc0 != 0, "stock dnf installed a tampered package:\n" + d0.transcript()
+    assert not any(n.startswith("cowtampered-") for n in qa0), (qa0, d0.transcript())
     # the real run fed cowdemo from its extents file (rpm's checks off) ...
     assert summary(d.transcript()) == (1, 2), d.transcript()
     # ... and the plugin refused cowtampered's changed file

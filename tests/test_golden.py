@@ -7,10 +7,8 @@ depend on the verifying librpm's wording (the S section text).
 """
 import hashlib
 import json
-import os
 import struct
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -1141,7 +1141,7 @@ def test_noscripts_runs_no_scriptlets_and_no_triggers(site, generated):
     pkgs = [generated["sinktrig"], generated["sink-1.0"]]
     site.rpm("-i", "--nodeps", "--noscripts", *pkgs)
     assert not (site.stock / LOG.lstrip("/")).exists()
-    r = site.install("--nodeps", "--noscripts", *[site.transcode(p) for p in pkgs])
+    site.install("--nodeps", "--noscripts", *[site.transcode(p) for p in pkgs])
     log = site.cow / LOG.lstrip("/")
     assert not log.exists(), "scriptlets ran under --noscripts:\n%s..." % "\n".join(
         log.read_text().splitlines()[:3])
