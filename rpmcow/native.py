@@ -88,7 +88,9 @@ def sigpipe_held():
     and rpmcow writes from dnf's process to readers that may stop early
     (the transcoder, rpmkeys, a feed's gate).  SIGPIPE is blocked in this
     thread for the block; one a write raised is taken back before the old
-    mask returns (csrc/util.c's rc_write_all does the same in C)."""
+    mask returns (csrc/util.c's rc_write_all does the same in C; Python's
+    writes keep os.write, which runs Python's signal handlers -- Ctrl-C --
+    when a blocked write is interrupted, where the C loop would retry)."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
     try:
         yield
