@@ -343,6 +343,26 @@ _IO_NAMES = {"zstdio": "zstd", "xzdio": "xz", "lzdio": "lzma", "gzdio": "gz", "b
              "ufdio": "none"}
 
 
+def _zero_files(stage):
+    """Overwrite every regular file of the staged tree with zeros of the same
+    size (hard links share the inode: written once), keeping the fixed mtimes."""
+    seen = set()
+    for dirpath, _dirs, filenames in os.walk(stage):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if os.path.islink(p) or (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with open(p, "r+b") as f:
+                left = st.st_size
+                while left:
+                    k = min(left, 1 << 20)
+                    f.write(bytes(k))
+                    left -= k
+            os.utime(p, ns=(SOURCE_DATE_EPOCH * 10**9,) * 2)
+
+
 def compressor_tag(compressor_define):
     """'w19T2.zstdio' -> 'zstd19', 'w9T2.xzdio' -> 'xz9'."""
     m = re.match(r"w(\d*)(?:T\d*)?\.(\w+)$", compressor_define)
@@ -356,19 +376,28 @@ def _log(msg):
 
 
 def build_large_package(workdir, compressor_define, name="rpmcow-bench-large",
-                        profile="large", verbose=True, empty=False):
+                        profile="large", verbose=True, empty=False, zeroed=False):
     """Build (or reuse from the cache in workdir) the package of ``profile``
     compressed with ``compressor_define`` (an rpm ``_binary_payload`` value
     such as ``w19T2.zstdio`` or ``w9T2.xzdio``). Returns the package path.
 
     empty: the package's twin with every regular file emptied (same paths,
     modes, links and directories, no content): what installing it costs is
-    rpm's own per-file work, the floor of any install through stock rpm."""
+    rpm's own per-file work, the floor of any install through stock rpm.
+    zeroed: the twin whose every regular file holds zeros of its own size:
+    rpm reads and writes every byte the header declares, but (in a zstd
+    payload: run-length blocks) decompresses next to nothing -- installed
+    with --nofiledigest, the floor of any install that feeds stock rpm the
+    declared bytes (rpmcow install's)."""
+    if empty and zeroed:
+        raise ValueError("a package is either emptied or zeroed")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     sel = select(profile)
     if empty:
         name += "-empty"
+    if zeroed:
+        name += "-zeroed"
     key = recipe_key(sel, compressor_define, name)
     out = os.path.join(workdir, "%s-%s-%s.rpm" % (name, compressor_tag(compressor_define), key))
     if os.path.exists(out) and os.path.exists(out + ".json"):
@@ -385,6 +414,8 @@ def build_large_package(workdir, compressor_define, name="rpmcow-bench-large",
         copies, links = stage_tree(sel, stage)
         if empty:
             _empty_files(stage)
+        if zeroed:
+            _zero_files(stage)
         os.makedirs(os.path.join(topdir, "SPECS"), exist_ok=True)
         spec = os.path.join(topdir, "SPECS", name + ".spec")
         with open(spec, "w") as f:
