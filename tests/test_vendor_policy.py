@@ -399,3 +399,35 @@ def test_allow_command_quotes():
     assert explain.allow_command("foo", "Beta Inc") == "dnf vendor switch foo --to 'Beta Inc'"
     assert explain.allow_command("foo", "", "/r") == \
         "dnf --installroot=/r vendor switch foo --to ''"
+
+
+def test_without_a_toml_parser_only_dnf5_files_cannot_be_read(tmp_path):
+    """EL 9's Python 3.9 has no tomllib; where neither tomli nor toml is
+    installed the policy engine still loads, reads INI and zypper files, and
+    names the missing parser for a dnf5 TOML file (before: ImportError on
+    import, and no vendor policy at all)."""
+    import subprocess
+    import sys
+    (tmp_path / "dnf5").mkdir()
+    (tmp_path / "dnf5" / "a.conf").write_text('version = "1.1"\n')
+    (tmp_path / "zypp").mkdir()
+    (tmp_path / "zypp" / "one").write_text("[main]\nvendors = Gamma,Delta\n")
+    code = textwrap.dedent("""
+        import sys
+        for name in ("tomllib", "tomli", "toml"):
+            sys.modules[name] = None          # as if not installed
+        from rpmcow.vendorpolicy import formats
+        from rpmcow.vendorpolicy.errors import PolicyFileError
+        formats.load([], [], [sys.argv[1] + "/zypp"])
+        try:
+            formats.load([], [sys.argv[1] + "/dnf5"], [])
+        except PolicyFileError as exc:
+            print("refused:", exc)
+        else:
+            print("read it")
+    """)
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr
+    assert "refused:" in r.stdout and "a.conf" in r.stdout, r.stdout
+    assert "no tomllib" in r.stdout and "python3-tomli" in r.stdout, r.stdout

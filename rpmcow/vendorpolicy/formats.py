@@ -30,17 +30,7 @@ separated by spaces or commas)::
 """
 import os
 import re
-try:
-    import tomllib
-except ImportError:             # Python < 3.11 (EL9): the same parser, packaged
-    try:
-        import tomli as tomllib
-    except ImportError:         # where only the older `toml` is packaged (Debian 11)
-        import toml as _toml
-
-        class tomllib:          # noqa: N801 - stands in for the module
-            TOMLDecodeError = _toml.TomlDecodeError
-            loads = staticmethod(_toml.loads)
+import sys
 
 from . import inifile, match
 from .errors import PolicyFileError
@@ -335,11 +325,36 @@ def _package_filter(path, line, table, version, incoming):
     return lambda p: test(getter(p))
 
 
+def _toml_parser():
+    """(loads, its decode error): tomllib (Python >= 3.11), tomli (the same
+    parser, packaged for older Pythons: EL 9's python3-tomli) or the older
+    toml (Debian 11); None if none is installed.  Looked up when a TOML
+    file is read, so that without one only dnf5's files cannot be."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            try:
+                import toml
+            except ImportError:
+                return None
+            return toml.loads, toml.TomlDecodeError
+    return tomllib.loads, tomllib.TOMLDecodeError
+
+
 def parse_dnf5(policy, path, text):
     """Add one dnf5 vendors.d TOML file (version 1.0, 1.1 or 1.2) to `policy`."""
+    parser = _toml_parser()
+    if parser is None:
+        raise PolicyFileError(path, 0, "cannot read TOML: this Python (%d.%d) has no tomllib, "
+                              "and neither tomli nor toml is installed (python3-tomli)"
+                              % sys.version_info[:2])
+    loads, decode_error = parser
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = loads(text)
+    except decode_error as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise PolicyFileError(path, int(m.group(1)) if m else 0,
                               "invalid TOML: %s" % exc) from None
