@@ -1359,9 +1359,15 @@ static rpmRC cow_psm_pre(rpmPlugin plugin, rpmte te)
     struct pkg *P = &c->pkg;
     rpmRC rc = RPMRC_OK;
     if (unverified_ts != NULL && unverified_ts == serve_ts && !judged(key)) {
-        /* the real run's verification pass did not run (served_only) */
-        rpmlog(RPMLOG_ERR, "cow: %s: not the package rpmcow checked (its header changed "
-               "after rpm's test run): refused\n", rpmteNEVRA(te));
+        /* the real run's verification pass did not run (served_only).  Only
+         * dnf5 gets here, which keeps rpm's messages in its log and shows
+         * none for a package failed before it unpacks: the terminal would
+         * say no more than "Transaction failed".  Say it there too. */
+#define REFUSED "cow: %s: not the package rpmcow checked (its header changed after " \
+                "rpm's test run): refused\n"
+        rpmlog(RPMLOG_ERR, REFUSED, rpmteNEVRA(te));
+        fprintf(stderr, REFUSED, rpmteNEVRA(te));
+#undef REFUSED
         free(map);
         free(key);
         return RPMRC_FAIL;

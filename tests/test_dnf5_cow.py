@@ -412,10 +412,12 @@ def test_a_package_changed_after_the_test_run_is_refused(xfs_world):
     r = w.dnf5("cow", "install", "victim2")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
-    # dnf5 writes rpm's errors into its log, and says the transaction failed
+    # dnf5 writes rpm's errors into its log and says the transaction failed;
+    # the refusal is on the terminal too (the rpm plugin writes it to stderr)
     log = "".join(p.read_text(errors="replace") for p in w.root("cow").glob("var/log/dnf5*.log"))
     assert "Transaction failed" in out, out
     assert "cow: victim2-1.0-1.noarch: not the package rpmcow checked" in log, log[-6000:]
+    assert "cow: victim2-1.0-1.noarch: not the package rpmcow checked" in r.stderr, r.stderr
     big = w.root("cow") / "opt/victim2/big"
     assert not big.exists() or big.read_bytes() != data(2 << 20, 80)
     assert not [line for line in rpmdb(w.root("cow")) if line.startswith("victim2")]
