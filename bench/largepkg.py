@@ -328,24 +328,14 @@ def stage_tree(sel, stage):
     return copies, links
 
 
-def _empty_files(stage):
-    """Truncate every regular file of the staged tree (hard links share the
-    inode: truncated once), keeping the fixed mtimes."""
-    for dirpath, _dirs, filenames in os.walk(stage):
-        for n in filenames:
-            p = os.path.join(dirpath, n)
-            if not os.path.islink(p):
-                os.truncate(p, 0)
-                os.utime(p, ns=(SOURCE_DATE_EPOCH * 10**9,) * 2)
-
-
 _IO_NAMES = {"zstdio": "zstd", "xzdio": "xz", "lzdio": "lzma", "gzdio": "gz", "bzdio": "bz2",
              "ufdio": "none"}
 
 
-def _zero_files(stage):
-    """Overwrite every regular file of the staged tree with zeros of the same
-    size (hard links share the inode: written once), keeping the fixed mtimes."""
+def _rewrite_files(stage, zeros):
+    """Empty every regular file of the staged tree, or (zeros) fill it with
+    zeros of its own size -- each inode once (hard links share it) --
+    keeping the fixed mtimes."""
     seen = set()
     for dirpath, _dirs, filenames in os.walk(stage):
         for n in filenames:
@@ -354,12 +344,12 @@ def _zero_files(stage):
             if os.path.islink(p) or (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
-            with open(p, "r+b") as f:
-                left = st.st_size
-                while left:
-                    k = min(left, 1 << 20)
-                    f.write(bytes(k))
-                    left -= k
+            if not zeros:
+                os.truncate(p, 0)
+            else:
+                with open(p, "r+b") as f:
+                    for at in range(0, st.st_size, 1 << 20):
+                        f.write(bytes(min(1 << 20, st.st_size - at)))
             os.utime(p, ns=(SOURCE_DATE_EPOCH * 10**9,) * 2)
 
 
@@ -412,10 +402,8 @@ def build_large_package(workdir, compressor_define, name="rpmcow-bench-large",
              % (os.path.basename(out), sel.files, sel.bytes / MiB, compressor_define))
     try:
         copies, links = stage_tree(sel, stage)
-        if empty:
-            _empty_files(stage)
-        if zeroed:
-            _zero_files(stage)
+        if empty or zeroed:
+            _rewrite_files(stage, zeros=zeroed)
         os.makedirs(os.path.join(topdir, "SPECS"), exist_ok=True)
         spec = os.path.join(topdir, "SPECS", name + ".spec")
         with open(spec, "w") as f:

@@ -2,6 +2,8 @@
 formats, the decision and its explanation, settings, state, keys."""
 import json
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -406,8 +408,6 @@ def test_without_a_toml_parser_only_dnf5_files_cannot_be_read(tmp_path):
     installed the policy engine still loads, reads INI and zypper files, and
     names the missing parser for a dnf5 TOML file (before: ImportError on
     import, and no vendor policy at all)."""
-    import subprocess
-    import sys
     (tmp_path / "dnf5").mkdir()
     (tmp_path / "dnf5" / "a.conf").write_text('version = "1.1"\n')
     (tmp_path / "zypp").mkdir()
